@@ -1,0 +1,38 @@
+// Package mapped is mapstore's segment: a region of POSIX shared memory or
+// a file that several processes map at once, with an allocator, a name
+// directory and handles inside it. It is untyped (bytes, offsets and names);
+// package objects adds Go types on top.
+//
+// Open a segment over a backing:
+//
+//	seg, err := mapped.Open(shm.Named("MySharedMemory"), mapped.CreateOnly, mapped.WithSize(64<<10))
+//	seg, err := mapped.Open(file.Path("state.seg"), mapped.OpenOrCreate, mapped.WithSize(1<<20))
+//	defer seg.Close()
+//
+// # Growth
+//
+// Each process maps the segment's maximum size (WithMaxSize, 64 GiB by
+// default) as address space, of which only Size bytes have pages behind
+// them. Growing extends the backing with fallocate and ftruncate; every
+// attached process sees the new pages at once, and the base address never
+// moves, so Go pointers into the segment stay valid until Close. A full disk
+// or tmpfs is ErrNoSpace, never a SIGBUS.
+//
+// # Crashes
+//
+// Each writable open holds a slot in the segment's attached-process table,
+// kept alive by an OFD lock that the kernel releases when the process dies
+// (immune to pid reuse and zombies). The last process to close a segment
+// marks it closed; a file segment is flushed first. An open that finds the
+// segment attached with no live process records an unclean shutdown in
+// RecoveryReport and recovers the segment before returning it.
+//
+// # Durability (file backing)
+//
+// Flush makes everything written before it durable. Closing the last
+// writable open flushes. Opening a closed file segment for writing first
+// makes its attached state durable (one small sync, about 0.3 ms on the
+// machines we measured), so that after a power loss the segment is never
+// mistaken for one that was closed cleanly; RecoveryReport then says that
+// the machine restarted and writes after the last Flush may be lost.
+package mapped

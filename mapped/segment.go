@@ -1,0 +1,222 @@
+package mapped
+
+import (
+	"errors"
+	"fmt"
+	"sync/atomic"
+
+	"github.com/mapstore/mapstore/backing"
+	"github.com/mapstore/mapstore/recovery"
+)
+
+// Mode says whether Open creates a segment and how it maps it.
+type Mode uint8
+
+const (
+	// CreateOnly creates a new segment; ErrExists if one is there.
+	CreateOnly Mode = iota
+	// OpenOnly opens an existing segment; ErrNotFound if there is none.
+	OpenOnly
+	// OpenOrCreate opens the segment, creating it if there is none.
+	OpenOrCreate
+	// OpenReadOnly maps an existing segment read-only; writes are ErrReadOnly.
+	OpenReadOnly
+	// OpenCopyOnWrite maps an existing segment privately: writes are seen
+	// only by this process and never reach the backing.
+	OpenCopyOnWrite
+)
+
+func (m Mode) String() string {
+	switch m {
+	case CreateOnly:
+		return "CreateOnly"
+	case OpenOnly:
+		return "OpenOnly"
+	case OpenOrCreate:
+		return "OpenOrCreate"
+	case OpenReadOnly:
+		return "OpenReadOnly"
+	case OpenCopyOnWrite:
+		return "OpenCopyOnWrite"
+	}
+	return fmt.Sprintf("Mode(%d)", uint8(m))
+}
+
+// Segment is an open managed segment. Every method is safe for concurrent
+// use by goroutines and, through the segment itself, by processes.
+type Segment struct {
+	b      backing.Backing
+	env    *recovery.Envelope
+	mode   Mode
+	report *recovery.Report
+	closed atomic.Bool
+}
+
+// Open opens the segment in b as mode says.
+//
+// A writable open attaches to the segment: it takes a slot in the
+// segment's attached-process table, kept alive by a lock the kernel drops
+// when the process dies. If the segment was left attached by processes that
+// are gone, Open recovers it first; RecoveryReport says what it found.
+func Open(b backing.Backing, mode Mode, opts ...Option) (*Segment, error) {
+	o, err := buildOptions(b.Name(), opts)
+	if err != nil {
+		return nil, err
+	}
+	p := recovery.Params{Size: o.size, MaxSize: o.maxSize}
+	if o.fixed {
+		p.Flags |= recovery.FlagFixedSize
+	}
+	var r *backing.Region
+	switch mode {
+	case CreateOnly:
+		p.Create, p.Exclusive = true, true
+		r, err = b.Open(backing.Create|backing.Exclusive, o.perm)
+	case OpenOnly:
+		r, err = b.Open(0, o.perm)
+	case OpenOrCreate:
+		p.Create = true
+		r, err = openOrCreate(b, o)
+	case OpenReadOnly:
+		p.Access = recovery.ReadOnly
+		r, err = b.Open(backing.ReadOnly, o.perm)
+	case OpenCopyOnWrite:
+		p.Access = recovery.CopyOnWrite
+		r, err = b.Open(backing.ReadOnly, o.perm)
+	default:
+		return nil, fmt.Errorf("mapstore: open %s: unknown mode %d", b.Name(), mode)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("mapstore: open: %w", err)
+	}
+	env, rep, err := recovery.Open(r, p)
+	if err != nil {
+		return nil, fmt.Errorf("mapstore: open: %w", err)
+	}
+	return &Segment{b: b, env: env, mode: mode, report: rep}, nil
+}
+
+// openOrCreate creates the backing if it can, and opens it otherwise, so
+// that the envelope knows whether this open made the file.
+func openOrCreate(b backing.Backing, o options) (*backing.Region, error) {
+	for {
+		r, err := b.Open(backing.Create|backing.Exclusive, o.perm)
+		if !errors.Is(err, backing.ErrExists) {
+			return r, err
+		}
+		r, err = b.Open(0, o.perm)
+		if !errors.Is(err, backing.ErrNotFound) {
+			return r, err
+		}
+		// Removed between the two opens: try again.
+	}
+}
+
+// Close detaches from the segment and unmaps it. Every slice and pointer
+// into the segment becomes invalid. The last writable process to close a
+// file segment flushes it and marks it closed cleanly. Close is idempotent;
+// afterwards every other method returns ErrClosed.
+func (s *Segment) Close() error {
+	if s.closed.Swap(true) {
+		return nil
+	}
+	if err := s.env.Close(); err != nil {
+		return fmt.Errorf("mapstore: close: %w", err)
+	}
+	return nil
+}
+
+func (s *Segment) errClosed(op string) error {
+	return fmt.Errorf("mapstore: %s %s: %w", op, s.b.Name(), ErrClosed)
+}
+
+// Flush makes everything written to the segment so far durable: msync of
+// the used range and fdatasync. On shared memory, which has no disk behind
+// it, it returns nil at once.
+func (s *Segment) Flush() error {
+	if s.closed.Load() {
+		return s.errClosed("flush")
+	}
+	if err := s.env.Flush(); err != nil {
+		return fmt.Errorf("mapstore: flush: %w", err)
+	}
+	return nil
+}
+
+// Size is the segment's current size in bytes.
+func (s *Segment) Size() int64 {
+	if s.closed.Load() {
+		return 0
+	}
+	return s.env.Size()
+}
+
+// MaxSize is the most the segment can grow to: the address space mapped.
+func (s *Segment) MaxSize() int64 {
+	if s.closed.Load() {
+		return 0
+	}
+	return s.env.MaxSize()
+}
+
+// Grow grows the segment by extra bytes (rounded up to a page) in place:
+// every attached process sees the new memory at once and the base address
+// does not move. It fails with ErrNoSpace past the maximum size or when the
+// disk or tmpfs is full, with ErrReadOnly unless the segment is writable.
+func (s *Segment) Grow(extra int64) error {
+	if s.closed.Load() {
+		return s.errClosed("grow")
+	}
+	if extra <= 0 {
+		return fmt.Errorf("mapstore: grow %s by %d bytes: %w", s.b.Name(), extra, ErrInvalidSize)
+	}
+	cur := s.env.Size()
+	if extra > s.env.MaxSize()-cur && s.env.Access() == recovery.ReadWrite {
+		return fmt.Errorf("mapstore: grow %s by %d bytes: past the maximum size %d: %w", s.b.Name(), extra, s.env.MaxSize(), ErrNoSpace)
+	}
+	if _, err := s.env.Grow(cur + extra); err != nil {
+		return fmt.Errorf("mapstore: %w", err)
+	}
+	return nil
+}
+
+// Name is the backing's name: the file's path, or "shm:NAME".
+func (s *Segment) Name() string { return s.b.Name() }
+
+// Mode is the mode the segment was opened with.
+func (s *Segment) Mode() Mode { return s.mode }
+
+// RecoveryReport says what Open found and did: whether the segment was
+// created, whether it had been left attached by processes that died (and
+// what was rolled back), whether a header copy was damaged.
+func (s *Segment) RecoveryReport() *recovery.Report { return s.report }
+
+// Info describes a segment.
+type Info struct {
+	Name       string         // backing name
+	Mode       Mode           // how this process opened it
+	Size       int64          // current size in bytes
+	MaxSize    int64          // maximum size in bytes
+	State      recovery.State // header state now (attached while writers have it open)
+	Opens      uint64         // writable opens over the segment's life
+	Generation uint64         // header generation
+	UUID       [16]byte       // creation UUID
+	FixedSize  bool           // allocations do not grow it
+	Durable    bool           // Flush reaches a disk (file backing)
+}
+
+// Info reads the segment's header.
+func (s *Segment) Info() (Info, error) {
+	if s.closed.Load() {
+		return Info{}, s.errClosed("info")
+	}
+	h, err := s.env.Header()
+	if err != nil {
+		return Info{}, fmt.Errorf("mapstore: info: %w", err)
+	}
+	return Info{
+		Name: s.b.Name(), Mode: s.mode, Size: s.env.Size(), MaxSize: s.env.MaxSize(),
+		State: h.State, Opens: h.Opens, Generation: h.Generation, UUID: h.UUID,
+		FixedSize: h.Flags&recovery.FlagFixedSize != 0, Durable: s.env.Durable(),
+	}, nil
+}

@@ -1,0 +1,584 @@
+package recovery
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/mapstore/mapstore/backing"
+)
+
+// OFD lock bytes, far beyond any data.
+const (
+	LockBase    = int64(1) << 60
+	metaLockOff = LockBase       // serialises opens, closes, growth, header writes
+	slotLockOff = LockBase + 256 // + slot index: liveness of an attached process
+)
+
+// Access says how an envelope maps its segment.
+type Access uint8
+
+const (
+	// ReadWrite maps shared and writable, and attaches to the segment.
+	ReadWrite Access = iota
+	// ReadOnly maps shared and read-only; it does not attach.
+	ReadOnly
+	// CopyOnWrite maps privately: writes never reach the backing.
+	CopyOnWrite
+)
+
+// Params say how Open treats a segment.
+type Params struct {
+	Access Access
+	// Create allows a new segment to be made when the backing is new or
+	// empty, or holds an interrupted creation.
+	Create bool
+	// Exclusive makes an existing segment ErrExists (with Create).
+	Exclusive bool
+	// Size and MaxSize are a new segment's size and maximum size, page
+	// multiples with EnvelopeSize <= Size <= MaxSize <= MaxMaxSize.
+	Size, MaxSize int64
+	// Flags are a new segment's header flags.
+	Flags uint32
+	// Init lays out the layers above in a new segment. It runs under the
+	// meta lock, before any other process can open the segment.
+	Init func(e *Envelope) error
+	// Recover repairs the layers above after processes died with the
+	// segment attached (rep says which, and whether any is still alive),
+	// under the meta lock. Its error fails the open.
+	Recover func(e *Envelope, rep *Report) error
+	// OpenWait bounds how long an open waits for a creator that has made
+	// the backing but not yet locked it; 0 means a short default.
+	OpenWait time.Duration
+}
+
+// Envelope is an open segment's envelope: its mapping, header and
+// attached-process slot. Its methods are safe for concurrent use.
+type Envelope struct {
+	region *backing.Region
+	mem    []byte // the whole mapping (maximum size; private size for copy-on-write)
+	access Access
+	slot   int // attached-process slot, or -1
+	maxLen int64
+	uuid   [16]byte
+	flags  uint32
+
+	mu     sync.Mutex // in front of the meta OFD lock, which is per descriptor
+	closed atomic.Bool
+}
+
+// Open validates (or creates) the segment in r, maps it, attaches to it
+// when writable, and runs recovery when it was left dirty. On error, r is
+// closed.
+func Open(r *backing.Region, p Params) (e *Envelope, rep *Report, err error) {
+	if os.Getpagesize() != PageSize {
+		_ = r.Close()
+		return nil, nil, fmt.Errorf("%s: system page size %d, mapstore needs %d: %w", r.Name(), os.Getpagesize(), PageSize, ErrVersion)
+	}
+	e = &Envelope{region: r, access: p.Access, slot: -1}
+	rep = &Report{Name: r.Name()}
+	defer func() {
+		if err != nil {
+			_ = r.Close()
+			e, rep = nil, nil
+		}
+	}()
+	wait := p.OpenWait
+	if wait <= 0 {
+		wait = 200 * time.Millisecond
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		if err := e.lockMeta(); err != nil {
+			return nil, nil, err
+		}
+		retry, err := e.open(p, rep)
+		e.unlockMeta()
+		if err != nil {
+			return nil, nil, err
+		}
+		if !retry {
+			return e, rep, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, nil, fmt.Errorf("%s: empty file, not a mapstore segment: %w", r.Name(), ErrCorrupt)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// open does the work of Open under the meta lock. retry asks the caller
+// to wait and try again: the backing is empty and may be a creation that
+// has not yet taken the lock.
+func (e *Envelope) open(p Params, rep *Report) (retry bool, err error) {
+	r := e.region
+	size, err := r.Size()
+	if err != nil {
+		return false, err
+	}
+	if size == 0 {
+		if !p.Create || p.Access != ReadWrite {
+			return true, nil
+		}
+		rep.Created = true
+		rep.TookOver = !r.Created()
+		return false, e.create(p, rep)
+	}
+	if size < PageSize {
+		return false, fmt.Errorf("%s: %d bytes, shorter than a segment header: %w", r.Name(), size, ErrCorrupt)
+	}
+	page := make([]byte, PageSize)
+	if _, err := r.ReadAt(page, 0); err != nil {
+		return false, err
+	}
+	h, damaged, err := ReadHeaders(page)
+	if err != nil {
+		return false, fmt.Errorf("%s: %w", r.Name(), err)
+	}
+	rep.State = h.State
+	if h.State == StateCreating {
+		// The creator holds the meta lock until creation ends, and we hold
+		// it now: the creator died.
+		if !p.Create || p.Access != ReadWrite {
+			return false, fmt.Errorf("%s: its creation was interrupted: %w", r.Name(), backing.ErrNotFound)
+		}
+		rep.Created, rep.TookOver = true, true
+		return false, e.create(p, rep)
+	}
+	if p.Exclusive {
+		return false, fmt.Errorf("%s: %w", r.Name(), backing.ErrExists)
+	}
+	if uint64(size) < h.Size {
+		return false, fmt.Errorf("%s: header says %d bytes, the backing has %d: %w", r.Name(), h.Size, size, ErrCorrupt)
+	}
+	rep.DamagedHeaders = damaged
+	e.uuid, e.flags = h.UUID, h.Flags
+	mapLen, mode := int64(h.MaxSize), backing.MapShared
+	switch p.Access {
+	case ReadOnly:
+		mode = backing.MapReadOnly
+	case CopyOnWrite:
+		mapLen, mode = int64(h.Size), backing.MapPrivate
+	}
+	if e.mem, err = r.Map(mapLen, mode); err != nil {
+		return false, err
+	}
+	e.maxLen = mapLen
+	if p.Access == ReadOnly {
+		rep.UncleanShutdown, rep.MachineRestarted, err = e.survey(h, rep)
+		rep.RecoveryNeeded = rep.UncleanShutdown
+		return false, err
+	}
+	return false, e.attach(h, damaged, p, rep)
+}
+
+// create makes a new segment: header page first (state creating), then
+// the full size, then the layers above, then the attached state.
+func (e *Envelope) create(p Params, rep *Report) error {
+	r := e.region
+	h := Header{
+		Version:   FormatVersion,
+		ByteOrder: NativeByteOrder(),
+		PtrWidth:  uint8(unsafe.Sizeof(uintptr(0))),
+		PageSize:  PageSize,
+		Flags:     p.Flags,
+		Size:      EnvelopeSize,
+		MaxSize:   uint64(p.MaxSize),
+		State:     StateCreating,
+		BootID:    bootID(),
+		DataStart: EnvelopeSize,
+	}
+	if _, err := rand.Read(h.UUID[:]); err != nil {
+		return fmt.Errorf("%s: create: %w", r.Name(), err)
+	}
+	if err := r.Resize(EnvelopeSize); err != nil {
+		return err
+	}
+	mem, err := r.Map(p.MaxSize, backing.MapShared)
+	if err != nil {
+		return err
+	}
+	e.mem, e.maxLen, e.uuid, e.flags = mem, p.MaxSize, h.UUID, h.Flags
+	clear(mem[:EnvelopeSize])
+	h.Generation = 1
+	h.Encode(mem[HeaderOffB:])
+	if err := r.Resize(p.Size); err != nil {
+		return err
+	}
+	h.Size = uint64(p.Size)
+	atomic.StoreUint64(e.word(liveSizeOff), h.Size)
+	e.writeHeader(&h)
+	if p.Init != nil {
+		if err := p.Init(e); err != nil {
+			return fmt.Errorf("%s: create: %w", r.Name(), err)
+		}
+		if h, err = e.current(); err != nil {
+			return err
+		}
+	}
+	if err := e.claimSlot(); err != nil {
+		return err
+	}
+	h.State = StateAttached
+	h.Opens = 1
+	e.writeHeader(&h)
+	return nil
+}
+
+// survey looks at the attached-process table: which attached processes are
+// dead, and whether the segment was left attached with none alive.
+func (e *Envelope) survey(h Header, rep *Report) (unclean, restarted bool, err error) {
+	live := 0
+	for i := 0; i < MaxSlots; i++ {
+		if i == e.slot || e.slotState(i) == 0 {
+			continue
+		}
+		held, err := e.region.Held(slotLockOff + int64(i))
+		if err != nil {
+			return false, false, err
+		}
+		if held {
+			live++
+			continue
+		}
+		rep.DeadProcesses = append(rep.DeadProcesses, Process{Slot: i, PID: int(e.slotPID(i))})
+	}
+	if h.State == StateAttached && live == 0 {
+		unclean = true
+		restarted = h.BootID != bootID()
+	}
+	return unclean, restarted, nil
+}
+
+// attach joins a writable segment: reap dead slots (after the layers above
+// have recovered), claim a slot, mark the segment attached.
+func (e *Envelope) attach(h Header, damaged []string, p Params, rep *Report) error {
+	unclean, restarted, err := e.survey(h, rep)
+	if err != nil {
+		return err
+	}
+	rep.UncleanShutdown, rep.MachineRestarted = unclean, restarted
+	if unclean {
+		// Nobody alive holds the segment: the header's size is the truth
+		// (a grow may have died between ftruncate and publishing).
+		atomic.StoreUint64(e.word(liveSizeOff), h.Size)
+	}
+	if len(rep.DeadProcesses) > 0 || unclean {
+		if p.Recover != nil {
+			if err := p.Recover(e, rep); err != nil {
+				return fmt.Errorf("%s: recovery: %w", e.region.Name(), err)
+			}
+		}
+		for _, d := range rep.DeadProcesses {
+			e.freeSlot(d.Slot)
+			rep.Addf("released the slot of dead process %d", d.PID)
+		}
+		if h, err = e.current(); err != nil {
+			return err
+		}
+	}
+	if p.Access == CopyOnWrite {
+		if len(damaged) > 0 || unclean {
+			rep.Addf("recovered the private copy only; the backing is unchanged")
+		}
+		return nil
+	}
+	if err := e.claimSlot(); err != nil {
+		return err
+	}
+	wasClosed := h.State == StateClosed
+	h.State = StateAttached
+	h.BootID = bootID()
+	h.Opens++
+	e.writeHeader(&h)
+	if len(damaged) > 0 {
+		// The write went to the copy that was not trusted; write once more
+		// so that both copies are valid again.
+		e.writeHeader(&h)
+		rep.Addf("rewrote the damaged header copy")
+	}
+	if wasClosed {
+		// The attached state must be on disk before any data write can be,
+		// or a power loss could leave new data under a closed header.
+		return e.region.Sync(e.mem[:PageSize])
+	}
+	return nil
+}
+
+// Close detaches (the last writer flushes and marks the segment closed),
+// unmaps and closes the backing. Any slice into the mapping must no longer
+// be used. Close is idempotent.
+func (e *Envelope) Close() error {
+	if e.closed.Swap(true) {
+		return nil
+	}
+	var err error
+	if e.slot >= 0 {
+		err = e.detach()
+	}
+	if cerr := e.region.Close(); cerr != nil && err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func (e *Envelope) detach() error {
+	if err := e.lockMeta(); err != nil {
+		return err
+	}
+	defer e.unlockMeta()
+	e.freeSlot(e.slot)
+	e.slot = -1
+	h, err := e.current()
+	if err != nil {
+		return err
+	}
+	others := false
+	for i := 0; i < MaxSlots; i++ {
+		if e.slotState(i) != 0 {
+			others = true // alive, or dead and awaiting recovery
+			break
+		}
+	}
+	if others {
+		return nil
+	}
+	if err := e.region.Sync(e.mem[:h.Size]); err != nil {
+		return err
+	}
+	h.State = StateClosed
+	e.writeHeader(&h)
+	return e.region.Sync(e.mem[:PageSize])
+}
+
+// Grow makes the segment newSize bytes (a page multiple, at most the
+// maximum size) unless it already is at least that large, and publishes
+// the size to every attached process. It returns the size after.
+func (e *Envelope) Grow(newSize int64) (int64, error) {
+	if e.access != ReadWrite {
+		return 0, fmt.Errorf("%s: grow: %w", e.region.Name(), errNotWritable(e.access))
+	}
+	if err := e.lockMeta(); err != nil {
+		return 0, err
+	}
+	defer e.unlockMeta()
+	h, err := e.current()
+	if err != nil {
+		return 0, err
+	}
+	if uint64(newSize) <= h.Size {
+		return int64(h.Size), nil
+	}
+	if newSize%PageSize != 0 {
+		newSize += PageSize - newSize%PageSize
+	}
+	if uint64(newSize) > h.MaxSize {
+		return int64(h.Size), fmt.Errorf("%s: grow to %d bytes: past the maximum size %d: %w", e.region.Name(), newSize, h.MaxSize, backing.ErrNoSpace)
+	}
+	if err := e.region.Resize(newSize); err != nil {
+		return int64(h.Size), err
+	}
+	h.Size = uint64(newSize)
+	e.writeHeader(&h)
+	atomic.StoreUint64(e.word(liveSizeOff), h.Size)
+	return newSize, nil
+}
+
+// ErrReadOnlyAccess is wrapped by writes refused because the segment was
+// opened read-only or copy-on-write.
+var ErrReadOnlyAccess = errors.New("segment is read-only")
+
+func errNotWritable(a Access) error {
+	if a == CopyOnWrite {
+		return fmt.Errorf("copy-on-write segments cannot grow: %w", ErrReadOnlyAccess)
+	}
+	return ErrReadOnlyAccess
+}
+
+// Flush makes everything written so far durable (msync of the used range
+// and fdatasync); on shared memory it does nothing.
+func (e *Envelope) Flush() error {
+	if e.access != ReadWrite {
+		return nil
+	}
+	return e.region.Sync(e.mem[:e.Size()])
+}
+
+// Size is the segment's current size in bytes. Every access must stay
+// below it: the mapping beyond it has no backing pages.
+func (e *Envelope) Size() int64 {
+	if e.access == CopyOnWrite {
+		return e.maxLen
+	}
+	return int64(atomic.LoadUint64(e.word(liveSizeOff)))
+}
+
+// MaxSize is the segment's maximum size: the address space mapped.
+func (e *Envelope) MaxSize() int64 { return e.maxLen }
+
+// Mem is the whole mapping. Only Mem()[:Size()] may be touched.
+func (e *Envelope) Mem() []byte { return e.mem }
+
+// Name is the backing's name.
+func (e *Envelope) Name() string { return e.region.Name() }
+
+// Access is how the envelope was opened.
+func (e *Envelope) Access() Access { return e.access }
+
+// Durable reports whether Flush reaches stable storage.
+func (e *Envelope) Durable() bool { return e.region.Durable() }
+
+// UUID is the segment's creation UUID.
+func (e *Envelope) UUID() [16]byte { return e.uuid }
+
+// Flags are the segment's header flags.
+func (e *Envelope) Flags() uint32 { return e.flags }
+
+// Slot is this open's attached-process slot, or -1 when not attached.
+func (e *Envelope) Slot() int { return e.slot }
+
+// Header returns the current header.
+func (e *Envelope) Header() (Header, error) {
+	if err := e.lockMeta(); err != nil {
+		return Header{}, err
+	}
+	defer e.unlockMeta()
+	return e.current()
+}
+
+// SetRoots changes root offsets under the meta lock and writes the header.
+func (e *Envelope) SetRoots(f func(roots *[NumRoots]uint64)) error {
+	if e.access == ReadOnly {
+		return fmt.Errorf("%s: set roots: %w", e.region.Name(), ErrReadOnlyAccess)
+	}
+	if err := e.lockMeta(); err != nil {
+		return err
+	}
+	defer e.unlockMeta()
+	return e.SetRootsLocked(f)
+}
+
+// SetRootsLocked is SetRoots for Init and Recover, which run with the meta
+// lock already held.
+func (e *Envelope) SetRootsLocked(f func(roots *[NumRoots]uint64)) error {
+	h, err := e.current()
+	if err != nil {
+		return err
+	}
+	f(&h.Roots)
+	e.writeHeader(&h)
+	return nil
+}
+
+// Roots returns the current root offsets.
+func (e *Envelope) Roots() ([NumRoots]uint64, error) {
+	h, err := e.Header()
+	return h.Roots, err
+}
+
+// current decodes the trusted header from the mapping. The meta lock (or
+// exclusive ownership during Open) must be held, so no write is in flight.
+func (e *Envelope) current() (Header, error) {
+	h, _, err := ReadHeaders(e.mem[:PageSize])
+	if err != nil {
+		// Only this package writes headers, under the meta lock, and always
+		// to the copy not trusted: something else wrote over both.
+		return h, fmt.Errorf("%s: header damaged while open: %w", e.region.Name(), err)
+	}
+	return h, nil
+}
+
+// writeHeader writes h with the next generation into the copy that does
+// not hold the current one, so a torn write leaves the other intact.
+func (e *Envelope) writeHeader(h *Header) {
+	h.Generation++
+	off := HeaderOffA
+	if h.Generation%2 == 1 {
+		off = HeaderOffB
+	}
+	if e.access == ReadOnly {
+		panic("mapstore: header write through a read-only mapping")
+	}
+	buf := make([]byte, HeaderLen)
+	h.Encode(buf)
+	copy(e.mem[off:off+HeaderLen], buf)
+}
+
+func (e *Envelope) lockMeta() error {
+	e.mu.Lock()
+	if _, err := e.region.Lock(metaLockOff, e.access == ReadWrite, true); err != nil {
+		e.mu.Unlock()
+		return err
+	}
+	return nil
+}
+
+func (e *Envelope) unlockMeta() {
+	_ = e.region.Unlock(metaLockOff)
+	e.mu.Unlock()
+}
+
+func (e *Envelope) word(off int) *uint64 {
+	return (*uint64)(unsafe.Pointer(&e.mem[off]))
+}
+
+// Attached-process slot layout (64 bytes):
+//
+//	0   4  state (0 free, 1 attached)
+//	4   4  pid
+//	8   8  attach id (unique per attach over the segment's life)
+//	16  48 reserved for the layers above (SlotWords)
+func (e *Envelope) slotBase(i int) int { return slotsOff + i*SlotLen }
+
+func (e *Envelope) slotState(i int) uint32 {
+	return atomic.LoadUint32((*uint32)(unsafe.Pointer(&e.mem[e.slotBase(i)])))
+}
+
+func (e *Envelope) slotPID(i int) uint32 {
+	return atomic.LoadUint32((*uint32)(unsafe.Pointer(&e.mem[e.slotBase(i)+4])))
+}
+
+// SlotWords are the six words of slot i that the layers above may use
+// (for example to name the operation a process is in).
+func (e *Envelope) SlotWords(i int) *[6]uint64 {
+	return (*[6]uint64)(unsafe.Pointer(&e.mem[e.slotBase(i)+16]))
+}
+
+// claimSlot takes a free slot and its liveness lock. Meta lock held.
+func (e *Envelope) claimSlot() error {
+	for i := 0; i < MaxSlots; i++ {
+		if e.slotState(i) != 0 {
+			continue
+		}
+		ok, err := e.region.Lock(slotLockOff+int64(i), true, false)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			continue
+		}
+		b := e.slotBase(i)
+		clear(e.mem[b : b+SlotLen])
+		id := atomic.AddUint64(e.word(attachSeqOff), 1)
+		atomic.StoreUint64((*uint64)(unsafe.Pointer(&e.mem[b+8])), id)
+		atomic.StoreUint32((*uint32)(unsafe.Pointer(&e.mem[b+4])), uint32(os.Getpid()))
+		atomic.StoreUint32((*uint32)(unsafe.Pointer(&e.mem[b])), 1)
+		e.slot = i
+		return nil
+	}
+	return fmt.Errorf("%s: attach: all %d attached-process slots are in use: %w", e.region.Name(), MaxSlots, backing.ErrNoSpace)
+}
+
+// freeSlot clears slot i and, when it is ours, drops its liveness lock.
+func (e *Envelope) freeSlot(i int) {
+	b := e.slotBase(i)
+	atomic.StoreUint32((*uint32)(unsafe.Pointer(&e.mem[b])), 0)
+	if i == e.slot {
+		_ = e.region.Unlock(slotLockOff + int64(i))
+	}
+}

@@ -1,0 +1,95 @@
+package recovery
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Process is an attached-process slot as recovery found it.
+type Process struct {
+	Slot int // index in the attached-process table
+	PID  int // process id it recorded when it attached
+}
+
+// Report says what opening (or checking) a segment found and what was done
+// about it. The zero value means a clean open of an existing segment.
+type Report struct {
+	// Name is the backing's name: a path or "shm:NAME".
+	Name string
+	// Created: this open created the segment.
+	Created bool
+	// TookOver: this open finished a creation that another process began
+	// and did not complete (it died, or the file was empty).
+	TookOver bool
+	// State is the shutdown state the header held when the open found it.
+	State State
+	// DamagedHeaders lists header copies that failed validation; the
+	// segment was opened from the other copy (and, when writable, the
+	// damaged copy was rewritten).
+	DamagedHeaders []string
+	// UncleanShutdown: the segment was left attached with no live process
+	// holding it, so one or more processes died with it open.
+	UncleanShutdown bool
+	// MachineRestarted: it was left attached by a machine boot other than
+	// this one, so the machine stopped (power loss, OS crash) while it was
+	// in use; on a file backing, writes after the last Flush may be lost.
+	MachineRestarted bool
+	// DeadProcesses are the attached-process slots whose owner was gone.
+	DeadProcesses []Process
+	// RecoveryNeeded: recovery was needed and not performed, because the
+	// open could not write to the segment (read-only). Copy-on-write opens
+	// recover their private copy instead and leave this false.
+	RecoveryNeeded bool
+	// Actions lists what recovery did, in order.
+	Actions []string
+}
+
+// Clean reports whether the open found nothing to recover or repair.
+func (r *Report) Clean() bool {
+	return r == nil || (len(r.DamagedHeaders) == 0 && !r.UncleanShutdown && !r.MachineRestarted &&
+		len(r.DeadProcesses) == 0 && !r.RecoveryNeeded && !r.TookOver)
+}
+
+// Addf records an action.
+func (r *Report) Addf(format string, args ...any) {
+	r.Actions = append(r.Actions, fmt.Sprintf(format, args...))
+}
+
+// String describes the report in a few lines.
+func (r *Report) String() string {
+	if r == nil {
+		return "no report"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: ", r.Name)
+	switch {
+	case r.Created:
+		b.WriteString("created")
+	case r.Clean():
+		fmt.Fprintf(&b, "opened clean (found %s)", r.State)
+	default:
+		fmt.Fprintf(&b, "opened (found %s)", r.State)
+	}
+	if r.TookOver {
+		b.WriteString("; finished an interrupted creation")
+	}
+	for _, d := range r.DamagedHeaders {
+		fmt.Fprintf(&b, "\n  damaged %s", d)
+	}
+	if r.UncleanShutdown {
+		b.WriteString("\n  unclean shutdown, recovery needed")
+	}
+	if r.MachineRestarted {
+		b.WriteString("\n  the machine restarted while the segment was in use: writes after the last Flush may be lost")
+	}
+	for _, p := range r.DeadProcesses {
+		fmt.Fprintf(&b, "\n  process %d (slot %d) died while attached", p.PID, p.Slot)
+	}
+	if r.RecoveryNeeded {
+		b.WriteString("\n  recovery not performed: opened read-only")
+	}
+	for _, a := range r.Actions {
+		fmt.Fprintf(&b, "\n  %s", a)
+	}
+	return b.String()
+}

@@ -1,0 +1,5 @@
+package recovery
+
+import "errors"
+
+func isVersion(err error) bool { return errors.Is(err, ErrVersion) }
