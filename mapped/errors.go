@@ -22,6 +22,8 @@ var (
 	// ErrNoSpace: the segment cannot grow enough (maximum size, WithFixedSize,
 	// a full disk or tmpfs, copy-on-write), or all attached-process slots are taken.
 	ErrNoSpace = backing.ErrNoSpace
+	// ErrNotRegular: the path is a directory or another non-regular file.
+	ErrNotRegular = backing.ErrNotRegular
 	// ErrCorrupt: the backing is not a mapstore segment, or is damaged.
 	ErrCorrupt = recovery.ErrCorrupt
 	// ErrVersion: the segment has a format this build cannot read.
