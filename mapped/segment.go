@@ -3,6 +3,7 @@ package mapped
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 
 	"github.com/mapstore/mapstore/backing"
@@ -48,8 +49,13 @@ type Segment struct {
 	b      backing.Backing
 	env    *recovery.Envelope
 	mode   Mode
-	report *recovery.Report
 	closed atomic.Bool
+	h      *heap
+	lk     segLock
+	tag    uint64 // handle tag, from the creation UUID
+
+	repMu  sync.Mutex
+	report *recovery.Report
 }
 
 // Open opens the segment in b as mode says.
@@ -63,7 +69,7 @@ func Open(b backing.Backing, mode Mode, opts ...Option) (*Segment, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := recovery.Params{Size: o.size, MaxSize: o.maxSize}
+	p := recovery.Params{Size: o.size, MaxSize: o.maxSize, Init: initManager, Recover: recoverManager}
 	if o.fixed {
 		p.Flags |= recovery.FlagFixedSize
 	}
@@ -93,7 +99,12 @@ func Open(b backing.Backing, mode Mode, opts ...Option) (*Segment, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mapstore: open: %w", err)
 	}
-	return &Segment{b: b, env: env, mode: mode, report: rep}, nil
+	s := &Segment{b: b, env: env, mode: mode, report: rep}
+	if err := s.attachManager(); err != nil {
+		_ = env.Close()
+		return nil, fmt.Errorf("mapstore: open: %w", err)
+	}
+	return s, nil
 }
 
 // openOrCreate creates the backing if it can, and opens it otherwise, so
@@ -174,9 +185,15 @@ func (s *Segment) Grow(extra int64) error {
 	if extra > s.env.MaxSize()-cur && s.env.Access() == recovery.ReadWrite {
 		return fmt.Errorf("mapstore: grow %s by %d bytes: past the maximum size %d: %w", s.b.Name(), extra, s.env.MaxSize(), ErrNoSpace)
 	}
-	if _, err := s.env.Grow(cur + extra); err != nil {
+	if err := s.lockW("grow", opGrow); err != nil {
+		return err
+	}
+	defer s.unlockW()
+	got, err := s.env.Grow(cur + extra)
+	if err != nil {
 		return fmt.Errorf("mapstore: %w", err)
 	}
+	s.h.incorporate(uint64(got) >> pageShift)
 	return nil
 }
 
@@ -189,7 +206,17 @@ func (s *Segment) Mode() Mode { return s.mode }
 // RecoveryReport says what Open found and did: whether the segment was
 // created, whether it had been left attached by processes that died (and
 // what was rolled back), whether a header copy was damaged.
-func (s *Segment) RecoveryReport() *recovery.Report { return s.report }
+//
+// Recoveries that happen later, when this process takes the segment lock
+// over from a process that died holding it, are added to its Actions; the
+// report returned is a copy.
+func (s *Segment) RecoveryReport() *recovery.Report {
+	s.repMu.Lock()
+	defer s.repMu.Unlock()
+	r := *s.report
+	r.Actions = append([]string(nil), r.Actions...)
+	return &r
+}
 
 // Info describes a segment.
 type Info struct {

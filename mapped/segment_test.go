@@ -145,26 +145,38 @@ func TestCopyOnWriteNeverChangesTheFile(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "cow.seg")
 	s, err := Open(file.Path(p), CreateOnly, WithSize(64<<10))
 	require.NoError(t, err)
-	copy(s.env.Mem()[recovery.EnvelopeSize:], "original")
+	blk, err := s.Allocate(8)
+	require.NoError(t, err)
+	copy(blk, "original")
+	h, err := s.Handle(blk)
+	require.NoError(t, err)
 	require.NoError(t, s.Close())
 	before := fileHash(t, p)
 
 	c, err := Open(file.Path(p), OpenCopyOnWrite)
 	require.NoError(t, err)
+	blk, err = c.Block(h)
+	require.NoError(t, err)
+	assert.Equal(t, "original", string(blk[:8]))
+	copy(blk, "CHANGED!")
 	mem := c.env.Mem()
-	assert.Equal(t, "original", string(mem[recovery.EnvelopeSize:recovery.EnvelopeSize+8]))
-	copy(mem[recovery.EnvelopeSize:], "CHANGED!")
 	for i := recovery.EnvelopeSize; i < int(c.Size()); i += 4096 {
-		mem[i+100] = 0xee
+		mem[i+3000] = 0xee
 	}
-	assert.Equal(t, "CHANGED!", string(mem[recovery.EnvelopeSize:recovery.EnvelopeSize+8]), "the private copy sees its writes")
+	assert.Equal(t, "CHANGED!", string(blk[:8]), "the private copy sees its writes")
+	more, err := c.Allocate(100)
+	require.NoError(t, err, "a private copy can allocate")
+	require.NoError(t, c.Deallocate(more))
 	require.ErrorIs(t, c.Grow(4096), ErrReadOnly)
 	require.NoError(t, c.Flush())
 	require.NoError(t, c.Close())
 	assert.Equal(t, before, fileHash(t, p), "copy-on-write must not change the file")
 
 	s = mustOpen(t, file.Path(p), OpenOnly)
-	assert.Equal(t, "original", string(s.env.Mem()[recovery.EnvelopeSize:recovery.EnvelopeSize+8]))
+	blk, err = s.Block(h)
+	require.NoError(t, err)
+	assert.Equal(t, "original", string(blk[:8]))
+	require.NoError(t, s.CheckSanity())
 }
 
 func TestSizeOptions(t *testing.T) {
@@ -202,10 +214,16 @@ func writeSegmentFile(t *testing.T) string {
 	p := filepath.Join(t.TempDir(), "seg")
 	s, err := Open(file.Path(p), CreateOnly, WithSize(64<<10))
 	require.NoError(t, err)
-	copy(s.env.Mem()[recovery.EnvelopeSize:], "payload")
+	blk, err := s.Allocate(7)
+	require.NoError(t, err)
+	require.Equal(t, int64(payloadOff), int64(uintptr(unsafe.Pointer(&blk[0]))-uintptr(s.env.Base())))
+	copy(blk, "payload")
 	require.NoError(t, s.Close())
 	return p
 }
+
+// payloadOff is where the first 7-byte block of a new segment lands.
+var payloadOff = firstTable + pageSize + int(classes[0].start)
 
 func patchFile(t *testing.T, p string, off int64, data []byte) {
 	f, err := os.OpenFile(p, os.O_RDWR, 0)
@@ -332,7 +350,7 @@ func TestOneHeaderCopyDamaged(t *testing.T) {
 		require.Len(t, rep.DamagedHeaders, 1)
 		assert.Contains(t, rep.String(), "damaged header copy")
 		assert.False(t, rep.Clean())
-		assert.Equal(t, "payload", string(s.env.Mem()[recovery.EnvelopeSize:recovery.EnvelopeSize+7]), "nothing stored is lost")
+		assert.Equal(t, "payload", string(s.env.Mem()[payloadOff:payloadOff+7]), "nothing stored is lost")
 		require.NoError(t, s.Close())
 		// The writable open rewrote the damaged copy.
 		s = mustOpen(t, file.Path(p), OpenOnly)

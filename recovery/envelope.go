@@ -421,6 +421,9 @@ func (e *Envelope) Size() int64 {
 // MaxSize is the segment's maximum size: the address space mapped.
 func (e *Envelope) MaxSize() int64 { return e.maxLen }
 
+// Base is the address of the mapping's first byte.
+func (e *Envelope) Base() unsafe.Pointer { return unsafe.Pointer(unsafe.SliceData(e.mem)) }
+
 // Mem is the whole mapping. Only Mem()[:Size()] may be touched.
 func (e *Envelope) Mem() []byte { return e.mem }
 
@@ -473,6 +476,16 @@ func (e *Envelope) SetRootsLocked(f func(roots *[NumRoots]uint64)) error {
 	f(&h.Roots)
 	e.writeHeader(&h)
 	return nil
+}
+
+// Locked runs f with the meta lock held: no open, close, growth or header
+// write of any process runs meanwhile.
+func (e *Envelope) Locked(f func() error) error {
+	if err := e.lockMeta(); err != nil {
+		return err
+	}
+	defer e.unlockMeta()
+	return f()
 }
 
 // Roots returns the current root offsets.
@@ -542,6 +555,25 @@ func (e *Envelope) slotState(i int) uint32 {
 func (e *Envelope) slotPID(i int) uint32 {
 	return atomic.LoadUint32((*uint32)(unsafe.Pointer(&e.mem[e.slotBase(i)+4])))
 }
+
+// SlotAlive reports whether the process attached in slot i is alive: it
+// is this open's own slot, or its liveness lock is held. A free slot is
+// not alive.
+func (e *Envelope) SlotAlive(i int) (bool, error) {
+	if i < 0 || i >= MaxSlots {
+		return false, nil
+	}
+	if i == e.slot {
+		return true, nil
+	}
+	if e.slotState(i) == 0 {
+		return false, nil
+	}
+	return e.region.Held(slotLockOff + int64(i))
+}
+
+// SlotPID is the process id recorded in slot i.
+func (e *Envelope) SlotPID(i int) int { return int(e.slotPID(i)) }
 
 // SlotWords are the six words of slot i that the layers above may use
 // (for example to name the operation a process is in).

@@ -1,0 +1,804 @@
+// Boost.Interprocess side of the mapstore side-by-side benchmark.
+//
+// Build (bench/compare.sh does this for you):
+//
+//   g++ -O2 -std=c++17 -o bench/boost/build/boostbench bench/boost/bench.cpp -lrt -pthread
+//
+// Usage (same flags as the Go harness, bench/cmd/mapbench):
+//
+//   boostbench [-cases a,b,...] [-backings shm,file,heap] [-dir DIR]
+//
+// For every selected (case, backing) pair exactly one line is printed on
+// stdout:
+//
+//   case=<name> backing=<shm|file|heap> n=<ops> ns_per_op=<float>
+//
+// Nothing else goes to stdout; diagnostics go to stderr. Any failure exits
+// non-zero. See bench/README.md for what each case measures.
+//
+// Rules followed by every case:
+//   * n and sizes are fixed constants;
+//   * random inputs come from std::mt19937_64 seeded with 42 and are generated
+//     before the clock starts;
+//   * each (case, backing) gets a fresh segment, removed before and after;
+//   * only the measured loop is timed, with std::chrono::steady_clock;
+//   * ns_per_op = elapsed ns / n.
+//
+// The shm backing is boost::interprocess::managed_shared_memory and the file
+// backing is boost::interprocess::managed_mapped_file, i.e. the default
+// typedefs (rbtree_best_fit<mutex_family> allocator, iset_index name index).
+// The heap backing is the floor: malloc/free, std::unordered_map, std::vector,
+// std::map.
+
+#include <boost/interprocess/allocators/allocator.hpp>
+#include <boost/interprocess/containers/map.hpp>
+#include <boost/interprocess/containers/vector.hpp>
+#include <boost/interprocess/file_mapping.hpp>
+#include <boost/interprocess/managed_mapped_file.hpp>
+#include <boost/interprocess/managed_shared_memory.hpp>
+#include <boost/interprocess/shared_memory_object.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <csignal>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <functional>
+#include <map>
+#include <memory>
+#include <numeric>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include <unistd.h>
+
+namespace bip = boost::interprocess;
+
+namespace {
+
+// ---------------------------------------------------------------------------
+// Fixed parameters.
+
+constexpr std::uint64_t kSeed = 42;
+constexpr std::size_t kSegmentSize = std::size_t(256) << 20;   // 256 MiB
+constexpr std::size_t kVectorSegmentSize = std::size_t(1) << 30; // 1 GiB
+
+constexpr std::size_t kAllocFreeN = 2000000;
+constexpr std::size_t kAllocManyN = 1000000;
+constexpr std::size_t kMixedLive = 10000;
+constexpr std::size_t kMixedSteps = 1000000;
+constexpr std::size_t kMixedMinSize = 16;
+constexpr std::size_t kMixedMaxSize = 4096;
+constexpr std::size_t kNamedN = 100000;
+constexpr std::size_t kFindN = 1000000;
+constexpr std::size_t kVectorN = 10000000;
+constexpr std::size_t kMapN = 1000000;
+constexpr std::size_t kMapFindN = 1000000;
+constexpr std::size_t kOpenN = 100;
+
+const char *const kVectorName = "vec";
+const char *const kMapName = "map";
+
+// ---------------------------------------------------------------------------
+// Small helpers.
+
+// Keeps the compiler from eliding a value (e.g. a malloc/free pair).
+template <class T>
+inline void escape(T const &v) {
+  asm volatile("" : : "g"(v) : "memory");
+}
+
+using Clock = std::chrono::steady_clock;
+
+struct Result {
+  std::size_t n;
+  double ns;  // elapsed nanoseconds of the measured loop
+};
+
+inline double elapsed_ns(Clock::time_point t0, Clock::time_point t1) {
+  return double(std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count());
+}
+
+[[noreturn]] void fail(const std::string &msg) { throw std::runtime_error(msg); }
+
+std::vector<std::string> make_names(std::size_t n) {
+  std::vector<std::string> names;
+  names.reserve(n);
+  for (std::size_t i = 0; i < n; ++i) names.push_back("obj_" + std::to_string(i));
+  return names;
+}
+
+// n distinct random keys, in generation order.
+std::vector<std::uint64_t> make_distinct_keys(std::size_t n, std::mt19937_64 &rng) {
+  std::vector<std::uint64_t> keys;
+  keys.reserve(n);
+  std::unordered_set<std::uint64_t> seen;
+  seen.reserve(n * 2);
+  while (keys.size() < n) {
+    std::uint64_t k = rng();
+    if (seen.insert(k).second) keys.push_back(k);
+  }
+  return keys;
+}
+
+std::vector<std::uint32_t> make_indices(std::size_t n, std::size_t bound, std::mt19937_64 &rng) {
+  std::uniform_int_distribution<std::uint32_t> dist(0, std::uint32_t(bound - 1));
+  std::vector<std::uint32_t> v(n);
+  for (auto &x : v) x = dist(rng);
+  return v;
+}
+
+std::vector<std::uint32_t> make_sizes(std::size_t n, std::mt19937_64 &rng) {
+  std::uniform_int_distribution<std::uint32_t> dist(kMixedMinSize, kMixedMaxSize);
+  std::vector<std::uint32_t> v(n);
+  for (auto &x : v) x = dist(rng);
+  return v;
+}
+
+// ---------------------------------------------------------------------------
+// Segment cleanup, including on SIGINT/SIGTERM so an interrupted run does not
+// leave a 256 MiB object in /dev/shm.
+
+char g_cleanup_path[4096];  // filesystem path to unlink from a signal handler
+
+extern "C" void on_signal(int sig) {
+  if (g_cleanup_path[0] != '\0') ::unlink(g_cleanup_path);
+  ::_exit(128 + sig);
+}
+
+void set_cleanup_path(const std::string &p) {
+  std::snprintf(g_cleanup_path, sizeof g_cleanup_path, "%s", p.c_str());
+}
+
+// Backing for managed_shared_memory. On Linux a POSIX shm object "name"
+// lives at /dev/shm/name.
+struct ShmBacking {
+  using segment = bip::managed_shared_memory;
+  std::string name;
+
+  explicit ShmBacking(std::string n) : name(std::move(n)) {}
+  void remove() const { bip::shared_memory_object::remove(name.c_str()); }
+  std::string fs_path() const { return "/dev/shm/" + name; }
+  segment *create(std::size_t size) const {
+    return new segment(bip::create_only, name.c_str(), size);
+  }
+  segment *open() const { return new segment(bip::open_only, name.c_str()); }
+};
+
+// Backing for managed_mapped_file.
+struct FileBacking {
+  using segment = bip::managed_mapped_file;
+  std::string path;
+
+  explicit FileBacking(std::string p) : path(std::move(p)) {}
+  void remove() const { bip::file_mapping::remove(path.c_str()); }
+  std::string fs_path() const { return path; }
+  segment *create(std::size_t size) const {
+    return new segment(bip::create_only, path.c_str(), size);
+  }
+  segment *open() const { return new segment(bip::open_only, path.c_str()); }
+};
+
+// Removes the backing object on construction and on destruction, so each case
+// starts from and leaves behind nothing.
+template <class B>
+struct Fresh {
+  const B &b;
+  explicit Fresh(const B &bk) : b(bk) {
+    set_cleanup_path(b.fs_path());
+    b.remove();
+  }
+  ~Fresh() {
+    b.remove();
+    g_cleanup_path[0] = '\0';
+  }
+  Fresh(const Fresh &) = delete;
+  Fresh &operator=(const Fresh &) = delete;
+};
+
+// Owning pointer for a segment; the segment destructor unmaps it.
+template <class Seg>
+using SegPtr = std::unique_ptr<Seg>;
+
+// ---------------------------------------------------------------------------
+// Segment (shm / file) cases.
+
+template <class B>
+Result seg_alloc_free_64(const B &b) {
+  Fresh<B> fresh(b);
+  SegPtr<typename B::segment> seg(b.create(kSegmentSize));
+  const std::size_t n = kAllocFreeN;
+  auto t0 = Clock::now();
+  for (std::size_t i = 0; i < n; ++i) {
+    void *p = seg->allocate(64);
+    escape(p);
+    seg->deallocate(p);
+  }
+  auto t1 = Clock::now();
+  return {n, elapsed_ns(t0, t1)};
+}
+
+template <class B>
+Result seg_alloc_many_then_free_64(const B &b) {
+  const std::size_t n = kAllocManyN;
+  std::mt19937_64 rng(kSeed);
+  std::vector<std::uint32_t> order(n);
+  std::iota(order.begin(), order.end(), 0u);
+  std::shuffle(order.begin(), order.end(), rng);
+  std::vector<void *> ptrs(n, nullptr);
+
+  Fresh<B> fresh(b);
+  SegPtr<typename B::segment> seg(b.create(kSegmentSize));
+  auto t0 = Clock::now();
+  for (std::size_t i = 0; i < n; ++i) ptrs[i] = seg->allocate(64);
+  for (std::size_t i = 0; i < n; ++i) seg->deallocate(ptrs[order[i]]);
+  auto t1 = Clock::now();
+  return {n, elapsed_ns(t0, t1)};
+}
+
+template <class B>
+Result seg_alloc_mixed(const B &b) {
+  std::mt19937_64 rng(kSeed);
+  std::vector<std::uint32_t> initial = make_sizes(kMixedLive, rng);
+  std::vector<std::uint32_t> idx = make_indices(kMixedSteps, kMixedLive, rng);
+  std::vector<std::uint32_t> sizes = make_sizes(kMixedSteps, rng);
+  std::vector<void *> live(kMixedLive, nullptr);
+
+  Fresh<B> fresh(b);
+  SegPtr<typename B::segment> seg(b.create(kSegmentSize));
+  for (std::size_t i = 0; i < kMixedLive; ++i) live[i] = seg->allocate(initial[i]);
+
+  const std::size_t n = kMixedSteps;
+  auto t0 = Clock::now();
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::uint32_t k = idx[i];
+    seg->deallocate(live[k]);
+    live[k] = seg->allocate(sizes[i]);
+  }
+  auto t1 = Clock::now();
+  for (void *p : live) seg->deallocate(p);
+  return {n, elapsed_ns(t0, t1)};
+}
+
+template <class Seg>
+void construct_all(Seg &seg, const std::vector<std::string> &names) {
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    std::uint64_t *p = seg.template construct<std::uint64_t>(names[i].c_str())(std::uint64_t(i));
+    if (p == nullptr) fail("construct returned null for " + names[i]);
+    escape(p);
+  }
+}
+
+template <class B>
+Result seg_construct_named(const B &b) {
+  const std::vector<std::string> names = make_names(kNamedN);
+  Fresh<B> fresh(b);
+  SegPtr<typename B::segment> seg(b.create(kSegmentSize));
+  auto t0 = Clock::now();
+  construct_all(*seg, names);
+  auto t1 = Clock::now();
+  if (seg->get_num_named_objects() != kNamedN) fail("construct_named: wrong named object count");
+  return {kNamedN, elapsed_ns(t0, t1)};
+}
+
+template <class B>
+Result seg_find_named(const B &b) {
+  const std::vector<std::string> names = make_names(kNamedN);
+  std::mt19937_64 rng(kSeed);
+  const std::vector<std::uint32_t> idx = make_indices(kFindN, kNamedN, rng);
+  std::uint64_t want = 0;
+  for (std::uint32_t i : idx) want += i;
+
+  Fresh<B> fresh(b);
+  SegPtr<typename B::segment> seg(b.create(kSegmentSize));
+  construct_all(*seg, names);
+
+  std::uint64_t sum = 0;
+  const std::size_t n = kFindN;
+  auto t0 = Clock::now();
+  for (std::size_t i = 0; i < n; ++i) {
+    std::uint64_t *p = seg->template find<std::uint64_t>(names[idx[i]].c_str()).first;
+    if (p == nullptr) fail("find_named: not found: " + names[idx[i]]);
+    sum += *p;
+  }
+  auto t1 = Clock::now();
+  if (sum != want) fail("find_named: checksum mismatch");
+  return {n, elapsed_ns(t0, t1)};
+}
+
+template <class B>
+Result seg_destroy_named(const B &b) {
+  const std::vector<std::string> names = make_names(kNamedN);
+  Fresh<B> fresh(b);
+  SegPtr<typename B::segment> seg(b.create(kSegmentSize));
+  construct_all(*seg, names);
+
+  const std::size_t n = kNamedN;
+  auto t0 = Clock::now();
+  for (std::size_t i = 0; i < n; ++i) {
+    if (!seg->template destroy<std::uint64_t>(names[i].c_str()))
+      fail("destroy_named: not found: " + names[i]);
+  }
+  auto t1 = Clock::now();
+  if (seg->get_num_named_objects() != 0) fail("destroy_named: objects left behind");
+  return {n, elapsed_ns(t0, t1)};
+}
+
+template <class Seg>
+using SegVector =
+    bip::vector<std::uint64_t, bip::allocator<std::uint64_t, typename Seg::segment_manager>>;
+
+template <class B>
+Result seg_vector_push_back(const B &b) {
+  using Seg = typename B::segment;
+  using Vec = SegVector<Seg>;
+  using Alloc = typename Vec::allocator_type;
+
+  Fresh<B> fresh(b);
+  SegPtr<Seg> seg(b.create(kVectorSegmentSize));
+  Vec *v = seg->template construct<Vec>(kVectorName)(Alloc(seg->get_segment_manager()));
+
+  const std::size_t n = kVectorN;
+  auto t0 = Clock::now();
+  for (std::size_t i = 0; i < n; ++i) v->push_back(std::uint64_t(i));
+  auto t1 = Clock::now();
+  if (v->size() != n || (*v)[n - 1] != n - 1) fail("vector_push_back: bad contents");
+  return {n, elapsed_ns(t0, t1)};
+}
+
+template <class Seg>
+using SegMap = bip::map<
+    std::uint64_t, double, std::less<std::uint64_t>,
+    bip::allocator<std::pair<const std::uint64_t, double>, typename Seg::segment_manager>>;
+
+// Inserts keys[i] -> double(i) for every i.
+template <class Map>
+void fill_map(Map &m, const std::vector<std::uint64_t> &keys) {
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    if (!m.insert(std::make_pair(keys[i], double(i))).second) fail("map: duplicate key");
+  }
+}
+
+template <class Seg>
+SegMap<Seg> *construct_map(Seg &seg) {
+  using Map = SegMap<Seg>;
+  using Alloc = typename Map::allocator_type;
+  return seg.template construct<Map>(kMapName)(std::less<std::uint64_t>(),
+                                               Alloc(seg.get_segment_manager()));
+}
+
+template <class B>
+Result seg_map_insert(const B &b) {
+  using Seg = typename B::segment;
+  std::mt19937_64 rng(kSeed);
+  const std::vector<std::uint64_t> keys = make_distinct_keys(kMapN, rng);
+
+  Fresh<B> fresh(b);
+  SegPtr<Seg> seg(b.create(kSegmentSize));
+  SegMap<Seg> *m = construct_map(*seg);
+
+  auto t0 = Clock::now();
+  fill_map(*m, keys);
+  auto t1 = Clock::now();
+  if (m->size() != kMapN) fail("map_insert: wrong size");
+  return {kMapN, elapsed_ns(t0, t1)};
+}
+
+template <class B>
+Result seg_map_find(const B &b) {
+  using Seg = typename B::segment;
+  std::mt19937_64 rng(kSeed);
+  const std::vector<std::uint64_t> keys = make_distinct_keys(kMapN, rng);
+  const std::vector<std::uint32_t> idx = make_indices(kMapFindN, kMapN, rng);
+  double want = 0;
+  for (std::uint32_t i : idx) want += double(i);
+
+  Fresh<B> fresh(b);
+  SegPtr<Seg> seg(b.create(kSegmentSize));
+  SegMap<Seg> *m = construct_map(*seg);
+  fill_map(*m, keys);
+
+  double sum = 0;
+  const std::size_t n = kMapFindN;
+  auto t0 = Clock::now();
+  for (std::size_t i = 0; i < n; ++i) {
+    auto it = m->find(keys[idx[i]]);
+    if (it == m->end()) fail("map_find: key not found");
+    sum += it->second;
+  }
+  auto t1 = Clock::now();
+  if (sum != want) fail("map_find: checksum mismatch");
+  return {n, elapsed_ns(t0, t1)};
+}
+
+template <class B>
+Result seg_open_existing(const B &b) {
+  using Seg = typename B::segment;
+  std::mt19937_64 rng(kSeed);
+  const std::vector<std::uint64_t> keys = make_distinct_keys(kMapN, rng);
+
+  Fresh<B> fresh(b);
+  {
+    SegPtr<Seg> seg(b.create(kSegmentSize));
+    fill_map(*construct_map(*seg), keys);
+  }  // closed here
+
+  const std::size_t n = kOpenN;
+  auto t0 = Clock::now();
+  for (std::size_t i = 0; i < n; ++i) {
+    SegPtr<Seg> seg(b.open());
+    SegMap<Seg> *m = seg->template find<SegMap<Seg>>(kMapName).first;
+    if (m == nullptr) fail("open_existing: map not found");
+    if (m->size() != kMapN) fail("open_existing: wrong map size");
+    escape(m);
+  }  // each iteration closes the segment (destructor)
+  auto t1 = Clock::now();
+  return {n, elapsed_ns(t0, t1)};
+}
+
+// ---------------------------------------------------------------------------
+// Heap (floor) cases.
+
+Result heap_alloc_free_64() {
+  const std::size_t n = kAllocFreeN;
+  auto t0 = Clock::now();
+  for (std::size_t i = 0; i < n; ++i) {
+    void *p = std::malloc(64);
+    escape(p);
+    if (p == nullptr) fail("malloc failed");
+    std::free(p);
+  }
+  auto t1 = Clock::now();
+  return {n, elapsed_ns(t0, t1)};
+}
+
+Result heap_alloc_many_then_free_64() {
+  const std::size_t n = kAllocManyN;
+  std::mt19937_64 rng(kSeed);
+  std::vector<std::uint32_t> order(n);
+  std::iota(order.begin(), order.end(), 0u);
+  std::shuffle(order.begin(), order.end(), rng);
+  std::vector<void *> ptrs(n, nullptr);
+
+  auto t0 = Clock::now();
+  for (std::size_t i = 0; i < n; ++i) {
+    ptrs[i] = std::malloc(64);
+    if (ptrs[i] == nullptr) fail("malloc failed");
+  }
+  escape(ptrs.data());
+  for (std::size_t i = 0; i < n; ++i) std::free(ptrs[order[i]]);
+  auto t1 = Clock::now();
+  return {n, elapsed_ns(t0, t1)};
+}
+
+Result heap_alloc_mixed() {
+  std::mt19937_64 rng(kSeed);
+  std::vector<std::uint32_t> initial = make_sizes(kMixedLive, rng);
+  std::vector<std::uint32_t> idx = make_indices(kMixedSteps, kMixedLive, rng);
+  std::vector<std::uint32_t> sizes = make_sizes(kMixedSteps, rng);
+  std::vector<void *> live(kMixedLive, nullptr);
+  for (std::size_t i = 0; i < kMixedLive; ++i) {
+    live[i] = std::malloc(initial[i]);
+    if (live[i] == nullptr) fail("malloc failed");
+  }
+
+  const std::size_t n = kMixedSteps;
+  auto t0 = Clock::now();
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::uint32_t k = idx[i];
+    std::free(live[k]);
+    live[k] = std::malloc(sizes[i]);
+    if (live[k] == nullptr) fail("malloc failed");
+  }
+  escape(live.data());
+  auto t1 = Clock::now();
+  for (void *p : live) std::free(p);
+  return {n, elapsed_ns(t0, t1)};
+}
+
+using HeapNamed = std::unordered_map<std::string, std::uint64_t *>;
+
+void heap_construct_all(HeapNamed &m, const std::vector<std::string> &names) {
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    auto r = m.emplace(names[i], nullptr);
+    if (!r.second) fail("heap construct: duplicate name " + names[i]);
+    r.first->second = new std::uint64_t(i);
+  }
+}
+
+void heap_named_clear(HeapNamed &m) {
+  for (auto &kv : m) delete kv.second;
+  m.clear();
+}
+
+Result heap_construct_named() {
+  const std::vector<std::string> names = make_names(kNamedN);
+  HeapNamed m;
+  auto t0 = Clock::now();
+  heap_construct_all(m, names);
+  auto t1 = Clock::now();
+  if (m.size() != kNamedN) fail("heap construct_named: wrong size");
+  heap_named_clear(m);
+  return {kNamedN, elapsed_ns(t0, t1)};
+}
+
+Result heap_find_named() {
+  const std::vector<std::string> names = make_names(kNamedN);
+  std::mt19937_64 rng(kSeed);
+  const std::vector<std::uint32_t> idx = make_indices(kFindN, kNamedN, rng);
+  std::uint64_t want = 0;
+  for (std::uint32_t i : idx) want += i;
+  HeapNamed m;
+  heap_construct_all(m, names);
+
+  std::uint64_t sum = 0;
+  const std::size_t n = kFindN;
+  auto t0 = Clock::now();
+  for (std::size_t i = 0; i < n; ++i) {
+    auto it = m.find(names[idx[i]]);
+    if (it == m.end()) fail("heap find_named: not found");
+    sum += *it->second;
+  }
+  auto t1 = Clock::now();
+  if (sum != want) fail("heap find_named: checksum mismatch");
+  heap_named_clear(m);
+  return {n, elapsed_ns(t0, t1)};
+}
+
+Result heap_destroy_named() {
+  const std::vector<std::string> names = make_names(kNamedN);
+  HeapNamed m;
+  heap_construct_all(m, names);
+
+  const std::size_t n = kNamedN;
+  auto t0 = Clock::now();
+  for (std::size_t i = 0; i < n; ++i) {
+    auto it = m.find(names[i]);
+    if (it == m.end()) fail("heap destroy_named: not found");
+    delete it->second;
+    m.erase(it);
+  }
+  auto t1 = Clock::now();
+  if (!m.empty()) fail("heap destroy_named: objects left behind");
+  return {n, elapsed_ns(t0, t1)};
+}
+
+Result heap_vector_push_back() {
+  std::vector<std::uint64_t> v;
+  const std::size_t n = kVectorN;
+  auto t0 = Clock::now();
+  for (std::size_t i = 0; i < n; ++i) v.push_back(std::uint64_t(i));
+  escape(v.data());
+  auto t1 = Clock::now();
+  if (v.size() != n || v[n - 1] != n - 1) fail("heap vector_push_back: bad contents");
+  return {n, elapsed_ns(t0, t1)};
+}
+
+Result heap_map_insert() {
+  std::mt19937_64 rng(kSeed);
+  const std::vector<std::uint64_t> keys = make_distinct_keys(kMapN, rng);
+  std::map<std::uint64_t, double> m;
+  auto t0 = Clock::now();
+  fill_map(m, keys);
+  auto t1 = Clock::now();
+  if (m.size() != kMapN) fail("heap map_insert: wrong size");
+  return {kMapN, elapsed_ns(t0, t1)};
+}
+
+Result heap_map_find() {
+  std::mt19937_64 rng(kSeed);
+  const std::vector<std::uint64_t> keys = make_distinct_keys(kMapN, rng);
+  const std::vector<std::uint32_t> idx = make_indices(kMapFindN, kMapN, rng);
+  double want = 0;
+  for (std::uint32_t i : idx) want += double(i);
+  std::map<std::uint64_t, double> m;
+  fill_map(m, keys);
+
+  double sum = 0;
+  const std::size_t n = kMapFindN;
+  auto t0 = Clock::now();
+  for (std::size_t i = 0; i < n; ++i) {
+    auto it = m.find(keys[idx[i]]);
+    if (it == m.end()) fail("heap map_find: key not found");
+    sum += it->second;
+  }
+  auto t1 = Clock::now();
+  if (sum != want) fail("heap map_find: checksum mismatch");
+  return {n, elapsed_ns(t0, t1)};
+}
+
+// ---------------------------------------------------------------------------
+// Case table.
+
+struct Case {
+  const char *name;
+  std::function<Result(const ShmBacking &)> shm;
+  std::function<Result(const FileBacking &)> file;
+  std::function<Result()> heap;  // empty: no heap row
+};
+
+#define SEG_CASE(name) #name, seg_##name<ShmBacking>, seg_##name<FileBacking>
+const std::vector<Case> &all_cases() {
+  static const std::vector<Case> cases = {
+      {SEG_CASE(alloc_free_64), heap_alloc_free_64},
+      {SEG_CASE(alloc_many_then_free_64), heap_alloc_many_then_free_64},
+      {SEG_CASE(alloc_mixed), heap_alloc_mixed},
+      {SEG_CASE(construct_named), heap_construct_named},
+      {SEG_CASE(find_named), heap_find_named},
+      {SEG_CASE(destroy_named), heap_destroy_named},
+      {SEG_CASE(vector_push_back), heap_vector_push_back},
+      {SEG_CASE(map_insert), heap_map_insert},
+      {SEG_CASE(map_find), heap_map_find},
+      {SEG_CASE(open_existing), nullptr},
+  };
+  return cases;
+}
+#undef SEG_CASE
+
+// ---------------------------------------------------------------------------
+// Command line (Go flag package style: -flag value, -flag=value, --flag).
+
+std::vector<std::string> split_commas(const std::string &s) {
+  std::vector<std::string> out;
+  std::size_t start = 0;
+  while (start <= s.size()) {
+    std::size_t end = s.find(',', start);
+    if (end == std::string::npos) end = s.size();
+    std::string item = s.substr(start, end - start);
+    // trim spaces
+    item.erase(0, item.find_first_not_of(" \t"));
+    item.erase(item.find_last_not_of(" \t") + 1);
+    if (!item.empty()) out.push_back(item);
+    start = end + 1;
+  }
+  return out;
+}
+
+void usage(std::FILE *f) {
+  std::fprintf(f,
+               "usage: boostbench [-cases a,b,...] [-backings shm,file,heap] [-dir DIR]\n"
+               "  -cases     comma list of cases (default: all)\n"
+               "  -backings  comma list of shm, file, heap (default: shm,file,heap)\n"
+               "  -dir       directory for file-backed segments (default: $TMPDIR or /tmp)\n"
+               "cases:");
+  for (const Case &c : all_cases()) std::fprintf(f, " %s", c.name);
+  std::fprintf(f, "\n");
+}
+
+struct Options {
+  std::vector<std::string> cases;
+  std::vector<std::string> backings;
+  std::string dir;
+};
+
+// Returns 0 on success, otherwise the exit code to use.
+int parse_args(int argc, char **argv, Options &opt) {
+  std::string cases, backings = "shm,file,heap", dir;
+  bool have_cases = false;
+  const char *tmp = std::getenv("TMPDIR");
+  dir = (tmp != nullptr && *tmp != '\0') ? tmp : "/tmp";
+
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "-h" || a == "-help" || a == "--help") {
+      usage(stderr);
+      return 3;  // mapped to 0 by main
+    }
+    if (a.size() < 2 || a[0] != '-') {
+      std::fprintf(stderr, "boostbench: unexpected argument %s\n", a.c_str());
+      usage(stderr);
+      return 2;
+    }
+    std::string key = a.substr(a[1] == '-' ? 2 : 1);
+    std::string val;
+    std::size_t eq = key.find('=');
+    if (eq != std::string::npos) {
+      val = key.substr(eq + 1);
+      key = key.substr(0, eq);
+    } else {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "boostbench: flag needs an argument: -%s\n", key.c_str());
+        return 2;
+      }
+      val = argv[++i];
+    }
+    if (key == "cases") {
+      cases = val;
+      have_cases = true;
+    } else if (key == "backings") {
+      backings = val;
+    } else if (key == "dir") {
+      dir = val;
+    } else {
+      std::fprintf(stderr, "boostbench: flag provided but not defined: -%s\n", key.c_str());
+      usage(stderr);
+      return 2;
+    }
+  }
+
+  if (have_cases) {
+    opt.cases = split_commas(cases);
+    for (const std::string &c : opt.cases) {
+      bool known = false;
+      for (const Case &k : all_cases()) known = known || c == k.name;
+      if (!known) {
+        std::fprintf(stderr, "boostbench: unknown case %s\n", c.c_str());
+        usage(stderr);
+        return 2;
+      }
+    }
+  } else {
+    for (const Case &k : all_cases()) opt.cases.push_back(k.name);
+  }
+  opt.backings = split_commas(backings);
+  for (const std::string &b : opt.backings) {
+    if (b != "shm" && b != "file" && b != "heap") {
+      std::fprintf(stderr, "boostbench: unknown backing %s (want shm, file or heap)\n", b.c_str());
+      return 2;
+    }
+  }
+  if (opt.cases.empty() || opt.backings.empty()) {
+    std::fprintf(stderr, "boostbench: nothing to run\n");
+    return 2;
+  }
+  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+  opt.dir = dir;
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+  Options opt;
+  int rc = parse_args(argc, argv, opt);
+  if (rc == 3) return 0;
+  if (rc != 0) return rc;
+
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+  std::signal(SIGHUP, on_signal);
+
+  const std::string base = "mapstore_boostbench_" + std::to_string(::getpid());
+  const ShmBacking shm(base);
+  const FileBacking file(opt.dir + "/" + base + ".seg");
+
+  for (const std::string &cname : opt.cases) {
+    const Case *c = nullptr;
+    for (const Case &k : all_cases())
+      if (cname == k.name) c = &k;
+    for (const std::string &bname : opt.backings) {
+      Result r{};
+      try {
+        if (bname == "shm") {
+          r = c->shm(shm);
+        } else if (bname == "file") {
+          r = c->file(file);
+        } else {
+          if (!c->heap) {
+            std::fprintf(stderr, "boostbench: %s has no heap variant; skipped\n", c->name);
+            continue;
+          }
+          r = c->heap();
+        }
+      } catch (const std::exception &e) {
+        std::fprintf(stderr, "boostbench: case=%s backing=%s failed: %s\n", c->name,
+                     bname.c_str(), e.what());
+        shm.remove();
+        file.remove();
+        return 1;
+      }
+      std::printf("case=%s backing=%s n=%zu ns_per_op=%.2f\n", c->name, bname.c_str(), r.n,
+                  r.ns / double(r.n));
+      std::fflush(stdout);
+    }
+  }
+  return 0;
+}

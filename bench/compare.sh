@@ -1,0 +1,209 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: Boost.Interprocess (bench/boost/bench.cpp) against
+# mapstore (bench/cmd/mapbench).
+#
+# usage: bench/compare.sh [case,case,...]
+#
+#   first argument  comma list of cases (default: the six allocator and
+#                   name-directory cases, see DEFAULT_CASES below)
+#   ROUNDS=N        rounds of (boost, go) runs, alternating (default 3)
+#   BOOSTBENCH=PATH use a prebuilt C++ harness instead of building one
+#   MAPBENCH=PATH   use a prebuilt Go harness instead of building one
+#   OUTDIR=DIR      where raw result lines go (default: a new temp dir)
+#
+# Both harnesses print lines of the form
+#   case=<name> backing=<shm|file|heap> n=<ops> ns_per_op=<float>
+# This script prints, per case and backing (shm, file), the median ns/op of
+# each side over the rounds and the ratio of the medians (Boost / mapstore;
+# above 1 means mapstore is faster), plus a small table of the heap (floor)
+# rows of each side.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+DEFAULT_CASES=alloc_free_64,alloc_many_then_free_64,alloc_mixed,construct_named,find_named,destroy_named
+CASES=${1:-$DEFAULT_CASES}
+ROUNDS=${ROUNDS:-3}
+BACKINGS=shm,file,heap
+BUILD_DIR=bench/boost/build
+
+case $ROUNDS in
+'' | *[!0-9]* | 0)
+	echo "compare.sh: ROUNDS must be a positive integer (got '$ROUNDS')" >&2
+	exit 2
+	;;
+esac
+
+log() { echo "compare.sh: $*" >&2; }
+
+# Runs a command as root: directly when root, else through sudo if present.
+as_root() {
+	if [ "$(id -u)" -eq 0 ]; then
+		"$@"
+	elif command -v sudo >/dev/null 2>&1; then
+		sudo "$@"
+	else
+		log "need root (or sudo) to run: $*"
+		return 1
+	fi
+}
+
+# ---------------------------------------------------------------------------
+# Build (unless prebuilt binaries were given).
+
+mkdir -p "$BUILD_DIR"
+
+if [ -z "${BOOSTBENCH:-}" ]; then
+	pkgs=""
+	if [ ! -f /usr/include/boost/interprocess/managed_shared_memory.hpp ]; then
+		pkgs="$pkgs libboost-dev"
+	fi
+	if ! command -v g++ >/dev/null 2>&1; then
+		pkgs="$pkgs g++"
+	fi
+	if [ -n "$pkgs" ]; then
+		log "installing:$pkgs"
+		as_root apt-get update >&2
+		# shellcheck disable=SC2086 # word splitting of the package list is intended
+		as_root apt-get install -y $pkgs >&2
+	fi
+	log "building $BUILD_DIR/boostbench"
+	g++ -O2 -std=c++17 -o "$BUILD_DIR/boostbench" bench/boost/bench.cpp -lrt -pthread
+	BOOSTBENCH=$BUILD_DIR/boostbench
+fi
+
+if [ -z "${MAPBENCH:-}" ]; then
+	log "building $BUILD_DIR/mapbench"
+	go build -o "$BUILD_DIR/mapbench" ./bench/cmd/mapbench
+	MAPBENCH=$BUILD_DIR/mapbench
+fi
+
+for bin in "$BOOSTBENCH" "$MAPBENCH"; do
+	if [ ! -x "$bin" ]; then
+		log "not an executable: $bin"
+		exit 1
+	fi
+done
+
+# ---------------------------------------------------------------------------
+# Run, alternating sides so that slow drifts of a shared machine hit both.
+
+if [ -z "${OUTDIR:-}" ]; then
+	OUTDIR=$(mktemp -d "${TMPDIR:-/tmp}/mapstore-compare.XXXXXX")
+else
+	mkdir -p "$OUTDIR"
+fi
+
+# Keeps only well-formed result lines; anything else is reported on stderr.
+LINE_RE='^case=[A-Za-z0-9_]+ backing=(shm|file|heap) n=[0-9]+ ns_per_op=[0-9]+(\.[0-9]*)?([eE][-+]?[0-9]+)?$'
+
+run_side() { # side round binary
+	local side=$1 round=$2 bin=$3
+	local raw="$OUTDIR/$side.$round.raw" out="$OUTDIR/$side.$round.txt"
+	log "round $round/$ROUNDS: $side ($bin)"
+	if ! "$bin" -cases "$CASES" -backings "$BACKINGS" >"$raw"; then
+		log "$side harness failed in round $round (output so far: $raw)"
+		exit 1
+	fi
+	grep -E "$LINE_RE" "$raw" >"$out" || true
+	if grep -vEq "$LINE_RE" "$raw"; then
+		log "warning: $side round $round printed lines not in the result format (kept in $raw):"
+		grep -vE "$LINE_RE" "$raw" | head -5 >&2
+	fi
+	if [ ! -s "$out" ]; then
+		log "$side harness printed no result lines in round $round"
+		exit 1
+	fi
+}
+
+r=1
+while [ "$r" -le "$ROUNDS" ]; do
+	run_side boost "$r" "$BOOSTBENCH"
+	run_side go "$r" "$MAPBENCH"
+	r=$((r + 1))
+done
+
+# ---------------------------------------------------------------------------
+# Report.
+
+echo "# mapstore vs Boost.Interprocess"
+echo "# date: $(date -u +%Y-%m-%dT%H:%M:%SZ)  nproc: $(nproc 2>/dev/null || echo '?')" \
+	"cpu: $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/null || echo '?')"
+if [ -f /usr/include/boost/version.hpp ]; then
+	echo "# boost: $(awk '/define BOOST_LIB_VERSION/ {gsub(/"/, "", $3); print $3}' /usr/include/boost/version.hpp)" \
+		" go: $(go env GOVERSION 2>/dev/null || echo '?')  rounds: $ROUNDS"
+fi
+echo
+
+# Every result line is prefixed with its side (boost or go) and fed to awk,
+# which takes the median per (side, case, backing) and prints the tables in
+# the order of the requested cases.
+: >"$OUTDIR/all.txt"
+for side in boost go; do
+	r=1
+	while [ "$r" -le "$ROUNDS" ]; do
+		sed "s/^/side=$side /" "$OUTDIR/$side.$r.txt" >>"$OUTDIR/all.txt"
+		r=$((r + 1))
+	done
+done
+
+awk -v cases="$CASES" '
+function val(field,    i) { i = index(field, "="); return substr(field, i + 1) }
+
+# median of the space-separated numbers in s (insertion sort; plain awk)
+function median(s,    a, n, i, j, t) {
+	n = split(s, a, " ")
+	if (n == 0) return ""
+	for (i = 2; i <= n; i++) {
+		t = a[i] + 0
+		for (j = i - 1; j >= 1 && a[j] + 0 > t; j--) a[j + 1] = a[j]
+		a[j + 1] = t
+	}
+	if (n % 2) return a[(n + 1) / 2] + 0
+	return (a[n / 2] + a[n / 2 + 1]) / 2
+}
+
+function fmt(x) { return x == "" ? "-" : sprintf("%.1f", x) }
+
+function ratio(b, g) { return (b == "" || g == "" || g + 0 == 0) ? "-" : sprintf("%.2f", b / g) }
+
+{
+	side = val($1); c = val($2); bk = val($3); ns = val($5)
+	k = side SUBSEP c SUBSEP bk
+	vals[k] = (k in vals) ? vals[k] " " ns : ns
+}
+
+END {
+	nc = split(cases, cl, ",")
+
+	printf "%-26s %-7s %14s %14s %15s\n", "case", "backing", "boost_ns/op", "mapstore_ns/op", "boost/mapstore"
+	for (i = 1; i <= nc; i++) {
+		for (j = 1; j <= 2; j++) {
+			bk = (j == 1) ? "shm" : "file"
+			if (!((("boost" SUBSEP cl[i] SUBSEP bk) in vals) || (("go" SUBSEP cl[i] SUBSEP bk) in vals))) continue
+			b = median(vals["boost" SUBSEP cl[i] SUBSEP bk])
+			g = median(vals["go" SUBSEP cl[i] SUBSEP bk])
+			printf "%-26s %-7s %14s %14s %15s\n", cl[i], bk, fmt(b), fmt(g), ratio(b, g)
+		}
+	}
+
+	print ""
+	print "heap floor (information only; plain malloc/std containers vs Go heap):"
+	printf "%-26s %14s %14s\n", "case", "c++_heap_ns/op", "go_heap_ns/op"
+	for (i = 1; i <= nc; i++) {
+		if (!((("boost" SUBSEP cl[i] SUBSEP "heap") in vals) || (("go" SUBSEP cl[i] SUBSEP "heap") in vals))) continue
+		b = median(vals["boost" SUBSEP cl[i] SUBSEP "heap"])
+		g = median(vals["go" SUBSEP cl[i] SUBSEP "heap"])
+		printf "%-26s %14s %14s\n", cl[i], fmt(b), fmt(g)
+	}
+}
+' "$OUTDIR/all.txt"
+
+echo
+echo "raw result lines:"
+r=1
+while [ "$r" -le "$ROUNDS" ]; do
+	echo "  $OUTDIR/boost.$r.txt  $OUTDIR/go.$r.txt"
+	r=$((r + 1))
+done
+echo "  $OUTDIR/all.txt (all rounds, prefixed with side=)"

@@ -1,0 +1,170 @@
+package mapped
+
+import (
+	"fmt"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/mapstore/mapstore/recovery"
+)
+
+func newHeap(e *recovery.Envelope) *heap {
+	base := e.Base()
+	return &heap{
+		base:  base,
+		j:     recovery.JournalAt(base, mJournal, journalBytes),
+		fixed: e.Flags()&recovery.FlagFixedSize != 0,
+		grow:  e.Grow,
+		size:  e.Size,
+		max:   e.MaxSize(),
+	}
+}
+
+// initManager lays out the manager in a new segment (recovery.Params.Init).
+func initManager(e *recovery.Envelope) error {
+	newHeap(e).format(e.Size())
+	return e.SetRootsLocked(func(r *[recovery.NumRoots]uint64) { r[rootManager] = mgrOff })
+}
+
+// validate checks the manager's fixed fields against the segment's size,
+// so that no later access can leave the mapped, backed range.
+func (h *heap) validate(size int64) error {
+	if h.get(mMagic) != mgrMagic {
+		return fmt.Errorf("no segment manager at offset %d: %w", mgrOff, ErrCorrupt)
+	}
+	t, tcap, managed := h.get(mTable), h.get(mTableCap), h.get(mManaged)
+	switch {
+	case t < firstTable || t%pageSize != 0 || tcap%256 != 0 || tcap > uint64(size) || t+tcap*descLen > uint64(size):
+		return fmt.Errorf("descriptor table at %d for %d pages does not fit the segment's %d bytes: %w", t, tcap, size, ErrCorrupt)
+	case managed > tcap || managed<<pageShift > uint64(size):
+		return fmt.Errorf("manager covers %d pages, the segment has %d and the table %d: %w", managed, size>>pageShift, tcap, ErrCorrupt)
+	}
+	return nil
+}
+
+func lockWord(h *heap) *uint32 { return (*uint32)(unsafe.Pointer(h.w(mLock))) }
+
+// rollBack replays the journal of an operation a dead process left in
+// flight and says so in rep.
+func (h *heap) rollBack(size int64, who string, add func(string, ...any)) error {
+	op, n, err := h.j.Replay(uintptr(size))
+	if err != nil {
+		return err
+	}
+	if op != 0 {
+		name := opNames[op]
+		if name == "" {
+			name = fmt.Sprintf("operation %d", op)
+		}
+		add("rolled back an interrupted %s of %s (%d words restored)", name, who, n)
+	}
+	return nil
+}
+
+// recoverManager runs under the meta lock when an open found dead
+// processes (recovery.Params.Recover): if one of them held the segment
+// lock, its operation is rolled back and the lock released. After an
+// unclean shutdown the whole manager is checked.
+func recoverManager(e *recovery.Envelope, rep *recovery.Report) error {
+	h := newHeap(e)
+	if err := h.validate(e.Size()); err != nil {
+		return err
+	}
+	w := lockWord(h)
+	v := atomic.LoadUint32(w)
+	owner := int(v&lockOwnerMask) - 1
+	dead := false
+	if owner >= 0 {
+		alive, err := e.SlotAlive(owner)
+		if err != nil {
+			return err
+		}
+		dead = !alive
+	}
+	if op, _ := h.j.Pending(); dead || (owner < 0 && op != 0) {
+		who := "a process"
+		if owner >= 0 {
+			who = fmt.Sprintf("process %d (slot %d)", e.SlotPID(owner), owner)
+		}
+		if err := h.rollBack(e.Size(), who, rep.Addf); err != nil {
+			return err
+		}
+		if dead {
+			atomic.StoreUint32(w, v&^0xff+lockSeqOne)
+			futexWake(w, 1<<30)
+			rep.Addf("released the segment lock held by %s", who)
+		}
+	}
+	if rep.UncleanShutdown {
+		if err := h.checkSanity(e.Size()); err != nil {
+			return err
+		}
+		rep.Addf("checked the allocator and the name directory: consistent")
+	}
+	return nil
+}
+
+// attachManager sets up this open's view of the manager.
+func (s *Segment) attachManager() error {
+	e := s.env
+	roots, err := e.Roots()
+	if err != nil {
+		return err
+	}
+	if roots[rootManager] != mgrOff {
+		return fmt.Errorf("%s: root %d is %d, not the manager's offset %d: %w", s.b.Name(), rootManager, roots[rootManager], mgrOff, ErrCorrupt)
+	}
+	h := newHeap(e)
+	h.ro = s.mode == OpenReadOnly
+	if err := h.validate(e.Size()); err != nil {
+		return fmt.Errorf("%s: %w", s.b.Name(), err)
+	}
+	u := e.UUID()
+	s.tag = uint64(u[0]) | uint64(u[1])<<8 | uint64(u[2])<<16
+	if s.tag == 0 {
+		s.tag = 1
+	}
+	s.h = h
+	s.lk.word = lockWord(h)
+	s.lk.me = uint32(e.Slot() + 1)
+	s.lk.private = s.mode == OpenCopyOnWrite
+	s.lk.takeover = s.takeover
+	if s.mode == OpenCopyOnWrite {
+		// The private copy may hold an operation in flight in another
+		// process: roll it back here, in the copy only.
+		if v := atomic.LoadUint32(s.lk.word); v&lockOwnerMask != 0 {
+			if err := h.rollBack(e.Size(), "a process that holds the segment", s.report.Addf); err != nil {
+				return err
+			}
+			*s.lk.word = v &^ 0xff
+		}
+	}
+	return nil
+}
+
+// takeover is segLock.takeover: under the meta lock (so that no open's
+// recovery and no other waiter does the same at once) it takes the lock
+// from a dead owner and rolls back the owner's operation.
+func (s *Segment) takeover(v uint32, owner int) bool {
+	won := false
+	_ = s.env.Locked(func() error {
+		if atomic.LoadUint32(s.lk.word) != v {
+			return nil
+		}
+		if alive, err := s.env.SlotAlive(owner); err != nil || alive {
+			return nil
+		}
+		if !atomic.CompareAndSwapUint32(s.lk.word, v, s.lk.next(v)|lockWaiters) {
+			return nil
+		}
+		won = true
+		who := fmt.Sprintf("process %d (slot %d), which died holding the segment lock", s.env.SlotPID(owner), owner)
+		s.repMu.Lock()
+		defer s.repMu.Unlock()
+		if err := s.h.rollBack(s.env.Size(), who, s.report.Addf); err != nil {
+			s.report.Addf("could not roll back the operation of %s: %v", who, err)
+		}
+		return nil
+	})
+	return won
+}

@@ -1,0 +1,3 @@
+package mapped
+
+func (h *heap) checkDirectory() error { return nil }
