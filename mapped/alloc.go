@@ -141,10 +141,7 @@ func (s *Segment) deallocateAt(off uint64) error {
 	if err := s.lockW("deallocate", opDeallocate); err != nil {
 		return err
 	}
-	_, err := s.h.block(off)
-	if err == nil {
-		s.h.free(off)
-	}
+	err := s.h.freeAt(off)
 	s.unlockW()
 	if err != nil {
 		return s.errf("deallocate", err)
@@ -273,8 +270,7 @@ func (s *Segment) DeallocateFrom(ref Handle) error {
 	var off uint64
 	off, err = s.resolve(Handle(atomic.LoadUint64((*uint64)(unsafe.Add(s.h.base, roff)))))
 	if err == nil {
-		if _, err = s.h.block(off); err == nil {
-			s.h.free(off)
+		if err = s.h.freeAt(off); err == nil {
 			s.h.set(uintptr(roff), 0)
 		}
 	}
@@ -315,7 +311,7 @@ func (s *Segment) AllMemoryDeallocated() bool {
 	if s.closed.Load() {
 		return false
 	}
-	var live uint64
-	s.lockR(func() { live = s.h.get(mLive) })
-	return live == 0
+	var inUse uint64
+	s.lockR(func() { inUse = s.h.get(mInUse) })
+	return inUse == 0
 }

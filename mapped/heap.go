@@ -22,7 +22,7 @@ import (
 //	32      managed pages: the page heap covers pages [0, managed)
 //	40      capacity: bytes of pages that can hold blocks
 //	48      in use: the sum of the usable sizes of live blocks
-//	56      live blocks
+//	56      reserved
 //	64      mask of non-empty free-span bins
 //	72      name directory: index table offset (0: none yet)
 //	80      name directory: index capacity (slots, a power of two)
@@ -58,7 +58,6 @@ const (
 	mManaged     = mgrOff + 32
 	mCapacity    = mgrOff + 40
 	mInUse       = mgrOff + 48
-	mLive        = mgrOff + 56
 	mBinMask     = mgrOff + 64
 	mDirTable    = mgrOff + 72
 	mDirCap      = mgrOff + 80
@@ -112,6 +111,7 @@ type sizeClass struct {
 	nslots uint64
 	words  uint64 // bitmap words
 	align  uint64 // alignment of every slot
+	inv    uint64 // 2^32/size + 1: x*inv>>32 == x/size for x < 2^16
 }
 
 var (
@@ -144,7 +144,7 @@ func buildClasses() []sizeClass {
 			}
 			waste := float64(run-n*size) / float64(run)
 			if n >= 2 && waste < bestWaste-0.02 {
-				best = sizeClass{size: size, pages: pages, start: start, nslots: n, words: (n + 63) / 64, align: align}
+				best = sizeClass{size: size, pages: pages, start: start, nslots: n, words: (n + 63) / 64, align: align, inv: 1<<32/size + 1}
 				bestWaste = waste
 			}
 		}
@@ -491,7 +491,6 @@ func (h *heap) allocSmall(c int) (uint64, error) {
 			h.set(d+8, 0)
 		}
 		h.add(mInUse, cl.size)
-		h.add(mLive, 1)
 		return roff + cl.start + (i*64+b)*cl.size, nil
 	}
 	return 0, fmt.Errorf("run at page %d of size class %d is on the partial list but full: %w", run, cl.size, ErrCorrupt)
@@ -512,7 +511,6 @@ func (h *heap) allocLarge(n, alignBytes uint64) (uint64, uint64, error) {
 	h.set(d+8, 0)
 	h.markCont(p, pages)
 	h.add(mInUse, pages*pageSize)
-	h.add(mLive, 1)
 	return p << pageShift, pages * pageSize, nil
 }
 
@@ -535,49 +533,34 @@ func (h *heap) alloc(n, align uint64) (uint64, uint64, error) {
 	return h.allocLarge(n, align)
 }
 
-// block finds the live block that starts at off: its first page, its
-// descriptor word, and for a run slot the class and slot index. The error
-// says why off is not a live block's start.
-func (h *heap) block(off uint64) (size uint64, err error) {
+// slotOf is the slot of run offset rel in class cl, and whether rel is a
+// slot's first byte.
+func (cl *sizeClass) slotOf(rel uint64) (uint64, bool) {
+	if rel < cl.start {
+		return 0, false
+	}
+	x := rel - cl.start
+	s := x * cl.inv >> 32
+	return s, s < cl.nslots && s*cl.size == x
+}
+
+// block checks that off is the start of a live block; it returns the
+// block's usable size, or an error that says why off is not one.
+func (h *heap) block(off uint64) (uint64, error) {
+	return h.lookup(off, false)
+}
+
+// freeAt frees the live block at off, or says why off is not one (and
+// changes nothing).
+func (h *heap) freeAt(off uint64) error {
+	_, err := h.lookup(off, true)
+	return err
+}
+
+func (h *heap) lookup(off uint64, free bool) (size uint64, err error) {
 	if off < firstTable || off >= h.get(mManaged)<<pageShift {
 		return 0, fmt.Errorf("offset %d is outside the managed memory: %w", off, ErrInvalidHandle)
 	}
-	page := off >> pageShift
-	w0 := h.get(h.desc(page))
-	if dKind(w0) == kCont {
-		page = dPages(w0)
-		w0 = h.get(h.desc(page))
-	}
-	switch dKind(w0) {
-	case kLarge:
-		if off != page<<pageShift || page+dPages(w0) <= off>>pageShift {
-			return 0, fmt.Errorf("offset %d is inside the %d-page block at %d, not at its start: %w", off, dPages(w0), page<<pageShift, ErrInvalidHandle)
-		}
-		return dPages(w0) * pageSize, nil
-	case kRun:
-		c := dClass(w0)
-		if c >= uint64(len(classes)) {
-			return 0, fmt.Errorf("offset %d: run at page %d has size class %d: %w", off, page, c, ErrCorrupt)
-		}
-		cl := &classes[c]
-		rel := off - page<<pageShift
-		if rel >= cl.pages*pageSize {
-			return 0, fmt.Errorf("offset %d is not in a live block: %w", off, ErrInvalidHandle)
-		}
-		if rel < cl.start || (rel-cl.start)%cl.size != 0 || (rel-cl.start)/cl.size >= cl.nslots {
-			return 0, fmt.Errorf("offset %d is inside a %d-byte block, not at its start: %w", off, cl.size, ErrInvalidHandle)
-		}
-		s := (rel - cl.start) / cl.size
-		if h.get(uintptr(page<<pageShift+s/64*8))&(1<<(s%64)) == 0 {
-			return 0, fmt.Errorf("offset %d is a free %d-byte block (freed already?): %w", off, cl.size, ErrInvalidHandle)
-		}
-		return cl.size, nil
-	}
-	return 0, fmt.Errorf("offset %d is not in a live block: %w", off, ErrInvalidHandle)
-}
-
-// free frees the live block at off (checked by block first).
-func (h *heap) free(off uint64) {
 	page := off >> pageShift
 	d := h.desc(page)
 	w0 := h.get(d)
@@ -586,22 +569,52 @@ func (h *heap) free(off uint64) {
 		d = h.desc(page)
 		w0 = h.get(d)
 	}
-	if dKind(w0) == kLarge {
+	switch dKind(w0) {
+	case kLarge:
 		n := dPages(w0)
-		h.add(mInUse, -n*pageSize)
-		h.add(mLive, ^uint64(0))
-		h.pageFree(page, n)
-		return
+		if off != page<<pageShift {
+			return 0, fmt.Errorf("offset %d is inside the %d-page block at %d, not at its start: %w", off, n, page<<pageShift, ErrInvalidHandle)
+		}
+		if free {
+			h.add(mInUse, -n*pageSize)
+			h.pageFree(page, n)
+		}
+		return n * pageSize, nil
+	case kRun:
+		c := dClass(w0)
+		if c >= uint64(len(classes)) {
+			return 0, fmt.Errorf("offset %d: run at page %d has size class %d: %w", off, page, c, ErrCorrupt)
+		}
+		cl := &classes[c]
+		rel := off - page<<pageShift
+		s, ok := cl.slotOf(rel)
+		if !ok {
+			if rel >= cl.pages*pageSize {
+				return 0, fmt.Errorf("offset %d is not in a live block: %w", off, ErrInvalidHandle)
+			}
+			return 0, fmt.Errorf("offset %d is not at the start of a %d-byte block: %w", off, cl.size, ErrInvalidHandle)
+		}
+		wo := uintptr(page<<pageShift + s/64*8)
+		bm := h.get(wo)
+		if bm&(1<<(s%64)) == 0 {
+			return 0, fmt.Errorf("offset %d is a free %d-byte block (freed already?): %w", off, cl.size, ErrInvalidHandle)
+		}
+		if free {
+			h.set(wo, bm&^(1<<(s%64)))
+			h.freeSlot(page, d, w0, c)
+		}
+		return cl.size, nil
 	}
-	c := dClass(w0)
+	return 0, fmt.Errorf("offset %d is not in a live block: %w", off, ErrInvalidHandle)
+}
+
+// freeSlot updates run page (descriptor d, word w0, class c) after one of
+// its slots was freed.
+func (h *heap) freeSlot(page uint64, d uintptr, w0 uint64, c uint64) {
 	cl := &classes[c]
-	s := (off - page<<pageShift - cl.start) / cl.size
-	wo := uintptr(page<<pageShift + s/64*8)
-	h.set(wo, h.get(wo)&^(1<<(s%64)))
 	live := dLive(w0) - 1
 	h.set(d, w0&^(0xffff<<16)|live<<16)
 	h.add(mInUse, -cl.size)
-	h.add(mLive, ^uint64(0))
 	head := mClasses + uintptr(c)*8
 	if live+1 == cl.nslots {
 		// Was full: becomes the head of the partial list.

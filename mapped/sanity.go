@@ -36,7 +36,7 @@ func (h *heap) checkSanity(size int64) error {
 		return corrupt("undo journal holds an unfinished operation %d (%d words)", op, n)
 	}
 	managed := h.get(mManaged)
-	var metaPages, inUse, live uint64
+	var metaPages, inUse uint64
 	free := map[uint64]uint64{}             // free span head -> pages
 	partial := map[uint64]int{}             // non-full run -> class
 	blockOf := func(q, head uint64) error { // continuation pages
@@ -80,7 +80,6 @@ func (h *heap) checkSanity(size int64) error {
 				}
 			}
 			inUse += n * pageSize
-			live++
 			p += n
 		case kRun:
 			c := dClass(w)
@@ -117,7 +116,6 @@ func (h *heap) checkSanity(size int64) error {
 				partial[p] = int(c)
 			}
 			inUse += n * cl.size
-			live += n
 			p += cl.pages
 		default:
 			return corrupt("page %d: descriptor kind %d where a block or free span should start", p, dKind(w))
@@ -128,9 +126,6 @@ func (h *heap) checkSanity(size int64) error {
 	}
 	if u := h.get(mInUse); u != inUse {
 		return corrupt("in-use counter says %d bytes, the live blocks hold %d", u, inUse)
-	}
-	if l := h.get(mLive); l != live {
-		return corrupt("live-block counter says %d, there are %d", l, live)
 	}
 	// Free-span bins: every free span in the bin of its size, once.
 	mask := h.get(mBinMask)

@@ -67,24 +67,24 @@ func (j *Journal) Begin(op uint64) {
 
 // Set64 records the word at off and then sets it to v.
 func (j *Journal) Set64(off uintptr, v uint64) {
-	p := j.word(off)
-	j.record(off, *p)
+	if j.n >= j.max {
+		journalFull(j.max)
+	}
+	p := (*uint64)(unsafe.Add(j.base, off))
+	e := unsafe.Add(j.base, j.at+JournalHeaderLen+uintptr(j.n)*JournalEntryLen)
+	*(*uint64)(unsafe.Add(e, JournalEntryLen)) = 0 // terminator
+	*(*uint64)(unsafe.Add(e, 8)) = *p
+	storeOrdered((*uint64)(e), journalValid|uint64(off))
+	j.n++
 	*p = v
 }
 
 // Record records the current value of the word at off, which the caller
 // is about to change.
-func (j *Journal) Record(off uintptr) { j.record(off, *j.word(off)) }
+func (j *Journal) Record(off uintptr) { j.Set64(off, *j.word(off)) }
 
-func (j *Journal) record(off uintptr, old uint64) {
-	if j.n >= j.max {
-		panic(fmt.Sprintf("mapstore: undo journal full (%d entries): an operation changed too many words", j.max))
-	}
-	e := j.at + JournalHeaderLen + uintptr(j.n)*JournalEntryLen
-	*j.word(e + JournalEntryLen) = 0 // terminator
-	*j.word(e + 8) = old
-	storeOrdered(j.word(e), journalValid|uint64(off))
-	j.n++
+func journalFull(max int) {
+	panic(fmt.Sprintf("mapstore: undo journal full (%d entries): an operation changed too many words", max))
 }
 
 // End finishes the operation: its changes stand.
