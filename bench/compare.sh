@@ -129,10 +129,11 @@ done
 echo "# mapstore vs Boost.Interprocess"
 echo "# date: $(date -u +%Y-%m-%dT%H:%M:%SZ)  nproc: $(nproc 2>/dev/null || echo '?')" \
 	"cpu: $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/null || echo '?')"
+boost_version='?'
 if [ -f /usr/include/boost/version.hpp ]; then
-	echo "# boost: $(awk '/define BOOST_LIB_VERSION/ {gsub(/"/, "", $3); print $3}' /usr/include/boost/version.hpp)" \
-		" go: $(go env GOVERSION 2>/dev/null || echo '?')  rounds: $ROUNDS"
+	boost_version=$(awk '/define BOOST_LIB_VERSION/ {gsub(/"/, "", $3); print $3}' /usr/include/boost/version.hpp)
 fi
+echo "# boost headers: $boost_version  go: $(go env GOVERSION 2>/dev/null || echo '?')  rounds: $ROUNDS"
 echo
 
 # Every result line is prefixed with its side (boost or go) and fed to awk,

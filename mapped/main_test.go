@@ -26,6 +26,13 @@ func TestMain(m *testing.M) {
 var children = map[string]func(args []string) int{
 	// attach opens the segment, says ready, then obeys commands.
 	"attach": childAttach,
+	// churn allocates, tags, verifies and frees blocks from two goroutines.
+	"churn": childChurn,
+	// killchurn churns blocks and names until it is killed.
+	"killchurn": childKillChurn,
+	// holdlock takes the segment lock, half-does an allocation, and waits
+	// to be killed.
+	"holdlock": childHoldLock,
 	// perm tries to open a segment for writing and prints the error.
 	"perm": func(args []string) int {
 		_, err := Open(parseSpec(args[0]), OpenOnly)

@@ -81,7 +81,10 @@ func recoverManager(e *recovery.Envelope, rep *recovery.Report) error {
 		}
 		dead = !alive
 	}
-	if op, _ := h.j.Pending(); dead || (owner < 0 && op != 0) {
+	// A live process may take the lock and begin an operation at any
+	// moment: the journal is only ours to replay when its owner is dead,
+	// or when nobody is alive at all.
+	if op, _ := h.j.Pending(); dead || (owner < 0 && op != 0 && rep.UncleanShutdown) {
 		who := "a process"
 		if owner >= 0 {
 			who = fmt.Sprintf("process %d (slot %d)", e.SlotPID(owner), owner)

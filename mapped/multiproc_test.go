@@ -1,0 +1,365 @@
+package mapped
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/mapstore/mapstore/backing"
+	"github.com/mapstore/mapstore/internal/proctest"
+)
+
+// childChurn: args spec id rounds. Two goroutines each keep up to 64 live
+// blocks tagged with (id, goroutine, serial), check the tags before
+// freeing, and free everything at the end.
+func childChurn(args []string) int {
+	seg, err := Open(parseSpec(args[0]), OpenOnly)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	id, _ := strconv.Atoi(args[1])
+	rounds, _ := strconv.Atoi(args[2])
+	var wg sync.WaitGroup
+	errs := make(chan error, 2)
+	for g := 0; g < 2; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(id), uint64(g)))
+			var live [][]byte
+			tagOf := func(b []byte) byte { return b[0] }
+			check := func(b []byte) error {
+				t := tagOf(b)
+				for i, c := range b {
+					if c != t {
+						return fmt.Errorf("proc %d/%d: block %p byte %d is %d, want %d", id, g, &b[0], i, c, t)
+					}
+				}
+				return nil
+			}
+			for r := 0; r < rounds; r++ {
+				if len(live) < 64 && (len(live) == 0 || rng.IntN(2) == 0) {
+					b, err := seg.Allocate(1 + rng.IntN(3000))
+					if err != nil {
+						errs <- err
+						return
+					}
+					tag := byte(id*16 + g*4 + r%4 + 1)
+					for i := range b {
+						b[i] = tag
+					}
+					live = append(live, b)
+					continue
+				}
+				i := rng.IntN(len(live))
+				if err := check(live[i]); err != nil {
+					errs <- err
+					return
+				}
+				if err := seg.Deallocate(live[i]); err != nil {
+					errs <- err
+					return
+				}
+				live[i] = live[len(live)-1]
+				live = live[:len(live)-1]
+			}
+			for _, b := range live {
+				if err := check(b); err != nil {
+					errs <- err
+					return
+				}
+				if err := seg.Deallocate(b); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := seg.Close(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fmt.Println("done")
+	return 0
+}
+
+func TestMultiProcessChurn(t *testing.T) {
+	forKinds(t, func(t *testing.T, b backing.Backing, spec string) {
+		s := mustOpen(t, b, CreateOnly, WithSize(64<<10))
+		var cs []*proctest.Child
+		for id := 1; id <= 3; id++ {
+			cs = append(cs, proctest.Start(t, "churn", spec, strconv.Itoa(id), "20000"))
+		}
+		for _, c := range cs {
+			c.Expect("done")
+			require.Equal(t, 0, c.Wait(), c.Stderr())
+		}
+		require.NoError(t, s.CheckSanity())
+		assert.True(t, s.AllMemoryDeallocated(), "no lost block")
+		assert.Equal(t, int64(s.h.get(mCapacity)), s.FreeMemory(), "every page free again")
+		assert.Greater(t, s.Size(), int64(64<<10), "the churn grew the segment while all were attached")
+	})
+}
+
+func childHoldLock(args []string) int {
+	seg, err := Open(parseSpec(args[0]), OpenOnly)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	if err := seg.lockW("test", opAllocate); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	// Half an allocation: counters and a class head changed, nothing else.
+	seg.h.add(mInUse, 4096)
+	seg.h.set(mClasses+8, 12345)
+	fmt.Println("holding")
+	time.Sleep(time.Hour)
+	return 0
+}
+
+func TestDeadLockOwnerIsTakenOverAndRolledBack(t *testing.T) {
+	forKinds(t, func(t *testing.T, b backing.Backing, spec string) {
+		s := mustOpen(t, b, CreateOnly)
+		free0 := s.FreeMemory()
+		c := proctest.Start(t, "holdlock", spec)
+		c.Expect("holding")
+		c.Kill()
+		// The survivor's next operation waits, finds the owner dead, takes
+		// the lock over and rolls the half-done allocation back.
+		blk, err := s.Allocate(100)
+		require.NoError(t, err)
+		require.NoError(t, s.Deallocate(blk))
+		require.NoError(t, s.CheckSanity())
+		assert.Equal(t, free0, s.FreeMemory())
+		actions := strings.Join(s.RecoveryReport().Actions, "\n")
+		assert.Contains(t, actions, "rolled back an interrupted allocation")
+		assert.Contains(t, actions, "died holding the segment lock")
+
+		// Same again, but a fresh Open is the first to notice.
+		c = proctest.Start(t, "holdlock", spec)
+		c.Expect("holding")
+		c.Kill()
+		s2, err := Open(b, OpenOnly)
+		require.NoError(t, err)
+		defer s2.Close()
+		rep := s2.RecoveryReport()
+		assert.Len(t, rep.DeadProcesses, 1)
+		assert.Contains(t, strings.Join(rep.Actions, "\n"), "rolled back an interrupted allocation")
+		require.NoError(t, s2.CheckSanity())
+		assert.Equal(t, free0, s2.FreeMemory())
+		require.NoError(t, s.CheckSanity(), "the survivor agrees")
+	})
+}
+
+// Kill test. Each child has a ledger: a named array of ledgerSlots words
+// in which AllocateInto and DeallocateFrom keep its blocks' handles, so
+// that the survivor knows every block, whatever instant the kill hit.
+// Children also create and remove names "k<id>_<j>" whose value is a
+// function of the name.
+const ledgerSlots = 48
+
+func nameValue(name string, i int) uint64 { return nameHash(name, false) + uint64(i) }
+
+func childKillChurn(args []string) int {
+	seg, err := Open(parseSpec(args[0]), OpenOnly)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	id, _ := strconv.Atoi(args[1])
+	seed, _ := strconv.ParseUint(args[2], 10, 64)
+	ledger, err := seg.LookupNamed("ledger_"+args[1], false)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	rng := rand.New(rand.NewPCG(seed, uint64(id)))
+	fmt.Println("ready")
+	for op := 0; ; op++ {
+		if rng.IntN(3) == 0 {
+			name := fmt.Sprintf("k%d_%d", id, rng.IntN(32))
+			count := int64(1 + rng.IntN(40))
+			_, err := seg.CreateNamed(name, false, NameSpec{Count: count, ElemSize: 8, Align: 8}, func(obj []byte) {
+				for i := 0; i < int(count); i++ {
+					binary.LittleEndian.PutUint64(obj[i*8:], nameValue(name, i))
+				}
+			})
+			if err == nil {
+				continue
+			}
+			if err := seg.RemoveNamed(name, false, nil); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+			continue
+		}
+		i := rng.IntN(ledgerSlots)
+		ref := ledger.Handle + Handle(8*i)
+		if binary.LittleEndian.Uint64(ledger.Obj[8*i:]) == 0 {
+			size := 1 + rng.IntN(3000)
+			if rng.IntN(10) == 0 {
+				size = 4097 + rng.IntN(20000)
+			}
+			if _, err := seg.AllocateInto(ref, size); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+		} else if err := seg.DeallocateFrom(ref); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+	}
+}
+
+// liveBlocks walks the descriptors and returns every live block's offset
+// and usable size (the walk CheckSanity trusts).
+func (h *heap) liveBlocks() map[uint64]uint64 {
+	out := map[uint64]uint64{}
+	managed := h.get(mManaged)
+	for p := uint64(0); p < managed; {
+		w := h.get(h.desc(p))
+		switch dKind(w) {
+		case kFree, kLarge:
+			if dKind(w) == kLarge {
+				out[p<<pageShift] = dPages(w) * pageSize
+			}
+			p += dPages(w)
+		case kRun:
+			cl := &classes[dClass(w)]
+			for s := uint64(0); s < cl.nslots; s++ {
+				if h.get(uintptr(p<<pageShift+s/64*8))&(1<<(s%64)) != 0 {
+					out[p<<pageShift+cl.start+s*cl.size] = cl.size
+				}
+			}
+			p += cl.pages
+		default:
+			p++
+		}
+	}
+	return out
+}
+
+// verifyKilled checks the segment after kills: sanity, every ledger
+// handle a live block, every child name complete, and the set of live
+// blocks exactly what the survivor can account for. It holds the segment
+// lock throughout, so children still running wait.
+func verifyKilled(t *testing.T, s *Segment) {
+	t.Helper()
+	_ = s.FreeMemory() // takes the lock: a dead owner is taken over here
+	s.lk.lock()
+	defer s.lk.unlock()
+	h := s.h
+	require.NoError(t, h.checkSanity(s.env.Size()))
+	expect := map[uint64]bool{h.get(mDirTable): true}
+	t0, capa := h.get(mDirTable), h.get(mDirCap)
+	for i := uint64(0); i < capa; i++ {
+		v := h.get(uintptr(t0 + i*8))
+		if v == slotEmpty || v == slotTomb {
+			continue
+		}
+		rec := v & slotOffMask
+		expect[rec] = true
+		nl := h.get(uintptr(rec+8)) & 0xffff
+		name := string(unsafe.Slice((*byte)(unsafe.Add(h.base, rec+recHeaderLen)), nl))
+		n := s.named(rec, name)
+		if strings.HasPrefix(name, "ledger_") {
+			for i := 0; i < ledgerSlots; i++ {
+				if v := binary.LittleEndian.Uint64(n.Obj[8*i:]); v != 0 {
+					off, err := s.resolve(Handle(v))
+					require.NoError(t, err)
+					_, err = h.block(off)
+					require.NoError(t, err, "%s[%d] holds %d", name, i, v)
+					expect[off] = true
+				}
+			}
+			continue
+		}
+		for i := 0; i < int(n.Count); i++ {
+			require.Equal(t, nameValue(name, i), binary.LittleEndian.Uint64(n.Obj[8*i:]), "%s[%d] is incomplete", name, i)
+		}
+	}
+	live := h.liveBlocks()
+	var sum uint64
+	for off, size := range live {
+		require.True(t, expect[off], "block at %d (%d bytes) is live but nobody knows it: leaked", off, size)
+		sum += size
+	}
+	for off := range expect {
+		_, ok := live[off]
+		require.True(t, ok, "block at %d is known but not live", off)
+	}
+	require.Equal(t, h.get(mCapacity)-sum, h.get(mCapacity)-h.get(mInUse), "FreeMemory is exact")
+}
+
+func TestSIGKILLDuringAllocatorAndDirectoryChurn(t *testing.T) {
+	kills := 240
+	if testing.Short() {
+		kills = 40
+	}
+	forKinds(t, func(t *testing.T, b backing.Backing, spec string) {
+		s := mustOpen(t, b, CreateOnly, WithSize(256<<10))
+		const procs = 2
+		for id := 1; id <= procs; id++ {
+			_, err := s.CreateNamed(fmt.Sprintf("ledger_%d", id), false, NameSpec{Count: ledgerSlots, ElemSize: 8, Align: 8}, nil)
+			require.NoError(t, err)
+		}
+		rng := rand.New(rand.NewPCG(7, 7))
+		running := map[int]*proctest.Child{}
+		start := func(id int) {
+			c := proctest.Start(t, "killchurn", spec, strconv.Itoa(id), strconv.FormatUint(rng.Uint64(), 10))
+			c.Expect("ready")
+			running[id] = c
+		}
+		for id := 1; id <= procs; id++ {
+			start(id)
+		}
+		for k := 0; k < kills/2; k++ {
+			for id := 1; id <= procs; id++ {
+				time.Sleep(time.Duration(rng.IntN(3000)) * time.Microsecond)
+				running[id].Kill()
+				if k%2 == 0 {
+					// The survivor notices (lock takeover) while the other child runs.
+					verifyKilled(t, s)
+				}
+				start(id)
+			}
+			if k%10 == 9 {
+				// A fresh open, with one child alive and possibly one just killed.
+				running[1].Kill()
+				s2, err := Open(b, OpenOnly)
+				require.NoError(t, err)
+				verifyKilled(t, s2)
+				require.NoError(t, s2.Close())
+				start(1)
+			}
+		}
+		for id := 1; id <= procs; id++ {
+			running[id].Kill()
+		}
+		verifyKilled(t, s)
+		require.NoError(t, s.Close())
+		s3 := mustOpen(t, b, OpenOnly)
+		assert.NotEmpty(t, s3.RecoveryReport().DeadProcesses)
+		verifyKilled(t, s3)
+		t.Logf("%d kills; report of the last open:\n%s", kills, s3.RecoveryReport())
+	})
+}
