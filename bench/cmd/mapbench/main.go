@@ -1,0 +1,302 @@
+// Command mapbench runs mapstore's side-by-side benchmark workloads (see
+// bench/README.md) and prints one line per case and backing:
+//
+//	case=<name> backing=<shm|file|heap> n=<ops> ns_per_op=<float>
+//
+// heap is the floor: Go's own allocator and map. bench/compare.sh runs it
+// alternately with the Boost.Interprocess harness.
+package main
+
+import (
+	"encoding/binary"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mapstore/mapstore/backing"
+	"github.com/mapstore/mapstore/backing/file"
+	"github.com/mapstore/mapstore/backing/shm"
+	"github.com/mapstore/mapstore/mapped"
+)
+
+const segSize = 256 << 20
+
+type bench struct {
+	name string
+	run  func(b env) (n int, d time.Duration, err error)
+}
+
+// env is one backing: seg is nil for heap.
+type env struct{ seg *mapped.Segment }
+
+var cases = []bench{
+	{"alloc_free_64", allocFree64},
+	{"alloc_many_then_free_64", allocManyThenFree64},
+	{"alloc_mixed", allocMixed},
+	{"construct_named", constructNamed},
+	{"find_named", findNamed},
+	{"destroy_named", destroyNamed},
+}
+
+func main() {
+	caseList := flag.String("cases", "", "comma list of cases (default all)")
+	backings := flag.String("backings", "shm,file,heap", "comma list of backings")
+	dir := flag.String("dir", os.TempDir(), "directory for file segments")
+	flag.Parse()
+	want := map[string]bool{}
+	for _, c := range strings.Split(*caseList, ",") {
+		if c != "" {
+			want[c] = true
+		}
+	}
+	for c := range want {
+		if !slices.ContainsFunc(cases, func(b bench) bool { return b.name == c }) {
+			fmt.Fprintf(os.Stderr, "mapbench: unknown case %q\n", c)
+			os.Exit(2)
+		}
+	}
+	for _, c := range cases {
+		if len(want) > 0 && !want[c.name] {
+			continue
+		}
+		for _, bk := range strings.Split(*backings, ",") {
+			if err := runOne(c, bk, *dir); err != nil {
+				fmt.Fprintf(os.Stderr, "mapbench: %s on %s: %v\n", c.name, bk, err)
+				os.Exit(1)
+			}
+		}
+	}
+}
+
+func runOne(c bench, bk, dir string) error {
+	var b backing.Backing
+	switch bk {
+	case "heap":
+	case "shm":
+		name := fmt.Sprintf("mapbench-%d", os.Getpid())
+		_ = shm.Remove(name)
+		defer shm.Remove(name)
+		b = shm.Named(name)
+	case "file":
+		p := filepath.Join(dir, fmt.Sprintf("mapbench-%d.seg", os.Getpid()))
+		_ = os.Remove(p)
+		defer os.Remove(p)
+		b = file.Path(p)
+	default:
+		return fmt.Errorf("unknown backing %q", bk)
+	}
+	var e env
+	if b != nil {
+		s, err := mapped.Open(b, mapped.CreateOnly, mapped.WithSize(segSize))
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		e.seg = s
+	}
+	runtime.GC()
+	n, d, err := c.run(e)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("case=%s backing=%s n=%d ns_per_op=%s\n", c.name, bk, n, strconv.FormatFloat(float64(d.Nanoseconds())/float64(n), 'f', 2, 64))
+	return nil
+}
+
+// sink keeps heap allocations alive so the compiler cannot drop them.
+var sink [][]byte
+
+func allocFree64(e env) (int, time.Duration, error) {
+	const n = 2_000_000
+	start := time.Now()
+	if e.seg == nil {
+		for i := 0; i < n; i++ {
+			sink = append(sink[:0], make([]byte, 64))
+		}
+		return n, time.Since(start), nil
+	}
+	for i := 0; i < n; i++ {
+		b, err := e.seg.Allocate(64)
+		if err != nil {
+			return 0, 0, err
+		}
+		if err := e.seg.Deallocate(b); err != nil {
+			return 0, 0, err
+		}
+	}
+	return n, time.Since(start), nil
+}
+
+func allocManyThenFree64(e env) (int, time.Duration, error) {
+	const n = 1_000_000
+	order := rand.New(rand.NewPCG(42, 0)).Perm(n)
+	blocks := make([][]byte, n)
+	start := time.Now()
+	if e.seg == nil {
+		for i := range blocks {
+			blocks[i] = make([]byte, 64)
+		}
+		for _, i := range order {
+			blocks[i] = nil
+		}
+		return n, time.Since(start), nil
+	}
+	for i := range blocks {
+		b, err := e.seg.Allocate(64)
+		if err != nil {
+			return 0, 0, err
+		}
+		blocks[i] = b
+	}
+	for _, i := range order {
+		if err := e.seg.Deallocate(blocks[i]); err != nil {
+			return 0, 0, err
+		}
+	}
+	return n, time.Since(start), nil
+}
+
+func allocMixed(e env) (int, time.Duration, error) {
+	const live, steps = 10_000, 1_000_000
+	rng := rand.New(rand.NewPCG(42, 1))
+	sizes := make([]int, live+steps)
+	for i := range sizes {
+		sizes[i] = 16 + rng.IntN(4096-16+1)
+	}
+	idx := make([]int, steps)
+	for i := range idx {
+		idx[i] = rng.IntN(live)
+	}
+	blocks := make([][]byte, live)
+	alloc := func(n int) ([]byte, error) {
+		if e.seg == nil {
+			return make([]byte, n), nil
+		}
+		return e.seg.Allocate(n)
+	}
+	for i := range blocks {
+		b, err := alloc(sizes[i])
+		if err != nil {
+			return 0, 0, err
+		}
+		blocks[i] = b
+	}
+	start := time.Now()
+	for s := 0; s < steps; s++ {
+		i := idx[s]
+		if e.seg != nil {
+			if err := e.seg.Deallocate(blocks[i]); err != nil {
+				return 0, 0, err
+			}
+		}
+		b, err := alloc(sizes[live+s])
+		if err != nil {
+			return 0, 0, err
+		}
+		blocks[i] = b
+	}
+	return steps, time.Since(start), nil
+}
+
+const numNamed = 100_000
+
+func names() []string {
+	out := make([]string, numNamed)
+	for i := range out {
+		out[i] = "obj_" + strconv.Itoa(i)
+	}
+	return out
+}
+
+var u64 = mapped.NameSpec{Count: 1, ElemSize: 8, Align: 8, Layout: []byte("uint64")}
+
+func construct(e env, ns []string, heap map[string]*uint64) error {
+	for i, name := range ns {
+		if e.seg == nil {
+			v := uint64(i)
+			heap[name] = &v
+			continue
+		}
+		if _, err := e.seg.CreateNamed(name, false, u64, func(obj []byte) {
+			binary.LittleEndian.PutUint64(obj, uint64(i))
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func constructNamed(e env) (int, time.Duration, error) {
+	ns := names()
+	heap := map[string]*uint64{}
+	start := time.Now()
+	err := construct(e, ns, heap)
+	return numNamed, time.Since(start), err
+}
+
+func findNamed(e env) (int, time.Duration, error) {
+	const n = 1_000_000
+	ns := names()
+	heap := map[string]*uint64{}
+	if err := construct(e, ns, heap); err != nil {
+		return 0, 0, err
+	}
+	rng := rand.New(rand.NewPCG(42, 2))
+	idx := make([]int, n)
+	for i := range idx {
+		idx[i] = rng.IntN(numNamed)
+	}
+	var sum uint64
+	start := time.Now()
+	for _, i := range idx {
+		var v uint64
+		if e.seg == nil {
+			p, ok := heap[ns[i]]
+			if !ok {
+				return 0, 0, fmt.Errorf("%s not found", ns[i])
+			}
+			v = *p
+		} else {
+			got, err := e.seg.LookupNamed(ns[i], false)
+			if err != nil {
+				return 0, 0, err
+			}
+			v = binary.LittleEndian.Uint64(got.Obj)
+		}
+		if v != uint64(i) {
+			return 0, 0, fmt.Errorf("%s holds %d", ns[i], v)
+		}
+		sum += v
+	}
+	d := time.Since(start)
+	if sum == 0 {
+		return 0, 0, fmt.Errorf("checksum zero")
+	}
+	return n, d, nil
+}
+
+func destroyNamed(e env) (int, time.Duration, error) {
+	ns := names()
+	heap := map[string]*uint64{}
+	if err := construct(e, ns, heap); err != nil {
+		return 0, 0, err
+	}
+	start := time.Now()
+	for _, name := range ns {
+		if e.seg == nil {
+			delete(heap, name)
+			continue
+		}
+		if err := e.seg.RemoveNamed(name, false, nil); err != nil {
+			return 0, 0, err
+		}
+	}
+	return numNamed, time.Since(start), nil
+}
