@@ -9,6 +9,24 @@
 //	seg, err := mapped.Open(file.Path("state.seg"), mapped.OpenOrCreate, mapped.WithSize(1<<20))
 //	defer seg.Close()
 //
+// # Memory, handles and names
+//
+// Allocate, AllocateAligned and Deallocate manage blocks inside the
+// segment; Handle and Block convert between a block and a Handle, an offset
+// that means the same in every process (ParseHandle and Handle.String carry
+// it across a command line). AllocateInto and DeallocateFrom store or clear
+// a block's handle in a word of the segment as part of the same crash-atomic
+// step. CreateNamed, LookupNamed and RemoveNamed keep an untyped name
+// directory; package objects builds typed objects on it. FreeMemory is
+// exact, and CheckSanity walks every structure.
+//
+// Every operation runs under the segment lock (a futex word in the segment
+// shared by all processes) and records the words it is about to change in
+// an undo journal. If its process is killed at any instruction, the next
+// process to want the lock finds the owner dead, takes the lock over and
+// rolls the operation back; an Open that finds it first does the same.
+// Both say what they did in RecoveryReport.
+//
 // # Growth
 //
 // Each process maps the segment's maximum size (WithMaxSize, 64 GiB by

@@ -13,7 +13,9 @@ import (
 	"github.com/mapstore/mapstore/backing"
 )
 
-func u64spec(n int64) NameSpec { return NameSpec{Count: n, ElemSize: 8, Align: 8, Layout: []byte("u64")} }
+func u64spec(n int64) NameSpec {
+	return NameSpec{Count: n, ElemSize: 8, Align: 8, Layout: []byte("u64")}
+}
 
 func TestNameDirectory(t *testing.T) {
 	forKinds(t, func(t *testing.T, b backing.Backing, _ string) {

@@ -21,8 +21,6 @@ func (s *Segment) CheckSanity() error {
 	return nil
 }
 
-type span struct{ p, n uint64 }
-
 func corrupt(format string, args ...any) error {
 	return fmt.Errorf(format+": %w", append(args, ErrCorrupt)...)
 }
