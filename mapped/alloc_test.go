@@ -113,3 +113,38 @@ func TestAllocatorAgainstModel(t *testing.T) {
 		})
 	}
 }
+
+// TestSpaceOverhead64 measures the allocator's overhead for 1e6 live
+// 64-byte blocks: run pages plus their descriptors, against the payload.
+// It must stay under 15%.
+func TestSpaceOverhead64(t *testing.T) {
+	if testing.Short() {
+		t.Skip("allocates 64 MB")
+	}
+	b, _ := newShm(t)
+	s := mustOpen(t, b, CreateOnly, WithSize(128<<20))
+	const n = 1_000_000
+	for i := 0; i < n; i++ {
+		_, err := s.Allocate(64)
+		require.NoError(t, err)
+	}
+	var runPages uint64
+	managed := s.h.get(mManaged)
+	for p := uint64(0); p < managed; {
+		w := s.h.get(s.h.desc(p))
+		switch dKind(w) {
+		case kRun:
+			runPages += dPages(w)
+			p += dPages(w)
+		case kFree, kLarge:
+			p += dPages(w)
+		default:
+			p++
+		}
+	}
+	used := runPages * (pageSize + descLen)
+	overhead := float64(used-n*64) / float64(n*64)
+	t.Logf("1e6 x 64 B: %d run pages, %d bytes with descriptors, overhead %.2f%%", runPages, used, overhead*100)
+	assert.Less(t, overhead, 0.15)
+	require.NoError(t, s.CheckSanity())
+}
