@@ -19,7 +19,8 @@ import (
 //
 //	offset  size  what
 //	0       8     active: 0 idle, else the operation code of the operation in flight
-//	8       8     reserved
+//	8       8     entries written by the operation in flight (the owner's
+//	              count; a replay scans for the terminator instead)
 //	16      16*n  entries: word 0 = valid bit 63 | offset of the changed word;
 //	              word 1 = its old value. The entry after the last valid one
 //	              has word 0 cleared, so a replay stops there.
@@ -38,7 +39,6 @@ type Journal struct {
 	base unsafe.Pointer // segment base
 	at   uintptr        // offset of the journal
 	max  int            // capacity in entries
-	n    int            // entries written by the operation in flight (owner only)
 }
 
 // Journal geometry.
@@ -61,21 +61,23 @@ func (j *Journal) word(off uintptr) *uint64 {
 // Begin starts an operation with the given non-zero code.
 func (j *Journal) Begin(op uint64) {
 	*j.word(j.at + JournalHeaderLen) = 0
-	j.n = 0
+	*j.word(j.at + 8) = 0
 	storeOrdered(j.word(j.at), op)
 }
 
 // Set64 records the word at off and then sets it to v.
 func (j *Journal) Set64(off uintptr, v uint64) {
-	if j.n >= j.max {
+	cnt := (*uint64)(unsafe.Add(j.base, j.at+8))
+	n := *cnt
+	if n >= uint64(j.max) {
 		journalFull(j.max)
 	}
 	p := (*uint64)(unsafe.Add(j.base, off))
-	e := unsafe.Add(j.base, j.at+JournalHeaderLen+uintptr(j.n)*JournalEntryLen)
+	e := unsafe.Add(j.base, j.at+JournalHeaderLen+uintptr(n)*JournalEntryLen)
 	*(*uint64)(unsafe.Add(e, JournalEntryLen)) = 0 // terminator
 	*(*uint64)(unsafe.Add(e, 8)) = *p
 	storeOrdered((*uint64)(e), journalValid|uint64(off))
-	j.n++
+	*cnt = n + 1
 	*p = v
 }
 
@@ -90,11 +92,10 @@ func journalFull(max int) {
 // End finishes the operation: its changes stand.
 func (j *Journal) End() {
 	storeOrdered(j.word(j.at), 0)
-	j.n = 0
 }
 
 // Entries is how many words the operation in flight has recorded.
-func (j *Journal) Entries() int { return j.n }
+func (j *Journal) Entries() int { return int(*j.word(j.at + 8)) }
 
 // Pending reports the operation a dead owner left in flight (0 if none)
 // and how many words it recorded.
@@ -133,6 +134,5 @@ func (j *Journal) Replay(limit uintptr) (op uint64, words int, err error) {
 		*j.word(off) = *j.word(e + 8)
 	}
 	storeOrdered(j.word(j.at), 0)
-	j.n = 0
 	return op, words, nil
 }
