@@ -36,6 +36,17 @@ func ParseHandle(s string) (Handle, error) {
 // lockW takes the segment lock for a change and starts the journaled
 // operation op. It fails on closed and read-only segments.
 func (s *Segment) lockW(what string, op uint64) error {
+	if err := s.lockOnly(what); err != nil {
+		return err
+	}
+	s.h.j.Begin(op)
+	return nil
+}
+
+// lockOnly takes the segment lock for a change without starting a
+// journaled operation: the caller tries the fast path first (fast.go) and
+// calls j.Begin before it takes the slow one.
+func (s *Segment) lockOnly(what string) error {
 	if s.closed.Load() {
 		return s.errClosed(what)
 	}
@@ -43,7 +54,6 @@ func (s *Segment) lockW(what string, op uint64) error {
 		return fmt.Errorf("mapstore: %s %s: opened read-only: %w", what, s.b.Name(), ErrReadOnly)
 	}
 	s.lk.lock()
-	s.h.j.Begin(op)
 	return nil
 }
 
@@ -72,9 +82,16 @@ func (s *Segment) Allocate(n int) ([]byte, error) {
 	if err := checkSize(n); err != nil {
 		return nil, s.errf("allocate", err)
 	}
-	if err := s.lockW("allocate", opAllocate); err != nil {
+	if err := s.lockOnly("allocate"); err != nil {
 		return nil, err
 	}
+	if n <= maxSmall {
+		if off, usable, ok := s.h.allocFast(uint64(n), 0, 0); ok {
+			s.lk.unlock()
+			return s.slice(off, n, usable), nil
+		}
+	}
+	s.h.j.Begin(opAllocate)
 	off, usable, err := s.h.alloc(uint64(n), 0)
 	s.unlockW()
 	if err != nil {
@@ -116,9 +133,9 @@ func (s *Segment) offsetOf(b []byte) (uint64, bool) {
 		return 0, false
 	}
 	p := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
-	base := uintptr(s.env.Base())
-	if p < base || p-base >= uintptr(s.env.Size()) {
-		return 0, false
+	base := uintptr(s.h.base)
+	if p < base || p-base >= uintptr(s.h.max) {
+		return 0, false // outside the mapping; inside it, the callers check the size
 	}
 	return uint64(p - base), true
 }
@@ -138,9 +155,14 @@ func (s *Segment) Deallocate(b []byte) error {
 }
 
 func (s *Segment) deallocateAt(off uint64) error {
-	if err := s.lockW("deallocate", opDeallocate); err != nil {
+	if err := s.lockOnly("deallocate"); err != nil {
 		return err
 	}
+	if s.h.freeFast(off, 0) {
+		s.lk.unlock()
+		return nil
+	}
+	s.h.j.Begin(opDeallocate)
 	err := s.h.freeAt(off)
 	s.unlockW()
 	if err != nil {
@@ -240,9 +262,16 @@ func (s *Segment) AllocateInto(ref Handle, n int) ([]byte, error) {
 	if err != nil {
 		return nil, s.errf("allocate into", err)
 	}
-	if err := s.lockW("allocate", opAllocate); err != nil {
+	if err := s.lockOnly("allocate"); err != nil {
 		return nil, err
 	}
+	if n <= maxSmall {
+		if off, usable, ok := s.h.allocFast(uint64(n), uintptr(roff), s.tag<<handleOffBits); ok {
+			s.lk.unlock()
+			return s.slice(off, n, usable), nil
+		}
+	}
+	s.h.j.Begin(opAllocate)
 	off, usable, err := s.h.alloc(uint64(n), 0)
 	if err == nil {
 		s.h.set(uintptr(roff), uint64(s.handle(off)))
@@ -264,11 +293,16 @@ func (s *Segment) DeallocateFrom(ref Handle) error {
 	if err != nil {
 		return s.errf("deallocate from", err)
 	}
-	if err := s.lockW("deallocate", opDeallocate); err != nil {
+	if err := s.lockOnly("deallocate"); err != nil {
 		return err
 	}
 	var off uint64
 	off, err = s.resolve(Handle(atomic.LoadUint64((*uint64)(unsafe.Add(s.h.base, roff)))))
+	if err == nil && s.h.freeFast(off, uintptr(roff)) {
+		s.lk.unlock()
+		return nil
+	}
+	s.h.j.Begin(opDeallocate)
 	if err == nil {
 		if err = s.h.freeAt(off); err == nil {
 			s.h.set(uintptr(roff), 0)

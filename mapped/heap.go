@@ -28,6 +28,7 @@ import (
 //	80      name directory: index capacity (slots, a power of two)
 //	88      name directory: names
 //	96      name directory: tombstones
+//	128     fast-path intent record, 4 words (see fast.go)
 //	256     free-span bins: 64 list heads (page index; 0 = empty)
 //	768     size classes: 32 partial-run list heads (page index; 0 = empty)
 //	4096    undo journal (recovery.Journal), 4096 bytes

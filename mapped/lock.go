@@ -133,3 +133,20 @@ const (
 	futexWaitOp = 0
 	futexWakeOp = 1
 )
+
+// readBegin starts an optimistic read: it returns the lock word to check
+// with readValid, or false when a writer holds the lock (or the lock is
+// process-private), and then the reader must take the lock.
+func (l *segLock) readBegin() (uint32, bool) {
+	if l.private {
+		return 0, false
+	}
+	v := atomic.LoadUint32(l.word)
+	return v, v&lockOwnerMask == 0
+}
+
+// readValid reports whether no writer took the lock since readBegin
+// returned v: every acquisition changes the count in bits 8-31.
+func (l *segLock) readValid(v uint32) bool {
+	return atomic.LoadUint32(l.word)&^lockWaiters == v&^lockWaiters
+}

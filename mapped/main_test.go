@@ -30,9 +30,16 @@ var children = map[string]func(args []string) int{
 	"churn": childChurn,
 	// killchurn churns blocks and names until it is killed.
 	"killchurn": childKillChurn,
+	// smallchurn churns small blocks through its ledger until it is killed.
+	"smallchurn": childSmallChurn,
 	// holdlock takes the segment lock, half-does an allocation, and waits
 	// to be killed.
 	"holdlock": childHoldLock,
+	// holdfast takes the segment lock, half-does a fast-path allocation or
+	// free of a small block (args[1]: alloc or free, args[2]: the handle of
+	// a live 64-byte block for free, or of a reference word for alloc) and
+	// waits to be killed.
+	"holdfast": childHoldFast,
 	// perm tries to open a segment for writing and prints the error.
 	"perm": func(args []string) int {
 		_, err := Open(parseSpec(args[0]), OpenOnly)

@@ -47,6 +47,17 @@ func lockWord(h *heap) *uint32 { return (*uint32)(unsafe.Pointer(h.w(mLock))) }
 // rollBack replays the journal of an operation a dead process left in
 // flight and says so in rep.
 func (h *heap) rollBack(size int64, who string, add func(string, ...any)) error {
+	alloc, was, err := h.rollBackFast(size)
+	if err != nil {
+		return err
+	}
+	if was {
+		what := "deallocation"
+		if alloc {
+			what = "allocation"
+		}
+		add("rolled back an interrupted small-block %s of %s", what, who)
+	}
 	op, n, err := h.j.Replay(uintptr(size))
 	if err != nil {
 		return err
@@ -84,7 +95,7 @@ func recoverManager(e *recovery.Envelope, rep *recovery.Report) error {
 	// A live process may take the lock and begin an operation at any
 	// moment: the journal is only ours to replay when its owner is dead,
 	// or when nobody is alive at all.
-	if op, _ := h.j.Pending(); dead || (owner < 0 && op != 0 && rep.UncleanShutdown) {
+	if op, _ := h.j.Pending(); dead || (owner < 0 && (op != 0 || h.fastPending()) && rep.UncleanShutdown) {
 		who := "a process"
 		if owner >= 0 {
 			who = fmt.Sprintf("process %d (slot %d)", e.SlotPID(owner), owner)

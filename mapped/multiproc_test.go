@@ -3,6 +3,7 @@ package mapped
 import (
 	"encoding/binary"
 	"fmt"
+	"math/bits"
 	"math/rand/v2"
 	"os"
 	"strconv"
@@ -170,6 +171,152 @@ func TestDeadLockOwnerIsTakenOverAndRolledBack(t *testing.T) {
 	})
 }
 
+func childHoldFast(args []string) int {
+	seg, err := Open(parseSpec(args[0]), OpenOnly)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	hd, _ := ParseHandle(args[2])
+	off, err := seg.resolve(hd)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	if err := seg.lockOnly("test"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	h := seg.h
+	c := classOf[64/16]
+	if args[1] == "alloc" {
+		// Intent published, bit set and the reference written; the
+		// descriptor's live count and the in-use total not yet.
+		run := h.get(mClasses + uintptr(c)*8)
+		bm := h.w(uintptr(run << pageShift))
+		b := uint64(bits.TrailingZeros64(^*bm))
+		h.intend(fastAlloc, run, b, uintptr(off))
+		*bm |= 1 << b
+		*h.w(uintptr(off)) = uint64(seg.handle(run<<pageShift + classes[c].start + b*64))
+	} else {
+		// Intent published, bit cleared, live count and in-use total
+		// changed; the reference word not cleared.
+		page := off >> pageShift
+		slot, _ := classes[c].slotOf(off - page<<pageShift)
+		h.intend(0, page, slot, 0)
+		*h.w(uintptr(page<<pageShift + slot/64*8)) &^= 1 << (slot % 64)
+		*h.w(h.desc(page)) -= 1 << 16
+		*h.w(mInUse) -= 64
+	}
+	fmt.Println("holding")
+	time.Sleep(time.Hour)
+	return 0
+}
+
+// A process killed in the middle of a fast-path (intent record) small
+// allocation or free is rolled back by the next lock waiter: the bitmap,
+// the run's live count, the in-use total and the reference word are as
+// they were before.
+func TestDeadFastPathOwnerIsRolledBack(t *testing.T) {
+	forKinds(t, func(t *testing.T, b backing.Backing, spec string) {
+		s := mustOpen(t, b, CreateOnly)
+		ref, err := s.Allocate(8)
+		require.NoError(t, err)
+		clear(ref)
+		refH, _ := s.Handle(ref)
+		keep, err := s.Allocate(64) // the class's run exists and is not full
+		require.NoError(t, err)
+		victim, err := s.Allocate(64)
+		require.NoError(t, err)
+		victimH, _ := s.Handle(victim)
+		free0 := s.FreeMemory()
+
+		for _, mode := range []string{"alloc", "free"} {
+			arg := refH.String()
+			if mode == "free" {
+				arg = victimH.String()
+			}
+			c := proctest.Start(t, "holdfast", spec, mode, arg)
+			c.Expect("holding")
+			c.Kill()
+			// The survivor's next operation takes the lock over and rolls back.
+			require.Equal(t, free0, s.FreeMemory(), mode)
+			require.NoError(t, s.CheckSanity(), mode)
+			assert.Zero(t, binary.LittleEndian.Uint64(ref), "the reference word is restored")
+			_, err := s.Block(victimH)
+			require.NoError(t, err, "the victim is still live")
+			assert.Contains(t, strings.Join(s.RecoveryReport().Actions, "\n"), "rolled back an interrupted small-block "+map[string]string{"alloc": "allocation", "free": "deallocation"}[mode])
+		}
+		require.NoError(t, s.Deallocate(victim))
+		require.NoError(t, s.Deallocate(keep))
+		require.NoError(t, s.Deallocate(ref))
+		require.True(t, s.AllMemoryDeallocated())
+		require.NoError(t, s.CheckSanity())
+	})
+}
+
+// childSmallChurn allocates and frees small blocks through the ledger
+// named ledger_<id> until it is killed: nearly every operation takes the
+// fast path.
+func childSmallChurn(args []string) int {
+	seg, err := Open(parseSpec(args[0]), OpenOnly)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	ledger, err := seg.LookupNamed("ledger_"+args[1], false)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	seed, _ := strconv.ParseUint(args[2], 10, 64)
+	rng := rand.New(rand.NewPCG(seed, 1))
+	fmt.Println("ready")
+	for {
+		i := rng.IntN(ledgerSlots)
+		ref := ledger.Handle + Handle(8*i)
+		if binary.LittleEndian.Uint64(ledger.Obj[8*i:]) == 0 {
+			if _, err := seg.AllocateInto(ref, 1+rng.IntN(200)); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+		} else if err := seg.DeallocateFrom(ref); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+	}
+}
+
+// The fast path under SIGKILL: a child churns small blocks, the survivor
+// kills it at a random moment and is the one to take the lock over, so
+// its report counts every rollback. It kills until it has seen several
+// fast-path rollbacks (at least 200 kills in all), checking after each
+// kill that every block is accounted for.
+func TestSIGKILLDuringSmallBlockChurn(t *testing.T) {
+	minKills, wantFast := 200, 3
+	if testing.Short() {
+		minKills, wantFast = 40, 1
+	}
+	forKinds(t, func(t *testing.T, b backing.Backing, spec string) {
+		s := mustOpen(t, b, CreateOnly, WithSize(256<<10))
+		_, err := s.CreateNamed("ledger_1", false, NameSpec{Count: ledgerSlots, ElemSize: 8, Align: 8}, nil)
+		require.NoError(t, err)
+		rng := rand.New(rand.NewPCG(11, 11))
+		fast, kills := 0, 0
+		for ; kills < 5000 && (kills < minKills || fast < wantFast); kills++ {
+			c := proctest.Start(t, "smallchurn", spec, "1", strconv.FormatUint(rng.Uint64(), 10))
+			c.Expect("ready")
+			time.Sleep(time.Duration(rng.IntN(1500)) * time.Microsecond)
+			c.Kill()
+			verifyKilled(t, s)
+			fast = strings.Count(strings.Join(s.RecoveryReport().Actions, "\n"), "small-block")
+		}
+		acts := strings.Join(s.RecoveryReport().Actions, "\n")
+		t.Logf("%d kills: %d fast-path and %d journaled rollbacks", kills, fast, strings.Count(acts, "rolled back an interrupted")-fast)
+		require.GreaterOrEqual(t, fast, wantFast, "no kill landed inside a fast-path operation")
+	})
+}
+
 // Kill test. Each child has a ledger: a named array of ledgerSlots words
 // in which AllocateInto and DeallocateFrom keep its blocks' handles, so
 // that the survivor knows every block, whatever instant the kill hit.
@@ -280,7 +427,8 @@ func verifyKilled(t *testing.T, s *Segment) {
 		expect[rec] = true
 		nl := h.get(uintptr(rec+8)) & 0xffff
 		name := string(unsafe.Slice((*byte)(unsafe.Add(h.base, rec+recHeaderLen)), nl))
-		n := s.named(rec, name)
+		n, ok := s.named(rec, name)
+		require.True(t, ok, "record of %q does not fit in the segment", name)
 		if strings.HasPrefix(name, "ledger_") {
 			for i := 0; i < ledgerSlots; i++ {
 				if v := binary.LittleEndian.Uint64(n.Obj[8*i:]); v != 0 {
@@ -356,6 +504,9 @@ func TestSIGKILLDuringAllocatorAndDirectoryChurn(t *testing.T) {
 			running[id].Kill()
 		}
 		verifyKilled(t, s)
+		acts := strings.Join(s.RecoveryReport().Actions, "\n")
+		t.Logf("the survivor rolled back %d journaled and %d fast-path (small-block) operations",
+			strings.Count(acts, "rolled back an interrupted")-strings.Count(acts, "small-block"), strings.Count(acts, "small-block"))
 		require.NoError(t, s.Close())
 		s3 := mustOpen(t, b, OpenOnly)
 		assert.NotEmpty(t, s3.RecoveryReport().DeadProcesses)

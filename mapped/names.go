@@ -1,10 +1,13 @@
 package mapped
 
 import (
+	"encoding/binary"
 	"fmt"
 	"iter"
+	"math"
 	"math/bits"
 	"strings"
+	"sync/atomic"
 	"unsafe"
 )
 
@@ -96,17 +99,22 @@ func checkName(name string) error {
 func slotTag(hash uint64) uint64 { return (hash >> 48) << 48 }
 
 // find probes the index for name; it returns the slot's offset (0 if the
-// name is absent) and the record's offset.
+// name is absent) and the record's offset. It reads with atomic loads and
+// keeps every read inside the managed memory, so that it is also safe to
+// run without the segment lock while a writer changes the directory (see
+// LookupNamed): what it finds then is only trusted after validation.
 func (h *heap) find(name string, unique bool, hash uint64) (slot uintptr, rec uint64) {
-	t := h.get(mDirTable)
-	if t == 0 {
+	limit := h.load(mManaged) << pageShift
+	t, capa := h.load(mDirTable), h.load(mDirCap)
+	if t == 0 || capa == 0 || capa&(capa-1) != 0 || t > limit || capa > (limit-t)/8 {
 		return 0, 0
 	}
-	mask := h.get(mDirCap) - 1
+	mask := capa - 1
 	tag := slotTag(hash)
+	want := uint64(len(name)) | b2u(unique)<<32
 	for i, n := hash&mask, uint64(0); n <= mask; i, n = (i+1)&mask, n+1 {
 		so := uintptr(t + i*8)
-		v := h.get(so)
+		v := h.load(so)
 		if v == slotEmpty {
 			return 0, 0
 		}
@@ -114,18 +122,39 @@ func (h *heap) find(name string, unique bool, hash uint64) (slot uintptr, rec ui
 			continue
 		}
 		r := v & slotOffMask
-		if h.get(uintptr(r)) != hash {
+		if r%8 != 0 || r > limit || uint64(recHeaderLen+len(name)) > limit-r {
 			continue
 		}
-		meta := h.get(uintptr(r + 8))
-		if int(meta&0xffff) != len(name) || (meta>>32)&flagUnique != b2u(unique) {
+		if h.load(uintptr(r)) != hash || h.load(uintptr(r+8))&(0xffff|flagUnique<<32) != want {
 			continue
 		}
-		if unsafe.String((*byte)(unsafe.Add(h.base, r+recHeaderLen)), len(name)) == name {
+		if h.equalAt(uintptr(r+recHeaderLen), name) {
 			return so, r
 		}
 	}
 	return 0, 0
+}
+
+// load reads the word at off with an atomic load: a plain MOV on amd64,
+// but one the compiler keeps in order with the loads around it.
+func (h *heap) load(off uintptr) uint64 { return atomic.LoadUint64(h.w(off)) }
+
+// equalAt reports whether the bytes at off (8-byte aligned, with room for
+// name rounded up to 8 bytes) are name, reading a word at a time.
+func (h *heap) equalAt(off uintptr, name string) bool {
+	i := 0
+	for ; i+8 <= len(name); i += 8 {
+		if h.load(off+uintptr(i)) != binary.LittleEndian.Uint64([]byte(name[i:i+8])) {
+			return false
+		}
+	}
+	if i == len(name) {
+		return true
+	}
+	var tail [8]byte
+	n := copy(tail[:], name[i:])
+	mask := uint64(1)<<(8*n) - 1
+	return h.load(off+uintptr(i))&mask == binary.LittleEndian.Uint64(tail[:])
 }
 
 func b2u(b bool) uint64 {
@@ -136,19 +165,27 @@ func b2u(b bool) uint64 {
 }
 
 // named describes the record at rec; name is the caller's copy of it.
-func (s *Segment) named(rec uint64, name string) Named {
+// Run under the segment lock it cannot fail; run optimistically it
+// reports false when the record does not fit in the managed memory (it
+// was being changed).
+func (s *Segment) named(rec uint64, name string) (Named, bool) {
 	h := s.h
-	meta := h.get(uintptr(rec + 8))
+	limit := h.load(mManaged) << pageShift
+	meta := h.load(uintptr(rec + 8))
 	nl, ll := meta&0xffff, (meta>>16)&0xffff
-	count, esize := h.get(uintptr(rec+16)), h.get(uintptr(rec+24))
-	al := h.get(uintptr(rec + 32))
+	count, esize := h.load(uintptr(rec+16)), h.load(uintptr(rec+24))
+	al := h.load(uintptr(rec + 32))
 	obj := rec + al>>32
+	hi, size := bits.Mul64(count, esize)
+	if hi != 0 || obj > limit || size > limit-obj || rec+recHeaderLen+nl+ll > limit || count > math.MaxInt64 || esize > math.MaxInt64 {
+		return Named{}, false
+	}
 	return Named{
 		Name: name, Unique: (meta>>32)&flagUnique != 0, Handle: s.handle(obj),
-		Obj:   unsafe.Slice((*byte)(unsafe.Add(h.base, obj)), count*esize),
+		Obj:   unsafe.Slice((*byte)(unsafe.Add(h.base, obj)), size),
 		Count: int64(count), ElemSize: int64(esize), Align: int(al & 0xffffffff),
 		Layout: unsafe.Slice((*byte)(unsafe.Add(h.base, rec+recHeaderLen+nl)), ll),
-	}
+	}, true
 }
 
 // CreateNamed creates name for an object of spec's shape, runs init on the
@@ -181,7 +218,7 @@ func (s *Segment) CreateNamed(name string, unique bool, spec NameSpec, init func
 	rec, err := s.h.insert(name, unique, hash, objOff, size, align, spec, init)
 	var n Named
 	if err == nil {
-		n = s.named(rec, name)
+		n, _ = s.named(rec, name)
 	}
 	s.unlockW()
 	if err != nil {
@@ -276,12 +313,32 @@ func (s *Segment) LookupNamed(name string, unique bool) (Named, error) {
 	if s.closed.Load() {
 		return Named{}, s.errClosed("find")
 	}
+	hash := nameHash(name, unique)
+	// Optimistic first: read without the lock, then check that no writer
+	// took the lock meanwhile. No locked instruction, so lookups in a loop
+	// overlap their cache misses.
+	for range 4 {
+		v, ok := s.lk.readBegin()
+		if !ok {
+			break
+		}
+		_, rec := s.h.find(name, unique, hash)
+		var n Named
+		if rec != 0 {
+			n, ok = s.named(rec, name)
+		}
+		if ok && s.lk.readValid(v) {
+			if rec == 0 {
+				return Named{}, s.notFound(name)
+			}
+			return n, nil
+		}
+	}
 	var n Named
 	found := false
-	hash := nameHash(name, unique)
 	s.lockR(func() {
 		if _, rec := s.h.find(name, unique, hash); rec != 0 {
-			n, found = s.named(rec, name), true
+			n, found = s.named(rec, name)
 		}
 	})
 	if !found {
@@ -308,7 +365,8 @@ func (s *Segment) RemoveNamed(name string, unique bool, check func(Named) error)
 	case so == 0:
 		err = s.notFound(name)
 	case check != nil:
-		err = check(s.named(rec, name))
+		n, _ := s.named(rec, name)
+		err = check(n)
 	}
 	if err == nil {
 		s.h.set(so, slotTomb)
@@ -350,7 +408,9 @@ func (s *Segment) NamedObjects() iter.Seq[Named] {
 				rec := v & slotOffMask
 				nl := s.h.get(uintptr(rec+8)) & 0xffff
 				name := string(unsafe.Slice((*byte)(unsafe.Add(s.h.base, rec+recHeaderLen)), nl))
-				all = append(all, s.named(rec, name))
+				if n, ok := s.named(rec, name); ok {
+					all = append(all, n)
+				}
 			}
 		})
 		for _, n := range all {

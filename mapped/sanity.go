@@ -33,6 +33,9 @@ func (h *heap) checkSanity(size int64) error {
 	if op, n := h.j.Pending(); op != 0 {
 		return corrupt("undo journal holds an unfinished operation %d (%d words)", op, n)
 	}
+	if h.fastPending() {
+		return corrupt("fast-path intent record holds an unfinished operation (%#x)", h.get(mFast))
+	}
 	managed := h.get(mManaged)
 	var metaPages, inUse uint64
 	free := map[uint64]uint64{}             // free span head -> pages

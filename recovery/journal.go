@@ -62,7 +62,7 @@ func (j *Journal) word(off uintptr) *uint64 {
 func (j *Journal) Begin(op uint64) {
 	*j.word(j.at + JournalHeaderLen) = 0
 	*j.word(j.at + 8) = 0
-	storeOrdered(j.word(j.at), op)
+	StoreOrdered(j.word(j.at), op)
 }
 
 // Set64 records the word at off and then sets it to v.
@@ -76,7 +76,7 @@ func (j *Journal) Set64(off uintptr, v uint64) {
 	e := unsafe.Add(j.base, j.at+JournalHeaderLen+uintptr(n)*JournalEntryLen)
 	*(*uint64)(unsafe.Add(e, JournalEntryLen)) = 0 // terminator
 	*(*uint64)(unsafe.Add(e, 8)) = *p
-	storeOrdered((*uint64)(e), journalValid|uint64(off))
+	StoreOrdered((*uint64)(e), journalValid|uint64(off))
 	*cnt = n + 1
 	*p = v
 }
@@ -91,7 +91,7 @@ func journalFull(max int) {
 
 // End finishes the operation: its changes stand.
 func (j *Journal) End() {
-	storeOrdered(j.word(j.at), 0)
+	StoreOrdered(j.word(j.at), 0)
 }
 
 // Entries is how many words the operation in flight has recorded.
@@ -133,6 +133,6 @@ func (j *Journal) Replay(limit uintptr) (op uint64, words int, err error) {
 		off := uintptr(*j.word(e) &^ journalValid)
 		*j.word(off) = *j.word(e + 8)
 	}
-	storeOrdered(j.word(j.at), 0)
+	StoreOrdered(j.word(j.at), 0)
 	return op, words, nil
 }

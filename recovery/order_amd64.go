@@ -1,6 +1,7 @@
 package recovery
 
-// storeOrdered stores v at p after every store before it. On amd64 a plain
+// StoreOrdered stores v at p after every store before it, as seen by a
+// process that looks after this one was killed. On amd64 a plain
 // store is enough (see Journal); it is a function so that the other
 // architectures can put a barrier here.
-func storeOrdered(p *uint64, v uint64) { *p = v }
+func StoreOrdered(p *uint64, v uint64) { *p = v }

@@ -4,6 +4,6 @@ package recovery
 
 import "sync/atomic"
 
-// storeOrdered stores v at p after every store before it: a release store
+// StoreOrdered stores v at p after every store before it: a release store
 // on architectures that may reorder stores.
-func storeOrdered(p *uint64, v uint64) { atomic.StoreUint64(p, v) }
+func StoreOrdered(p *uint64, v uint64) { atomic.StoreUint64(p, v) }
