@@ -47,7 +47,7 @@ const (
 
 // NameSpec describes the object a name is created for.
 type NameSpec struct {
-	Count    int64  // elements (at least 1)
+	Count    int64  // elements (0 or more)
 	ElemSize int64  // bytes per element (may be 0)
 	Align    int    // alignment of the object: a power of two up to 4096 (0 means 8)
 	Layout   []byte // opaque description of the element type, kept with the name
@@ -203,7 +203,7 @@ func (s *Segment) CreateNamed(name string, unique bool, spec NameSpec, init func
 	}
 	hi, size := bits.Mul64(uint64(spec.Count), uint64(spec.ElemSize))
 	switch {
-	case spec.Count < 1 || spec.ElemSize < 0 || hi != 0 || size > MaxMaxSize:
+	case spec.Count < 0 || spec.ElemSize < 0 || hi != 0 || size > MaxMaxSize:
 		return Named{}, fmt.Errorf("mapstore: create %q in %s: %d elements of %d bytes: %w", name, s.b.Name(), spec.Count, spec.ElemSize, ErrInvalidSize)
 	case align&(align-1) != 0 || align > pageSize:
 		return Named{}, fmt.Errorf("mapstore: create %q in %s: alignment %d: %w", name, s.b.Name(), spec.Align, ErrInvalidSize)

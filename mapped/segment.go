@@ -104,6 +104,7 @@ func Open(b backing.Backing, mode Mode, opts ...Option) (*Segment, error) {
 		_ = env.Close()
 		return nil, fmt.Errorf("mapstore: open: %w", err)
 	}
+	register(s)
 	return s, nil
 }
 
@@ -131,6 +132,7 @@ func (s *Segment) Close() error {
 	if s.closed.Swap(true) {
 		return nil
 	}
+	unregister(s)
 	if err := s.env.Close(); err != nil {
 		return fmt.Errorf("mapstore: close: %w", err)
 	}

@@ -8,7 +8,6 @@
 package main
 
 import (
-	"encoding/binary"
 	"flag"
 	"fmt"
 	"math/rand/v2"
@@ -25,6 +24,7 @@ import (
 	"github.com/mapstore/mapstore/backing/file"
 	"github.com/mapstore/mapstore/backing/shm"
 	"github.com/mapstore/mapstore/mapped"
+	"github.com/mapstore/mapstore/objects"
 )
 
 const segSize = 256 << 20
@@ -221,8 +221,6 @@ func names() []string {
 	return out
 }
 
-var u64 = mapped.NameSpec{Count: 1, ElemSize: 8, Align: 8, Layout: []byte("uint64")}
-
 func construct(e env, ns []string, heap map[string]*uint64) error {
 	for i, name := range ns {
 		if e.seg == nil {
@@ -230,9 +228,7 @@ func construct(e env, ns []string, heap map[string]*uint64) error {
 			heap[name] = &v
 			continue
 		}
-		if _, err := e.seg.CreateNamed(name, false, u64, func(obj []byte) {
-			binary.LittleEndian.PutUint64(obj, uint64(i))
-		}); err != nil {
+		if _, err := objects.Construct(e.seg, name, uint64(i)); err != nil {
 			return err
 		}
 	}
@@ -270,11 +266,11 @@ func findNamed(e env) (int, time.Duration, error) {
 			}
 			v = *p
 		} else {
-			got, err := e.seg.LookupNamed(ns[i], false)
+			p, err := objects.Find[uint64](e.seg, ns[i])
 			if err != nil {
 				return 0, 0, err
 			}
-			v = binary.LittleEndian.Uint64(got.Obj)
+			v = *p
 		}
 		if v != uint64(i) {
 			return 0, 0, fmt.Errorf("%s holds %d", ns[i], v)
@@ -300,7 +296,7 @@ func destroyNamed(e env) (int, time.Duration, error) {
 			delete(heap, name)
 			continue
 		}
-		if err := e.seg.RemoveNamed(name, false, nil); err != nil {
+		if err := objects.Destroy[uint64](e.seg, name); err != nil {
 			return 0, 0, err
 		}
 	}

@@ -1,0 +1,156 @@
+package objects
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"reflect"
+	"sync"
+)
+
+// typeInfo is what objects knows of a Go type: whether it may live in a
+// segment, and its layout fingerprint. It is computed once per type.
+type typeInfo struct {
+	t      reflect.Type
+	name   string // for display: the Go type's name, with its package path
+	size   uintptr
+	align  uintptr
+	layout []byte // fingerprint (see encodeLayout)
+	spec   []byte // what a name stores: version, name length, name, layout
+	err    error  // ErrNotPlainData, wrapped with the field path
+}
+
+var typeCache sync.Map // reflect.Type -> *typeInfo
+
+// ptrMarker is implemented by Ptr[T]: its fingerprint names the type it
+// points to, not only its offset word.
+type ptrMarker interface{ ptrElem() reflect.Type }
+
+var ptrMarkerType = reflect.TypeFor[ptrMarker]()
+
+// infoOf returns the cached typeInfo of T.
+func infoOf[T any]() *typeInfo {
+	t := reflect.TypeFor[T]()
+	if v, ok := typeCache.Load(t); ok {
+		return v.(*typeInfo)
+	}
+	ti := &typeInfo{t: t, name: typeName(t), size: t.Size(), align: uintptr(t.Align())}
+	if err := checkPlain(t, typeName(t), nil); err != nil {
+		ti.err = err
+	} else {
+		var b bytes.Buffer
+		encodeLayout(&b, t, nil)
+		ti.layout = b.Bytes()
+		spec := []byte{layoutVersion}
+		spec = binary.AppendUvarint(spec, uint64(len(ti.name)))
+		spec = append(spec, ti.name...)
+		ti.spec = append(spec, ti.layout...)
+	}
+	v, _ := typeCache.LoadOrStore(t, ti)
+	return v.(*typeInfo)
+}
+
+// typeName is t's name with its package path, as unique names use it.
+func typeName(t reflect.Type) string {
+	if t.Name() != "" && t.PkgPath() != "" {
+		return t.PkgPath() + "." + t.Name()
+	}
+	return t.String()
+}
+
+// checkPlain refuses t if anything inside it is a Go pointer or holds one.
+// path is how the user reaches t from the top-level type.
+func checkPlain(t reflect.Type, path string, seen []reflect.Type) error {
+	switch t.Kind() {
+	case reflect.Bool, reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr,
+		reflect.Float32, reflect.Float64, reflect.Complex64, reflect.Complex128:
+		return nil
+	case reflect.Array:
+		return checkPlain(t.Elem(), path+"[0]", seen)
+	case reflect.Struct:
+		for _, s := range seen {
+			if s == t {
+				return nil
+			}
+		}
+		seen = append(seen, t)
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			if err := checkPlain(f.Type, path+"."+f.Name, seen); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	kind := t.Kind().String()
+	if t.Kind() == reflect.Pointer {
+		kind = "pointer"
+	}
+	return fmt.Errorf("%s (%s): %w", path, kind, ErrNotPlainData)
+}
+
+// The layout fingerprint: a byte string that two types share exactly when
+// their memory means the same: size, alignment, kinds, and for structs
+// and arrays, recursively, every field's offset and type (field and type
+// names do not count). A Ptr records the layout of what it points to; a
+// type met again inside itself (a list node's Ptr to its own type) is a
+// back reference by depth.
+const layoutVersion = 1
+
+func encodeLayout(b *bytes.Buffer, t reflect.Type, stack []reflect.Type) {
+	for i, s := range stack {
+		if s == t {
+			b.WriteByte('^')
+			b.Write(binary.AppendUvarint(nil, uint64(len(stack)-i)))
+			return
+		}
+	}
+	b.WriteByte(byte('a' + t.Kind()))
+	b.Write(binary.AppendUvarint(nil, uint64(t.Size())))
+	b.Write(binary.AppendUvarint(nil, uint64(t.Align())))
+	switch t.Kind() {
+	case reflect.Array:
+		b.Write(binary.AppendUvarint(nil, uint64(t.Len())))
+		encodeLayout(b, t.Elem(), stack)
+	case reflect.Struct:
+		stack = append(stack, t)
+		if t.Implements(ptrMarkerType) {
+			b.WriteByte('*')
+			encodeLayout(b, reflect.Zero(t).Interface().(ptrMarker).ptrElem(), stack)
+			return
+		}
+		b.Write(binary.AppendUvarint(nil, uint64(t.NumField())))
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			b.Write(binary.AppendUvarint(nil, uint64(f.Offset)))
+			encodeLayout(b, f.Type, stack)
+		}
+	}
+}
+
+// decodeSpec splits what a name stores into the type name and the layout;
+// ok is false for a blob objects did not write.
+func decodeSpec(spec []byte) (name string, layout []byte, ok bool) {
+	if len(spec) < 2 || spec[0] != layoutVersion {
+		return "", nil, false
+	}
+	n, k := binary.Uvarint(spec[1:])
+	if k <= 0 || n > uint64(len(spec)-1-k) {
+		return "", nil, false
+	}
+	return string(spec[1+k : 1+k+int(n)]), spec[1+k+int(n):], true
+}
+
+// matches reports whether a stored spec has T's layout, without
+// allocating.
+func (ti *typeInfo) matches(spec []byte) bool {
+	if len(spec) < 2 || spec[0] != layoutVersion {
+		return false
+	}
+	n, k := binary.Uvarint(spec[1:])
+	if k <= 0 || n > uint64(len(spec)-1-k) {
+		return false
+	}
+	return bytes.Equal(spec[1+k+int(n):], ti.layout)
+}
