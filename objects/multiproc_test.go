@@ -226,4 +226,3 @@ func TestSIGKILLDuringConstructAndDestroy(t *testing.T) {
 	t.Logf("%d kills; %d whole objects found; %d rollbacks done by this process on taking the lock over", kills, seen, rolled)
 	assert.Positive(t, seen, "the children got some objects constructed")
 }
-
