@@ -339,8 +339,9 @@ func (s *Segment) FreeMemory() int64 {
 	return v
 }
 
-// AllMemoryDeallocated reports whether the segment holds no live block
-// (named objects and the name directory's index count as blocks).
+// AllMemoryDeallocated reports whether the segment holds no live block.
+// Named objects count as blocks, and so does the name directory's index
+// while it holds a name (it is freed with the last one).
 func (s *Segment) AllMemoryDeallocated() bool {
 	if s.closed.Load() {
 		return false

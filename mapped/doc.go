@@ -20,12 +20,18 @@
 // directory; package objects builds typed objects on it. FreeMemory is
 // exact, and CheckSanity walks every structure.
 //
-// Every operation runs under the segment lock (a futex word in the segment
+// Every change runs under the segment lock (a futex word in the segment
 // shared by all processes) and records the words it is about to change in
-// an undo journal. If its process is killed at any instruction, the next
-// process to want the lock finds the owner dead, takes the lock over and
-// rolls the operation back; an Open that finds it first does the same.
+// an undo journal; the common small-block allocation and free write one
+// intent record instead. If its process is killed at any instruction, the
+// next process to want the lock finds the owner dead, takes the lock over
+// and rolls the operation back; an Open that finds it first does the same.
 // Both say what they did in RecoveryReport.
+//
+// LookupNamed takes no lock: it reads optimistically and retries (then
+// locks) if a writer took the lock meanwhile. SegmentAt finds the open
+// segment holding an address, for values in a segment (objects.Ptr) that
+// must find their segment.
 //
 // # Growth
 //

@@ -374,6 +374,16 @@ func (s *Segment) RemoveNamed(name string, unique bool, check func(Named) error)
 		s.h.add(mDirTombs, 1)
 		if ferr := s.h.freeAt(rec); ferr != nil {
 			err = fmt.Errorf("mapstore: remove %q in %s: %w", name, s.b.Name(), ferr)
+		} else if s.h.get(mDirCount) == 0 {
+			// The last name: free the index too, in the same operation,
+			// so that an empty directory holds no memory.
+			t := s.h.get(mDirTable)
+			s.h.set(mDirTable, 0)
+			s.h.set(mDirCap, 0)
+			s.h.set(mDirTombs, 0)
+			if ferr := s.h.freeAt(t); ferr != nil {
+				err = fmt.Errorf("mapstore: remove %q in %s: index: %w", name, s.b.Name(), ferr)
+			}
 		}
 	}
 	s.unlockW()

@@ -97,9 +97,10 @@ func TestNameDirectory(t *testing.T) {
 			require.NoError(t, s.RemoveNamed(name, false, nil))
 		}
 		require.NoError(t, s.CheckSanity())
-		// Only the index itself is left.
-		idx := int64(s.h.get(mDirCap) * 8)
-		assert.Equal(t, free0-idx, s.FreeMemory())
+		// The last name took the index with it.
+		assert.Zero(t, s.h.get(mDirTable))
+		assert.Equal(t, free0, s.FreeMemory())
+		assert.True(t, s.AllMemoryDeallocated())
 	})
 }
 
