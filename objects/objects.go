@@ -147,31 +147,30 @@ func FindOrConstruct[T any](seg *mapped.Segment, name string, v T) (*T, error) {
 // an object of another layout, or an array, is ErrTypeMismatch. Find does
 // not allocate.
 func Find[T any](seg *mapped.Segment, name string) (*T, error) {
-	ti, err := info[T]("find", name)
+	n, err := lookup[T](seg, name, false)
 	if err != nil {
-		return nil, err
-	}
-	n, err := seg.LookupNamed(name, false)
-	if err != nil {
-		return nil, err
-	}
-	if err := ti.check(seg, "find", n, false); err != nil {
 		return nil, err
 	}
 	return ptrOf[T](n.Obj), nil
 }
 
-// FindArray finds the array (or single object) name as a slice.
-func FindArray[T any](seg *mapped.Segment, name string) ([]T, error) {
+// lookup finds name and checks that it holds T (one, or any count).
+func lookup[T any](seg *mapped.Segment, name string, array bool) (mapped.Named, error) {
 	ti, err := info[T]("find", name)
 	if err != nil {
-		return nil, err
+		return mapped.Named{}, err
 	}
 	n, err := seg.LookupNamed(name, false)
 	if err != nil {
-		return nil, err
+		return mapped.Named{}, err
 	}
-	if err := ti.check(seg, "find", n, true); err != nil {
+	return n, ti.check(seg, "find", n, array)
+}
+
+// FindArray finds the array (or single object) name as a slice.
+func FindArray[T any](seg *mapped.Segment, name string) ([]T, error) {
+	n, err := lookup[T](seg, name, true)
+	if err != nil {
 		return nil, err
 	}
 	return sliceOf[T](n), nil
