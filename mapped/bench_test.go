@@ -1,6 +1,7 @@
 package mapped
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"path/filepath"
 	"testing"
@@ -55,5 +56,30 @@ func BenchmarkLockUnlock(b *testing.B) {
 	for b.Loop() {
 		_ = s.lockW("x", opAllocate)
 		s.unlockW()
+	}
+}
+
+func BenchmarkLookupNamed(b *testing.B) {
+	s := benchSeg(b)
+	const names = 100_000
+	ns := make([]string, names)
+	for i := range ns {
+		ns[i] = fmt.Sprintf("obj_%d", i)
+		if _, err := s.CreateNamed(ns[i], false, NameSpec{Count: 1, ElemSize: 8}, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+	rng := rand.New(rand.NewPCG(42, 2))
+	idx := make([]int, 1<<20)
+	for i := range idx {
+		idx[i] = rng.IntN(names)
+	}
+	k := 0
+	for b.Loop() {
+		i := idx[k&(len(idx)-1)]
+		k++
+		if _, err := s.LookupNamed(ns[i], false); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -15,7 +15,8 @@ import (
 // Manager area (mgrOff, two pages; every field an 8-byte word):
 //
 //	offset  what
-//	0       magic "MSHEAP01"
+//	0       magic "MSHEAP02" (the format of the manager area, heap and
+//	        name directory; "MSHEAP01" segments are ErrVersion)
 //	8       segment lock (32-bit futex word, see lock.go)
 //	16      descriptor table offset
 //	24      descriptor table capacity, in pages described
@@ -72,7 +73,7 @@ const (
 
 	numBins  = 64
 	descLen  = 16
-	mgrMagic = 0x31305041454853_4d // "MSHEAP01" little-endian
+	mgrMagic = 0x32305041454853_4d // "MSHEAP02" little-endian
 
 	rootManager = 0 // header root slot holding mgrOff
 )

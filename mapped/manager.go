@@ -1,6 +1,7 @@
 package mapped
 
 import (
+	"encoding/binary"
 	"fmt"
 	"sync/atomic"
 	"unsafe"
@@ -26,10 +27,20 @@ func initManager(e *recovery.Envelope) error {
 	return e.SetRootsLocked(func(r *[recovery.NumRoots]uint64) { r[rootManager] = mgrOff })
 }
 
+// checkManager refuses, before an open changes anything, a segment whose
+// manager this build cannot read.
+func checkManager(e *recovery.Envelope) error { return newHeap(e).validate(e.Size()) }
+
 // validate checks the manager's fixed fields against the segment's size,
 // so that no later access can leave the mapped, backed range.
 func (h *heap) validate(size int64) error {
-	if h.get(mMagic) != mgrMagic {
+	if m := h.get(mMagic); m != mgrMagic {
+		if m&(1<<48-1) == mgrMagic&(1<<48-1) {
+			// "MSHEAP" and two other digits: another build's format.
+			var b [8]byte
+			binary.LittleEndian.PutUint64(b[:], m)
+			return fmt.Errorf("segment manager format %q, this build reads %q: %w", b[6:], "02", ErrVersion)
+		}
 		return fmt.Errorf("no segment manager at offset %d: %w", mgrOff, ErrCorrupt)
 	}
 	t, tcap, managed := h.get(mTable), h.get(mTableCap), h.get(mManaged)

@@ -11,7 +11,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-	"unsafe"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -425,10 +424,10 @@ func verifyKilled(t *testing.T, s *Segment) {
 		}
 		rec := v & slotOffMask
 		expect[rec] = true
-		nl := h.get(uintptr(rec+8)) & 0xffff
-		name := string(unsafe.Slice((*byte)(unsafe.Add(h.base, rec+recHeaderLen)), nl))
-		n, ok := s.named(rec, name)
+		name := h.recName(rec)
+		_, _, _, ok := h.view(rec, h.get(uintptr(rec)))
 		require.True(t, ok, "record of %q does not fit in the segment", name)
+		n := s.namedAt(rec, name)
 		if strings.HasPrefix(name, "ledger_") {
 			for i := 0; i < ledgerSlots; i++ {
 				if v := binary.LittleEndian.Uint64(n.Obj[8*i:]); v != 0 {

@@ -16,15 +16,19 @@ import (
 // name's hash and the offset of the name's record. A record is one block:
 //
 //	offset  size  what
-//	0       8     hash of the name (and its namespace)
-//	8       2     name length
-//	10      2     layout length
-//	12      4     flags (bit 0: unique-instance namespace)
-//	16      8     element count
-//	24      8     element size
-//	32      4     alignment of the object
-//	36      4     offset of the object in the block
-//	40            name bytes, then the layout blob, then (aligned) the object
+//	0       2     name length
+//	2       2     layout length
+//	4       1     flags: bit 0 unique-instance namespace, bit 1 wide sizes
+//	5       1     log2 of the object's alignment
+//	6       2     zero
+//	8       8     element count (low 32 bits) and element size (high 32
+//	              bits); with wide sizes, the count, then at 16 the size
+//	16 (24)       name bytes, then the layout blob, then the object at the
+//	              next multiple of its alignment
+//
+// The short header keeps a small named object and its name in one small
+// block: "obj_12345" holding a uint64 with objects' 11-byte layout is 48
+// bytes.
 //
 // Insert and remove are one journaled operation together with the
 // allocation or free they go with, so after a crash a name is either
@@ -32,12 +36,13 @@ import (
 // is rebuilt into a new block when it fills; the new one is published with
 // one word.
 const (
-	recHeaderLen = 40
+	recHeaderLen = 16 // 24 with wide sizes
 	slotEmpty    = 0
 	slotTomb     = 1
 	slotOffMask  = 1<<48 - 1
 	dirMinCap    = 64
 	flagUnique   = 1
+	flagWide     = 2
 
 	// MaxNameLen is the longest name, in bytes.
 	MaxNameLen = 1024
@@ -66,22 +71,48 @@ type Named struct {
 	Layout   []byte
 }
 
-// nameHash is a 64-bit FNV-1a of the namespace and the name, finished
-// with a mixer: the same in every process, every run and every build.
+// The name hash: the same in every process, run and build, so it is part
+// of the segment format. It reads the name a word at a time and folds
+// pairs of words through a 64x64->128-bit multiply; the constants are the
+// fractional bits of the golden ratio and of the square roots of 2, 3 and
+// 5.
+const (
+	hashK0 = 0x9e3779b97f4a7c15
+	hashK1 = 0x6a09e667f3bcc909
+	hashK2 = 0xbb67ae8584caa73b
+	hashK3 = 0x3c6ef372fe94f82b
+)
+
+// fold multiplies a by b and folds the 128-bit product to 64 bits.
+func fold(a, b uint64) uint64 {
+	hi, lo := bits.Mul64(a, b)
+	return hi ^ lo
+}
+
+// nameHash hashes the namespace and the name.
 func nameHash(name string, unique bool) uint64 {
-	h := uint64(14695981039346656037)
+	n := len(name)
+	b := unsafe.Slice(unsafe.StringData(name), n)
+	seed := hashK0 ^ uint64(n)
 	if unique {
-		h ^= 0xff
-		h *= 1099511628211
+		seed ^= hashK3
 	}
-	for i := 0; i < len(name); i++ {
-		h ^= uint64(name[i])
-		h *= 1099511628211
+	var x, y uint64
+	switch {
+	case n > 16:
+		i := 0
+		for ; n-i > 16; i += 16 {
+			seed = fold(binary.LittleEndian.Uint64(b[i:])^hashK1, binary.LittleEndian.Uint64(b[i+8:])^seed)
+		}
+		x, y = binary.LittleEndian.Uint64(b[n-16:]), binary.LittleEndian.Uint64(b[n-8:])
+	case n >= 8:
+		x, y = binary.LittleEndian.Uint64(b), binary.LittleEndian.Uint64(b[n-8:])
+	case n >= 4:
+		x, y = uint64(binary.LittleEndian.Uint32(b)), uint64(binary.LittleEndian.Uint32(b[n-4:]))
+	case n > 0:
+		x = uint64(b[0])<<16 | uint64(b[n>>1])<<8 | uint64(b[n-1])
 	}
-	h ^= h >> 33
-	h *= 0xff51afd7ed558ccd
-	h ^= h >> 33
-	return h
+	return fold(fold(x^hashK1, y^seed)^hashK2, seed^hashK1)
 }
 
 func checkName(name string) error {
@@ -98,63 +129,79 @@ func checkName(name string) error {
 
 func slotTag(hash uint64) uint64 { return (hash >> 48) << 48 }
 
+// recMeta is a record's first word.
+func recMeta(nameLen, layoutLen int, unique, wide bool, alignLog uint) uint64 {
+	return uint64(nameLen) | uint64(layoutLen)<<16 | (b2u(unique)*flagUnique|b2u(wide)*flagWide)<<32 | uint64(alignLog)<<40
+}
+
+// hdrLen is the length of a record's header: where its name starts.
+func hdrLen(meta uint64) uint64 { return recHeaderLen + meta>>33&1*8 }
+
+// objOffset is where a record's object starts in its block.
+func objOffset(meta uint64) uint64 {
+	al := uint64(1) << (meta >> 40 & 0xff)
+	return (hdrLen(meta) + meta&0xffff + meta>>16&0xffff + al - 1) &^ (al - 1)
+}
+
+// recName is the name a record holds (a string into the segment).
+func (h *heap) recName(rec uint64) string {
+	meta := h.get(uintptr(rec))
+	return unsafe.String((*byte)(unsafe.Add(h.base, rec+hdrLen(meta))), meta&0xffff)
+}
+
 // find probes the index for name; it returns the slot's offset (0 if the
-// name is absent) and the record's offset. It reads with atomic loads and
-// keeps every read inside the managed memory, so that it is also safe to
-// run without the segment lock while a writer changes the directory (see
-// LookupNamed): what it finds then is only trusted after validation.
-func (h *heap) find(name string, unique bool, hash uint64) (slot uintptr, rec uint64) {
-	limit := h.load(mManaged) << pageShift
-	t, capa := h.load(mDirTable), h.load(mDirCap)
+// name is absent), the record's offset and the record's first word. It
+// reads with atomic loads and keeps every read inside the managed memory,
+// so that it is also safe to run without the segment lock while a writer
+// changes the directory (see LookupNamed): what it finds then is only
+// trusted after validation.
+func (h *heap) find(name string, unique bool) (slot uintptr, rec, meta uint64) {
+	hash := nameHash(name, unique)
+	base := h.base
+	ld := func(off uint64) uint64 { return atomic.LoadUint64((*uint64)(unsafe.Add(base, off))) }
+	limit := ld(mManaged) << pageShift
+	t, capa := ld(mDirTable), ld(mDirCap)
 	if t == 0 || capa == 0 || capa&(capa-1) != 0 || t > limit || capa > (limit-t)/8 {
-		return 0, 0
+		return 0, 0, 0
 	}
 	mask := capa - 1
 	tag := slotTag(hash)
 	want := uint64(len(name)) | b2u(unique)<<32
 	for i, n := hash&mask, uint64(0); n <= mask; i, n = (i+1)&mask, n+1 {
-		so := uintptr(t + i*8)
-		v := h.load(so)
+		so := t + i*8
+		v := ld(so)
 		if v == slotEmpty {
-			return 0, 0
+			return 0, 0, 0
 		}
-		if v == slotTomb || v&^slotOffMask != tag {
+		if v&^slotOffMask != tag || v == slotTomb {
 			continue
 		}
 		r := v & slotOffMask
-		if r%8 != 0 || r > limit || uint64(recHeaderLen+len(name)) > limit-r {
+		if r%8 != 0 || r > limit-recHeaderLen {
 			continue
 		}
-		if h.load(uintptr(r)) != hash || h.load(uintptr(r+8))&(0xffff|flagUnique<<32) != want {
+		m := ld(r)
+		if m&(0xffff|flagUnique<<32) != want || hdrLen(m)+uint64(len(name)) > limit-r {
 			continue
 		}
-		if h.equalAt(uintptr(r+recHeaderLen), name) {
-			return so, r
+		if sameBytes(unsafe.Add(base, r+hdrLen(m)), name) {
+			return uintptr(so), r, m
 		}
 	}
-	return 0, 0
+	return 0, 0, 0
 }
 
-// load reads the word at off with an atomic load: a plain MOV on amd64,
-// but one the compiler keeps in order with the loads around it.
-func (h *heap) load(off uintptr) uint64 { return atomic.LoadUint64(h.w(off)) }
-
-// equalAt reports whether the bytes at off (8-byte aligned, with room for
-// name rounded up to 8 bytes) are name, reading a word at a time.
-func (h *heap) equalAt(off uintptr, name string) bool {
-	i := 0
-	for ; i+8 <= len(name); i += 8 {
-		if h.load(off+uintptr(i)) != binary.LittleEndian.Uint64([]byte(name[i:i+8])) {
-			return false
-		}
+// sameBytes reports whether the len(s) bytes at p are s. Names and
+// layouts of 8 to 16 bytes, the common ones, take two word compares
+// without a call.
+func sameBytes(p unsafe.Pointer, s string) bool {
+	n := len(s)
+	if n < 8 || n > 16 {
+		return unsafe.String((*byte)(p), n) == s
 	}
-	if i == len(name) {
-		return true
-	}
-	var tail [8]byte
-	n := copy(tail[:], name[i:])
-	mask := uint64(1)<<(8*n) - 1
-	return h.load(off+uintptr(i))&mask == binary.LittleEndian.Uint64(tail[:])
+	b := unsafe.Slice(unsafe.StringData(s), n)
+	return binary.LittleEndian.Uint64(unsafe.Slice((*byte)(p), 8)) == binary.LittleEndian.Uint64(b) &&
+		binary.LittleEndian.Uint64(unsafe.Slice((*byte)(unsafe.Add(p, n-8)), 8)) == binary.LittleEndian.Uint64(b[n-8:])
 }
 
 func b2u(b bool) uint64 {
@@ -164,28 +211,62 @@ func b2u(b bool) uint64 {
 	return 0
 }
 
-// named describes the record at rec; name is the caller's copy of it.
-// Run under the segment lock it cannot fail; run optimistically it
-// reports false when the record does not fit in the managed memory (it
-// was being changed).
-func (s *Segment) named(rec uint64, name string) (Named, bool) {
-	h := s.h
-	limit := h.load(mManaged) << pageShift
-	meta := h.load(uintptr(rec + 8))
-	nl, ll := meta&0xffff, (meta>>16)&0xffff
-	count, esize := h.load(uintptr(rec+16)), h.load(uintptr(rec+24))
-	al := h.load(uintptr(rec + 32))
-	obj := rec + al>>32
-	hi, size := bits.Mul64(count, esize)
-	if hi != 0 || obj > limit || size > limit-obj || rec+recHeaderLen+nl+ll > limit || count > math.MaxInt64 || esize > math.MaxInt64 {
-		return Named{}, false
+// view reads the record at rec, whose first word find read as meta:
+// where its object starts, and the object's element count and size. Run
+// under the segment lock it cannot fail; run optimistically it reports
+// false when the record does not fit in the managed memory (it was being
+// changed). It returns scalars, not a struct: a struct result copied
+// through the stack stalls on store forwarding, which cost a lookup about
+// a third of its time.
+func (h *heap) view(rec, meta uint64) (obj, count, esize uint64, ok bool) {
+	base := h.base
+	ld := func(off uint64) uint64 { return atomic.LoadUint64((*uint64)(unsafe.Add(base, off))) }
+	limit := ld(mManaged) << pageShift
+	if meta&(flagWide<<32) == 0 {
+		sizes := ld(rec + 8)
+		count, esize = sizes&(1<<32-1), sizes>>32
+	} else if rec+24 <= limit {
+		count, esize = ld(rec+8), ld(rec+16)
 	}
+	if meta>>40&0xff > pageShift || count > math.MaxInt64 || esize > math.MaxInt64 {
+		return 0, 0, 0, false
+	}
+	obj = rec + objOffset(meta)
+	hi, size := bits.Mul64(count, esize)
+	if hi != 0 || obj > limit || size > limit-obj {
+		return 0, 0, 0, false
+	}
+	return obj, count, esize, true
+}
+
+// layout is the layout blob of the record at rec.
+func (h *heap) layout(rec, meta uint64) []byte {
+	return unsafe.Slice((*byte)(unsafe.Add(h.base, rec+hdrLen(meta)+meta&0xffff)), meta>>16&0xffff)
+}
+
+// layoutIs reports whether the layout blob of the record at rec is want.
+// Run after view accepted the record, it reads inside the segment (the
+// object, which follows the blob, fits).
+func (h *heap) layoutIs(rec, meta uint64, want []byte) bool {
+	return meta>>16&0xffff == uint64(len(want)) && sameBytes(unsafe.Add(h.base, rec+hdrLen(meta)+meta&0xffff), unsafe.String(unsafe.SliceData(want), len(want)))
+}
+
+// named describes the record at rec from what view read of it; name is
+// the caller's copy of its name.
+func (s *Segment) named(rec, meta, obj, count, esize uint64, name string) Named {
 	return Named{
 		Name: name, Unique: (meta>>32)&flagUnique != 0, Handle: s.handle(obj),
-		Obj:   unsafe.Slice((*byte)(unsafe.Add(h.base, obj)), size),
-		Count: int64(count), ElemSize: int64(esize), Align: int(al & 0xffffffff),
-		Layout: unsafe.Slice((*byte)(unsafe.Add(h.base, rec+recHeaderLen+nl)), ll),
-	}, true
+		Obj:   unsafe.Slice((*byte)(unsafe.Add(s.h.base, obj)), count*esize),
+		Count: int64(count), ElemSize: int64(esize), Align: 1 << (meta >> 40 & 0xff),
+		Layout: s.h.layout(rec, meta),
+	}
+}
+
+// namedAt describes the record at rec; run under the segment lock.
+func (s *Segment) namedAt(rec uint64, name string) Named {
+	meta := s.h.get(uintptr(rec))
+	obj, count, esize, _ := s.h.view(rec, meta)
+	return s.named(rec, meta, obj, count, esize, name)
 }
 
 // CreateNamed creates name for an object of spec's shape, runs init on the
@@ -210,15 +291,15 @@ func (s *Segment) CreateNamed(name string, unique bool, spec NameSpec, init func
 	case len(spec.Layout) > MaxLayoutLen:
 		return Named{}, fmt.Errorf("mapstore: create %q in %s: layout of %d bytes: %w", name, s.b.Name(), len(spec.Layout), ErrInvalidSize)
 	}
-	hash := nameHash(name, unique)
-	objOff := (recHeaderLen + uint64(len(name)+len(spec.Layout)) + align - 1) &^ (align - 1)
+	wide := spec.Count >= 1<<32 || spec.ElemSize >= 1<<32
+	meta := recMeta(len(name), len(spec.Layout), unique, wide, uint(bits.TrailingZeros64(align)))
 	if err := s.lockW("create", opInsertName); err != nil {
 		return Named{}, err
 	}
-	rec, err := s.h.insert(name, unique, hash, objOff, size, align, spec, init)
+	rec, err := s.h.insert(name, meta, size, spec, init)
 	var n Named
 	if err == nil {
-		n, _ = s.named(rec, name)
+		n = s.namedAt(rec, name)
 	}
 	s.unlockW()
 	if err != nil {
@@ -227,31 +308,37 @@ func (s *Segment) CreateNamed(name string, unique bool, spec NameSpec, init func
 	return n, nil
 }
 
-func (h *heap) insert(name string, unique bool, hash, objOff, size, align uint64, spec NameSpec, init func([]byte)) (uint64, error) {
-	if so, _ := h.find(name, unique, hash); so != 0 {
+func (h *heap) insert(name string, meta, size uint64, spec NameSpec, init func([]byte)) (uint64, error) {
+	unique := meta>>32&flagUnique != 0
+	if so, _, _ := h.find(name, unique); so != 0 {
 		return 0, ErrExists
 	}
 	if err := h.reserveSlot(); err != nil {
 		return 0, err
 	}
-	rec, usable, err := h.alloc(objOff+size, max(align, 16))
+	objOff := objOffset(meta)
+	rec, usable, err := h.alloc(objOff+size, max(uint64(1)<<(meta>>40&0xff), 16))
 	if err != nil {
 		return 0, err
 	}
 	// The block is new: write it without recording (a rollback frees it).
 	b := unsafe.Slice((*byte)(unsafe.Add(h.base, rec)), usable)
 	clear(b[:objOff+size])
-	*h.w(uintptr(rec)) = hash
-	*h.w(uintptr(rec + 8)) = uint64(len(name)) | uint64(len(spec.Layout))<<16 | b2u(unique)<<32
-	*h.w(uintptr(rec + 16)) = uint64(spec.Count)
-	*h.w(uintptr(rec + 24)) = uint64(spec.ElemSize)
-	*h.w(uintptr(rec + 32)) = align | objOff<<32
-	copy(b[recHeaderLen:], name)
-	copy(b[recHeaderLen+len(name):], spec.Layout)
+	*h.w(uintptr(rec)) = meta
+	if meta&(flagWide<<32) != 0 {
+		*h.w(uintptr(rec + 8)) = uint64(spec.Count)
+		*h.w(uintptr(rec + 16)) = uint64(spec.ElemSize)
+	} else {
+		*h.w(uintptr(rec + 8)) = uint64(spec.Count) | uint64(spec.ElemSize)<<32
+	}
+	hl := hdrLen(meta)
+	copy(b[hl:], name)
+	copy(b[hl+uint64(len(name)):], spec.Layout)
 	if init != nil {
 		init(b[objOff : objOff+size])
 	}
 	// Publish: one word in the index.
+	hash := nameHash(name, unique)
 	mask := h.get(mDirCap) - 1
 	t := h.get(mDirTable)
 	for i := hash & mask; ; i = (i + 1) & mask {
@@ -273,7 +360,11 @@ func (h *heap) insert(name string, unique bool, hash, objOff, size, align uint64
 func (h *heap) reserveSlot() error {
 	t, capa := h.get(mDirTable), h.get(mDirCap)
 	count, tombs := h.get(mDirCount), h.get(mDirTombs)
-	if t != 0 && (count+tombs+1)*4 <= capa*3 {
+	// Up to 7/8 full: with 16-bit tags in the slots, a probe reads
+	// another slot of the same cache line far more often than another
+	// line, and a denser index keeps more of it in cache. A rebuild
+	// leaves it at most half full.
+	if t != 0 && (count+tombs+1)*8 <= capa*7 {
 		return nil
 	}
 	ncap := uint64(dirMinCap)
@@ -291,8 +382,8 @@ func (h *heap) reserveSlot() error {
 		if v == slotEmpty || v == slotTomb {
 			continue
 		}
-		hash := h.get(uintptr(v & slotOffMask))
-		j := hash & (ncap - 1)
+		rec := v & slotOffMask
+		j := nameHash(h.recName(rec), h.get(uintptr(rec))>>32&flagUnique != 0) & (ncap - 1)
 		for idx[j] != slotEmpty {
 			j = (j + 1) & (ncap - 1)
 		}
@@ -313,38 +404,82 @@ func (s *Segment) LookupNamed(name string, unique bool) (Named, error) {
 	if s.closed.Load() {
 		return Named{}, s.errClosed("find")
 	}
-	hash := nameHash(name, unique)
-	// Optimistic first: read without the lock, then check that no writer
-	// took the lock meanwhile. No locked instruction, so lookups in a loop
-	// overlap their cache misses.
-	for range 4 {
-		v, ok := s.lk.readBegin()
-		if !ok {
-			break
-		}
-		_, rec := s.h.find(name, unique, hash)
-		var n Named
-		if rec != 0 {
-			n, ok = s.named(rec, name)
-		}
-		if ok && s.lk.readValid(v) {
-			if rec == 0 {
-				return Named{}, s.notFound(name)
-			}
-			return n, nil
-		}
-	}
-	var n Named
-	found := false
-	s.lockR(func() {
-		if _, rec := s.h.find(name, unique, hash); rec != 0 {
-			n, found = s.named(rec, name)
-		}
-	})
+	rec, meta, obj, count, esize, _, found := s.lookup(name, unique, nil)
 	if !found {
 		return Named{}, s.notFound(name)
 	}
-	return n, nil
+	return s.named(rec, meta, obj, count, esize, name), nil
+}
+
+// LookupNamedAs is LookupNamed for a caller that knows the layout blob it
+// expects, as the typed layer does: it returns the address of the object
+// and its element count, and whether the stored layout is exactly layout,
+// all read in one step. It does not allocate. When exact is false the
+// caller decides with LookupNamed's whole description (the layouts may
+// still be compatible by the caller's rules).
+func (s *Segment) LookupNamedAs(name string, unique bool, layout []byte) (obj unsafe.Pointer, count int64, exact bool, err error) {
+	if s.closed.Load() {
+		return nil, 0, false, s.errClosed("find")
+	}
+	// The common case first, in as few instructions as may be: lookups in
+	// a loop then overlap their cache misses.
+	if lw, ok := s.lk.readBegin(); ok {
+		_, rec, meta := s.h.find(name, unique)
+		if rec != 0 {
+			off, n, _, ok := s.h.view(rec, meta)
+			exact = ok && s.h.layoutIs(rec, meta, layout)
+			if ok && s.lk.readValid(lw) {
+				return unsafe.Add(s.h.base, off), int64(n), exact, nil
+			}
+		} else if s.lk.readValid(lw) {
+			return nil, 0, false, s.notFound(name)
+		}
+	}
+	_, _, off, n, _, exact, found := s.lookup(name, unique, layout)
+	if !found {
+		return nil, 0, false, s.notFound(name)
+	}
+	return unsafe.Add(s.h.base, off), int64(n), exact, nil
+}
+
+// lookup finds name's record and what view reads of it and, when want is
+// not nil, compares the stored layout with want. It reads optimistically
+// first: without the lock, then it checks that no writer took the lock
+// meanwhile. No locked instruction, so lookups in a loop overlap their
+// cache misses. After 4 failed tries (or while a writer holds the lock)
+// it takes the lock.
+func (s *Segment) lookup(name string, unique bool, want []byte) (rec, meta, obj, count, esize uint64, exact, found bool) {
+	for range 4 {
+		lw, ok := s.lk.readBegin()
+		if !ok {
+			break
+		}
+		rec, meta, obj, count, esize, exact, ok = s.probe(name, unique, want)
+		if ok && s.lk.readValid(lw) {
+			return rec, meta, obj, count, esize, exact, rec != 0
+		}
+	}
+	if !s.h.ro {
+		s.lk.lock()
+	}
+	rec, meta, obj, count, esize, exact, _ = s.probe(name, unique, want)
+	if !s.h.ro {
+		s.lk.unlock()
+	}
+	return rec, meta, obj, count, esize, exact, rec != 0
+}
+
+// probe is one try of lookup: rec is 0 when the name is absent, and ok is
+// false when what it read does not hold together (only possible without
+// the lock).
+func (s *Segment) probe(name string, unique bool, want []byte) (rec, meta, obj, count, esize uint64, exact, ok bool) {
+	if _, rec, meta = s.h.find(name, unique); rec == 0 {
+		return 0, 0, 0, 0, 0, false, true
+	}
+	if obj, count, esize, ok = s.h.view(rec, meta); !ok {
+		return 0, 0, 0, 0, 0, false, false
+	}
+	return rec, meta, obj, count, esize, want != nil && s.h.layoutIs(rec, meta, want), true
 }
 
 func (s *Segment) notFound(name string) error {
@@ -355,39 +490,60 @@ func (s *Segment) notFound(name string) error {
 // check (if not nil) runs first, under the segment lock, and its error
 // stops the removal. A missing name is ErrNotFound.
 func (s *Segment) RemoveNamed(name string, unique bool, check func(Named) error) error {
+	_, err := s.remove(name, unique, check, false, nil)
+	return err
+}
+
+// RemoveNamedAs is RemoveNamed for a caller that knows the layout blob it
+// expects, as the typed layer does: it removes name only when the stored
+// layout is exactly layout. Otherwise removed is false, the error nil,
+// and nothing changes (the caller decides with RemoveNamed and a check).
+func (s *Segment) RemoveNamedAs(name string, unique bool, layout []byte) (removed bool, err error) {
+	return s.remove(name, unique, nil, true, layout)
+}
+
+func (s *Segment) remove(name string, unique bool, check func(Named) error, exact bool, want []byte) (bool, error) {
 	if err := s.lockW("remove", opRemoveName); err != nil {
-		return err
+		return false, err
 	}
-	hash := nameHash(name, unique)
-	so, rec := s.h.find(name, unique, hash)
+	h := s.h
+	so, rec, meta := h.find(name, unique)
 	var err error
 	switch {
 	case so == 0:
 		err = s.notFound(name)
+	case exact && !h.layoutIs(rec, meta, want):
+		s.unlockW()
+		return false, nil
 	case check != nil:
-		n, _ := s.named(rec, name)
-		err = check(n)
+		err = check(s.namedAt(rec, name))
 	}
 	if err == nil {
-		s.h.set(so, slotTomb)
-		s.h.add(mDirCount, ^uint64(0))
-		s.h.add(mDirTombs, 1)
-		if ferr := s.h.freeAt(rec); ferr != nil {
+		// A slot followed by an empty one can be empty itself: no probe
+		// for another name passes through it. Otherwise it is a tombstone.
+		t, mask := h.get(mDirTable), h.get(mDirCap)-1
+		if h.get(uintptr(t+(uint64(so)-t+8)&(mask*8))) == slotEmpty {
+			h.set(so, slotEmpty)
+		} else {
+			h.set(so, slotTomb)
+			h.add(mDirTombs, 1)
+		}
+		h.add(mDirCount, ^uint64(0))
+		if ferr := h.freeAt(rec); ferr != nil {
 			err = fmt.Errorf("mapstore: remove %q in %s: %w", name, s.b.Name(), ferr)
-		} else if s.h.get(mDirCount) == 0 {
+		} else if h.get(mDirCount) == 0 {
 			// The last name: free the index too, in the same operation,
 			// so that an empty directory holds no memory.
-			t := s.h.get(mDirTable)
-			s.h.set(mDirTable, 0)
-			s.h.set(mDirCap, 0)
-			s.h.set(mDirTombs, 0)
-			if ferr := s.h.freeAt(t); ferr != nil {
+			h.set(mDirTable, 0)
+			h.set(mDirCap, 0)
+			h.set(mDirTombs, 0)
+			if ferr := h.freeAt(t); ferr != nil {
 				err = fmt.Errorf("mapstore: remove %q in %s: index: %w", name, s.b.Name(), ferr)
 			}
 		}
 	}
 	s.unlockW()
-	return err
+	return err == nil, err
 }
 
 // NamedCount is the number of names in the directory.
@@ -416,11 +572,7 @@ func (s *Segment) NamedObjects() iter.Seq[Named] {
 					continue
 				}
 				rec := v & slotOffMask
-				nl := s.h.get(uintptr(rec+8)) & 0xffff
-				name := string(unsafe.Slice((*byte)(unsafe.Add(s.h.base, rec+recHeaderLen)), nl))
-				if n, ok := s.named(rec, name); ok {
-					all = append(all, n)
-				}
+				all = append(all, s.namedAt(rec, strings.Clone(s.h.recName(rec))))
 			}
 		})
 		for _, n := range all {
@@ -463,19 +615,24 @@ func (h *heap) checkDirectory() error {
 		if err != nil {
 			return corrupt("name index slot %d: record at %d: %v", i, rec, err)
 		}
-		meta := h.get(uintptr(rec + 8))
-		nl, ll := meta&0xffff, (meta>>16)&0xffff
-		al := h.get(uintptr(rec + 32))
-		hi, osz := bits.Mul64(h.get(uintptr(rec+16)), h.get(uintptr(rec+24)))
-		if recHeaderLen+nl+ll > al>>32 || hi != 0 || al>>32+osz > sz {
+		meta := h.get(uintptr(rec))
+		if meta>>48 != 0 || meta>>32&0xff&^(flagUnique|flagWide) != 0 || meta>>40&0xff > pageShift || sz < hdrLen(meta) {
+			return corrupt("name record at %d: bad flags or alignment in %#x", rec, meta)
+		}
+		_, count, esize, ok := h.view(rec, meta)
+		hi, osz := bits.Mul64(count, esize)
+		if !ok || hi != 0 || objOffset(meta) > sz || osz > sz-objOffset(meta) {
 			return corrupt("name record at %d does not fit its %d-byte block", rec, sz)
 		}
-		name := unsafe.String((*byte)(unsafe.Add(h.base, rec+recHeaderLen)), nl)
-		hash := nameHash(name, (meta>>32)&flagUnique != 0)
-		if h.get(uintptr(rec)) != hash || slotTag(hash) != v&^slotOffMask {
-			return corrupt("name record %q at %d: stored hash does not match", name, rec)
+		name := h.recName(rec)
+		if err := checkName(name); err != nil {
+			return corrupt("name record at %d: %v", rec, err)
 		}
-		if so, _ := h.find(name, (meta>>32)&flagUnique != 0, hash); so != uintptr(t+i*8) {
+		hash := nameHash(name, (meta>>32)&flagUnique != 0)
+		if slotTag(hash) != v&^slotOffMask {
+			return corrupt("name record %q at %d: index slot %d has the wrong hash tag", name, rec, i)
+		}
+		if so, _, _ := h.find(name, (meta>>32)&flagUnique != 0); so != uintptr(t+i*8) {
 			return corrupt("name %q in index slot %d is not found by a lookup", name, i)
 		}
 	}

@@ -3,9 +3,11 @@ package mapped
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -104,6 +106,124 @@ func TestNameDirectory(t *testing.T) {
 	})
 }
 
+func TestWideSizesRecord(t *testing.T) {
+	// Counts or element sizes of 2^32 or more take the record's wide
+	// header; zero-byte objects keep the test small.
+	b, _ := newShm(t)
+	s := mustOpen(t, b, CreateOnly, WithSize(1<<20))
+	free0 := s.FreeMemory()
+	specs := map[string]NameSpec{
+		"many":   {Count: 1 << 40, ElemSize: 0, Align: 16, Layout: []byte("zero-size elements")},
+		"huge":   {Count: 0, ElemSize: 1<<32 + 5, Layout: []byte("h")},
+		"narrow": {Count: 1<<32 - 1, ElemSize: 0},
+	}
+	for name, spec := range specs {
+		_, err := s.CreateNamed(name, false, spec, nil)
+		require.NoError(t, err, name)
+	}
+	require.NoError(t, s.CheckSanity())
+	for name, spec := range specs {
+		n, err := s.LookupNamed(name, false)
+		require.NoError(t, err, name)
+		assert.Equal(t, spec.Count, n.Count, name)
+		assert.Equal(t, spec.ElemSize, n.ElemSize, name)
+		assert.Equal(t, string(spec.Layout), string(n.Layout), name)
+		assert.Empty(t, n.Obj, name)
+		if spec.Align != 0 {
+			assert.Equal(t, spec.Align, n.Align, name)
+			assert.Zero(t, uintptr(unsafe.Pointer(unsafe.SliceData(n.Obj)))%uintptr(spec.Align), name)
+		}
+		obj, count, exact, err := s.LookupNamedAs(name, false, spec.Layout)
+		require.NoError(t, err, name)
+		assert.True(t, exact, name)
+		assert.Equal(t, spec.Count, count, name)
+		assert.Equal(t, unsafe.Pointer(unsafe.SliceData(n.Obj)), obj, name)
+	}
+	for name := range specs {
+		require.NoError(t, s.RemoveNamed(name, false, nil))
+	}
+	assert.Equal(t, free0, s.FreeMemory())
+}
+
+func TestLookupNamedAs(t *testing.T) {
+	forKinds(t, func(t *testing.T, b backing.Backing, _ string) {
+		s := mustOpen(t, b, CreateOnly, WithSize(1<<20))
+		n, err := s.CreateNamed("counter", false, u64spec(2), func(obj []byte) { obj[0] = 7 })
+		require.NoError(t, err)
+		_, err = s.CreateNamed("counter", true, NameSpec{Count: 1, ElemSize: 8, Layout: []byte("other")}, nil)
+		require.NoError(t, err)
+
+		obj, count, exact, err := s.LookupNamedAs("counter", false, []byte("u64"))
+		require.NoError(t, err)
+		assert.True(t, exact)
+		assert.Equal(t, int64(2), count)
+		assert.Equal(t, unsafe.Pointer(&n.Obj[0]), obj)
+		assert.Equal(t, byte(7), *(*byte)(obj))
+
+		for _, want := range [][]byte{[]byte("u32"), []byte("u6"), []byte("u64 "), nil, []byte("a layout of more than sixteen bytes")} {
+			obj, count, exact, err = s.LookupNamedAs("counter", false, want)
+			require.NoError(t, err)
+			assert.False(t, exact, "%q", want)
+			assert.Equal(t, unsafe.Pointer(&n.Obj[0]), obj, "the object is still returned")
+			assert.Equal(t, int64(2), count)
+		}
+		_, _, exact, err = s.LookupNamedAs("counter", true, []byte("other"))
+		require.NoError(t, err)
+		assert.True(t, exact, "the unique namespace has its own record")
+
+		obj, _, _, err = s.LookupNamedAs("absent", false, []byte("u64"))
+		require.ErrorIs(t, err, ErrNotFound)
+		assert.Contains(t, err.Error(), `"absent"`)
+		assert.Nil(t, obj)
+
+		allocs := testing.AllocsPerRun(100, func() {
+			if _, _, _, err := s.LookupNamedAs("counter", false, []byte("u64")); err != nil {
+				t.Fatal(err)
+			}
+		})
+		assert.Zero(t, allocs)
+		require.NoError(t, s.Close())
+		_, _, _, err = s.LookupNamedAs("counter", false, []byte("u64"))
+		require.ErrorIs(t, err, ErrClosed)
+	})
+}
+
+func TestRemoveNamedAs(t *testing.T) {
+	forKinds(t, func(t *testing.T, b backing.Backing, _ string) {
+		s := mustOpen(t, b, CreateOnly, WithSize(1<<20))
+		free0 := s.FreeMemory()
+		_, err := s.CreateNamed("keep", false, u64spec(1), func(obj []byte) { obj[0] = 5 })
+		require.NoError(t, err)
+		_, err = s.CreateNamed("gone", false, u64spec(1), nil)
+		require.NoError(t, err)
+
+		removed, err := s.RemoveNamedAs("keep", false, []byte("u32"))
+		require.NoError(t, err)
+		assert.False(t, removed, "another layout is not removed")
+		n, err := s.LookupNamed("keep", false)
+		require.NoError(t, err)
+		assert.Equal(t, byte(5), n.Obj[0], "and stays whole")
+
+		removed, err = s.RemoveNamedAs("gone", false, []byte("u64"))
+		require.NoError(t, err)
+		assert.True(t, removed)
+		_, err = s.LookupNamed("gone", false)
+		require.ErrorIs(t, err, ErrNotFound)
+
+		removed, err = s.RemoveNamedAs("gone", false, []byte("u64"))
+		require.ErrorIs(t, err, ErrNotFound)
+		assert.False(t, removed)
+		_, err = s.RemoveNamedAs("keep", true, []byte("u64"))
+		require.ErrorIs(t, err, ErrNotFound, "the unique namespace is separate")
+
+		require.NoError(t, s.CheckSanity())
+		removed, err = s.RemoveNamedAs("keep", false, []byte("u64"))
+		require.NoError(t, err)
+		assert.True(t, removed)
+		assert.Equal(t, free0, s.FreeMemory())
+	})
+}
+
 func TestLookupDoesNotAllocate(t *testing.T) {
 	b, _ := newFile(t)
 	s := mustOpen(t, b, CreateOnly)
@@ -118,7 +238,56 @@ func TestLookupDoesNotAllocate(t *testing.T) {
 }
 
 func TestNameHashIsStable(t *testing.T) {
-	// Fixed values: a change would make existing segments unreadable.
-	assert.Equal(t, uint64(0x5b7a91ff201d8c82), nameHash("obj_1", false))
-	assert.NotEqual(t, nameHash("obj_1", false), nameHash("obj_1", true))
+	// Fixed values, one per branch of the hash: a change would make
+	// existing segments unreadable (and needs a new manager format).
+	for name, want := range map[string][2]uint64{
+		"a":                        {0xc31e7f6f2474628e, 0x85c42bf2f3cd3b67},
+		"abc":                      {0xf3a6d41783b5e58d, 0x5f7d955ec6130ffe},
+		"obj_1":                    {0xab7779f730ee4b5b, 0xb304ca57d363de97},
+		"obj_12345":                {0xc92db7bf9dcfcc3b, 0x9f72ef32b555ad6b},
+		"sixteen-bytes-xx":         {0x882ba27b14112300, 0x7a92a63d94f8a8b7},
+		strings.Repeat("long/", 8): {0x036a333dee2eba0d, 0x09518f28433c3324},
+	} {
+		assert.Equal(t, want[0], nameHash(name, false), "%q", name)
+		assert.Equal(t, want[1], nameHash(name, true), "%q unique", name)
+	}
+}
+
+// TestNameHashSpreads checks that typical families of names spread over
+// the index's low bits and the slot tag's high bits about as a random
+// function would: the count of distinct values of n hashes in m buckets
+// is near m(1 - e^(-n/m)).
+func TestNameHashSpreads(t *testing.T) {
+	const n, bits = 100_000, 17
+	families := map[string]func(i int) string{
+		"obj_i":    func(i int) string { return fmt.Sprintf("obj_%d", i) },
+		"short":    func(i int) string { return string([]byte{byte(i), byte(i >> 8), byte(i >> 16)}[:1+i%3]) },
+		"path":     func(i int) string { return fmt.Sprintf("/srv/app/%d/state", i) },
+		"long":     func(i int) string { return strings.Repeat("x", 30) + fmt.Sprint(i) + strings.Repeat("y", 30) },
+		"zero-pad": func(i int) string { return fmt.Sprintf("%012d", i) },
+		"one-bit":  func(i int) string { return fmt.Sprintf("%08x%08x", uint64(1)<<(i%64), i/64) },
+	}
+	m := float64(uint64(1) << bits)
+	want := m * (1 - math.Exp(-n/m))
+	for fam, gen := range families {
+		low, high := map[uint64]bool{}, map[uint64]bool{}
+		seen := map[string]bool{}
+		for i := 0; len(seen) < n && i < 10*n; i++ {
+			name := gen(i)
+			if seen[name] {
+				continue
+			}
+			seen[name] = true
+			h := nameHash(name, false)
+			low[h&(1<<bits-1)] = true
+			high[h>>(64-bits)] = true
+		}
+		if len(seen) < n {
+			want := m * (1 - math.Exp(-float64(len(seen))/m))
+			assert.InDelta(t, want, float64(len(low)), want*0.02, "%s: low bits", fam)
+			continue
+		}
+		assert.InDelta(t, want, float64(len(low)), want*0.02, "%s: low bits", fam)
+		assert.InDelta(t, want, float64(len(high)), want*0.02, "%s: high bits", fam)
+	}
 }

@@ -69,7 +69,7 @@ func Open(b backing.Backing, mode Mode, opts ...Option) (*Segment, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := recovery.Params{Size: o.size, MaxSize: o.maxSize, Init: initManager, Recover: recoverManager}
+	p := recovery.Params{Size: o.size, MaxSize: o.maxSize, Init: initManager, Check: checkManager, Recover: recoverManager}
 	if o.fixed {
 		p.Flags |= recovery.FlagFixedSize
 	}

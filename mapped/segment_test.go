@@ -276,6 +276,16 @@ func TestBadFiles(t *testing.T) {
 				resum(t, p, off)
 			}
 		}, ErrVersion, "format version 2"},
+		{"older manager format", func(t *testing.T, p string) {
+			src := writeSegmentFile(t)
+			require.NoError(t, os.Rename(src, p))
+			patchFile(t, p, mgrOff, []byte("MSHEAP01"))
+		}, ErrVersion, `segment manager format "01", this build reads "02"`},
+		{"no segment manager", func(t *testing.T, p string) {
+			src := writeSegmentFile(t)
+			require.NoError(t, os.Rename(src, p))
+			patchFile(t, p, mgrOff, []byte("XXXXXXXX"))
+		}, ErrCorrupt, "no segment manager"},
 		{"both headers damaged", func(t *testing.T, p string) {
 			src := writeSegmentFile(t)
 			require.NoError(t, os.Rename(src, p))

@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"reflect"
 	"sync"
+	"sync/atomic"
+	"unsafe"
 )
 
 // typeInfo is what objects knows of a Go type: whether it may live in a
 // segment, and its layout fingerprint. It is computed once per type.
 type typeInfo struct {
+	key    unsafe.Pointer // typeKey of the type
 	t      reflect.Type
 	name   string // for display: the Go type's name, with its package path
 	size   uintptr
@@ -22,6 +25,18 @@ type typeInfo struct {
 
 var typeCache sync.Map // reflect.Type -> *typeInfo
 
+// recent is a small direct-mapped cache in front of typeCache, keyed by
+// the address of the type descriptor of *T, which the compiler emits as
+// a constant: a hit costs a few instructions, where a sync.Map load hashes
+// an interface and walks a trie (about a tenth of a Find).
+var recent [64]atomic.Pointer[typeInfo]
+
+// typeKey identifies T: the type word of an interface holding a *T.
+func typeKey[T any]() unsafe.Pointer {
+	var p any = (*T)(nil)
+	return (*[2]unsafe.Pointer)(unsafe.Pointer(&p))[0]
+}
+
 // ptrMarker is implemented by Ptr[T]: its fingerprint names the type it
 // points to, not only its offset word.
 type ptrMarker interface{ ptrElem() reflect.Type }
@@ -30,11 +45,22 @@ var ptrMarkerType = reflect.TypeFor[ptrMarker]()
 
 // infoOf returns the cached typeInfo of T.
 func infoOf[T any]() *typeInfo {
+	key := typeKey[T]()
+	slot := &recent[uintptr(key)>>4%uintptr(len(recent))]
+	if ti := slot.Load(); ti != nil && ti.key == key {
+		return ti
+	}
+	ti := infoSlow[T](key)
+	slot.Store(ti)
+	return ti
+}
+
+func infoSlow[T any](key unsafe.Pointer) *typeInfo {
 	t := reflect.TypeFor[T]()
 	if v, ok := typeCache.Load(t); ok {
 		return v.(*typeInfo)
 	}
-	ti := &typeInfo{t: t, name: typeName(t), size: t.Size(), align: uintptr(t.Align())}
+	ti := &typeInfo{key: key, t: t, name: typeName(t), size: t.Size(), align: uintptr(t.Align())}
 	if err := checkPlain(t, typeName(t), nil); err != nil {
 		ti.err = err
 	} else {

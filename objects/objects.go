@@ -147,11 +147,35 @@ func FindOrConstruct[T any](seg *mapped.Segment, name string, v T) (*T, error) {
 // an object of another layout, or an array, is ErrTypeMismatch. Find does
 // not allocate.
 func Find[T any](seg *mapped.Segment, name string) (*T, error) {
+	if obj, count, ok, err := findExact[T](seg, name, false); ok || err != nil {
+		if err == nil && count != 1 {
+			return nil, arrayMismatch[T](seg, "find", name, count)
+		}
+		return (*T)(obj), err
+	}
 	n, err := lookup[T](seg, name, false)
 	if err != nil {
 		return nil, err
 	}
 	return ptrOf[T](n.Obj), nil
+}
+
+// findExact is the fast path of the finds: one read of the directory
+// that also compares the stored type with T's byte for byte. ok is false
+// when T is not plain data or the stored type is not exactly T's (it may
+// still be the same layout under another name): the caller then looks
+// again, with lookup, which decides and explains.
+func findExact[T any](seg *mapped.Segment, name string, unique bool) (obj unsafe.Pointer, count int64, ok bool, err error) {
+	ti := infoOf[T]()
+	if ti.err != nil {
+		return nil, 0, false, nil
+	}
+	obj, count, ok, err = seg.LookupNamedAs(name, unique, ti.spec)
+	return obj, count, ok && err == nil, err
+}
+
+func arrayMismatch[T any](seg *mapped.Segment, op, name string, count int64) error {
+	return fmt.Errorf("mapstore: %s %q in %s: it is an array of %d %s (use FindArray): %w", op, name, seg.Name(), count, infoOf[T]().name, ErrTypeMismatch)
 }
 
 // lookup finds name and checks that it holds T (one, or any count).
@@ -169,6 +193,12 @@ func lookup[T any](seg *mapped.Segment, name string, array bool) (mapped.Named, 
 
 // FindArray finds the array (or single object) name as a slice.
 func FindArray[T any](seg *mapped.Segment, name string) ([]T, error) {
+	if obj, count, ok, err := findExact[T](seg, name, false); ok || err != nil {
+		if err != nil {
+			return nil, err
+		}
+		return unsafe.Slice((*T)(obj), count), nil
+	}
 	n, err := lookup[T](seg, name, true)
 	if err != nil {
 		return nil, err
@@ -186,6 +216,11 @@ func Destroy[T any](seg *mapped.Segment, name string) error {
 func destroy[T any](seg *mapped.Segment, name string, unique bool) error {
 	ti, err := info[T]("destroy", name)
 	if err != nil {
+		return err
+	}
+	// Exactly T's stored type first; a same-layout type under another
+	// name (or a mismatch, which check explains) takes the general path.
+	if removed, err := seg.RemoveNamedAs(name, unique, ti.spec); removed || err != nil {
 		return err
 	}
 	return seg.RemoveNamed(name, unique, func(n mapped.Named) error { return ti.check(seg, "destroy", n, true) })
@@ -209,6 +244,11 @@ func ConstructUnique[T any](seg *mapped.Segment, v T) (*T, error) {
 // FindUnique finds the one instance of T; mapped.ErrNotFound if there is
 // none.
 func FindUnique[T any](seg *mapped.Segment) (*T, error) {
+	if ti := infoOf[T](); ti.err == nil {
+		if obj, count, ok, err := findExact[T](seg, ti.name, true); ok && count == 1 || err != nil {
+			return (*T)(obj), err
+		}
+	}
 	ti, err := info[T]("find unique", "")
 	if err != nil {
 		return nil, err

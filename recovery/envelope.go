@@ -48,6 +48,11 @@ type Params struct {
 	// Init lays out the layers above in a new segment. It runs under the
 	// meta lock, before any other process can open the segment.
 	Init func(e *Envelope) error
+	// Check, if set, verifies the layers above in an existing segment
+	// after it is mapped and before the open changes anything, so that a
+	// segment of a format they cannot read is refused with the backing
+	// left exactly as it was. Its error fails the open.
+	Check func(e *Envelope) error
 	// Recover repairs the layers above after processes died with the
 	// segment attached (rep says which, and whether any is still alive),
 	// under the meta lock. Its error fails the open.
@@ -169,6 +174,11 @@ func (e *Envelope) open(p Params, rep *Report) (retry bool, err error) {
 		return false, err
 	}
 	e.maxLen = mapLen
+	if p.Check != nil {
+		if err := p.Check(e); err != nil {
+			return false, fmt.Errorf("%s: %w", r.Name(), err)
+		}
+	}
 	if p.Access == ReadOnly {
 		rep.UncleanShutdown, rep.MachineRestarted, err = e.survey(h, rep)
 		rep.RecoveryNeeded = rep.UncleanShutdown

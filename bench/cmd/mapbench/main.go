@@ -213,22 +213,39 @@ func allocMixed(e env) (int, time.Duration, error) {
 
 const numNamed = 100_000
 
-func names() []string {
-	out := make([]string, numNamed)
-	for i := range out {
-		out[i] = "obj_" + strconv.Itoa(i)
+// nameTable holds the names inline, 16 bytes each (a length byte, then
+// the characters), the way the C++ harness's std::vector<std::string>
+// keeps them (small-string form, inside the vector): one memory access
+// per name, where a []string would cost two (the header, then the bytes).
+type nameTable []byte
+
+const nameStride = 16
+
+func names() nameTable {
+	t := make(nameTable, numNamed*nameStride)
+	for i := 0; i < numNamed; i++ {
+		e := t[i*nameStride : (i+1)*nameStride]
+		e[0] = byte(copy(e[1:], "obj_"+strconv.Itoa(i)))
 	}
-	return out
+	return t
 }
 
-func construct(e env, ns []string, heap map[string]*uint64) error {
-	for i, name := range ns {
+func (t nameTable) len() int { return len(t) / nameStride }
+
+// at is name i, as a string that shares the table's memory.
+func (t nameTable) at(i int) string {
+	e := t[i*nameStride : (i+1)*nameStride]
+	return unsafe.String(&e[1], int(e[0]))
+}
+
+func construct(e env, ns nameTable, heap map[string]*uint64) error {
+	for i := range ns.len() {
 		if e.seg == nil {
 			v := uint64(i)
-			heap[name] = &v
+			heap[strings.Clone(ns.at(i))] = &v
 			continue
 		}
-		if _, err := objects.Construct(e.seg, name, uint64(i)); err != nil {
+		if _, err := objects.Construct(e.seg, ns.at(i), uint64(i)); err != nil {
 			return err
 		}
 	}
@@ -251,29 +268,30 @@ func findNamed(e env) (int, time.Duration, error) {
 		return 0, 0, err
 	}
 	rng := rand.New(rand.NewPCG(42, 2))
-	idx := make([]int, n)
+	idx := make([]uint32, n) // uint32, as the C++ side's indices
 	for i := range idx {
-		idx[i] = rng.IntN(numNamed)
+		idx[i] = uint32(rng.IntN(numNamed))
 	}
 	var sum uint64
 	start := time.Now()
 	for _, i := range idx {
 		var v uint64
+		name := ns.at(int(i))
 		if e.seg == nil {
-			p, ok := heap[ns[i]]
+			p, ok := heap[name]
 			if !ok {
-				return 0, 0, fmt.Errorf("%s not found", ns[i])
+				return 0, 0, fmt.Errorf("%s not found", name)
 			}
 			v = *p
 		} else {
-			p, err := objects.Find[uint64](e.seg, ns[i])
+			p, err := objects.Find[uint64](e.seg, name)
 			if err != nil {
 				return 0, 0, err
 			}
 			v = *p
 		}
 		if v != uint64(i) {
-			return 0, 0, fmt.Errorf("%s holds %d", ns[i], v)
+			return 0, 0, fmt.Errorf("%s holds %d", name, v)
 		}
 		sum += v
 	}
@@ -291,7 +309,8 @@ func destroyNamed(e env) (int, time.Duration, error) {
 		return 0, 0, err
 	}
 	start := time.Now()
-	for _, name := range ns {
+	for i := range ns.len() {
+		name := ns.at(i)
 		if e.seg == nil {
 			delete(heap, name)
 			continue
