@@ -50,7 +50,7 @@ func (ti *typeInfo) check(seg *mapped.Segment, op string, n mapped.Named, array 
 		return fmt.Errorf("mapstore: %s %q in %s: it holds %s, not %s: %w", op, n.Name, seg.Name(), stored, ti.name, ErrTypeMismatch)
 	}
 	if !array && n.Count != 1 {
-		return fmt.Errorf("mapstore: %s %q in %s: it is an array of %d %s (use FindArray): %w", op, n.Name, seg.Name(), n.Count, ti.name, ErrTypeMismatch)
+		return arrayMismatch(seg, op, n.Name, n.Count, ti.name)
 	}
 	return nil
 }
@@ -149,7 +149,7 @@ func FindOrConstruct[T any](seg *mapped.Segment, name string, v T) (*T, error) {
 func Find[T any](seg *mapped.Segment, name string) (*T, error) {
 	if obj, count, ok, err := findExact[T](seg, name, false); ok || err != nil {
 		if err == nil && count != 1 {
-			return nil, arrayMismatch[T](seg, "find", name, count)
+			return nil, arrayMismatch(seg, "find", name, count, infoOf[T]().name)
 		}
 		return (*T)(obj), err
 	}
@@ -174,8 +174,8 @@ func findExact[T any](seg *mapped.Segment, name string, unique bool) (obj unsafe
 	return obj, count, ok && err == nil, err
 }
 
-func arrayMismatch[T any](seg *mapped.Segment, op, name string, count int64) error {
-	return fmt.Errorf("mapstore: %s %q in %s: it is an array of %d %s (use FindArray): %w", op, name, seg.Name(), count, infoOf[T]().name, ErrTypeMismatch)
+func arrayMismatch(seg *mapped.Segment, op, name string, count int64, typeName string) error {
+	return fmt.Errorf("mapstore: %s %q in %s: it is an array of %d %s (use FindArray): %w", op, name, seg.Name(), count, typeName, ErrTypeMismatch)
 }
 
 // lookup finds name and checks that it holds T (one, or any count).
