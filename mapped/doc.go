@@ -33,7 +33,8 @@
 // RemoveNamedAs are the typed layer's fast paths: they compare the stored
 // layout blob with the expected one in the same step and return only
 // what that layer needs. A segment written by a build with another
-// manager format (the directory's hash and record layout are part of it)
+// manager format (the directory's hash, index and record layout are part
+// of it)
 // is refused with ErrVersion before the open changes anything. SegmentAt finds the open
 // segment holding an address, for values in a segment (objects.Ptr) that
 // must find their segment.

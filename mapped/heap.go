@@ -15,8 +15,9 @@ import (
 // Manager area (mgrOff, two pages; every field an 8-byte word):
 //
 //	offset  what
-//	0       magic "MSHEAP02" (the format of the manager area, heap and
-//	        name directory; "MSHEAP01" segments are ErrVersion)
+//	0       magic "MSHEAP03" (the format of the manager area, heap and
+//	        name directory; "MSHEAP01" and "MSHEAP02" segments are
+//	        ErrVersion)
 //	8       segment lock (32-bit futex word, see lock.go)
 //	16      descriptor table offset
 //	24      descriptor table capacity, in pages described
@@ -26,7 +27,7 @@ import (
 //	56      reserved
 //	64      mask of non-empty free-span bins
 //	72      name directory: index table offset (0: none yet)
-//	80      name directory: index capacity (slots, a power of two)
+//	80      name directory: index size (64-byte groups, a power of two)
 //	88      name directory: names
 //	96      name directory: tombstones
 //	128     fast-path intent record, 4 words (see fast.go)
@@ -73,7 +74,7 @@ const (
 
 	numBins  = 64
 	descLen  = 16
-	mgrMagic = 0x32305041454853_4d // "MSHEAP02" little-endian
+	mgrMagic = 0x33305041454853_4d // "MSHEAP03" little-endian
 
 	rootManager = 0 // header root slot holding mgrOff
 )

@@ -37,9 +37,10 @@ func (h *heap) validate(size int64) error {
 	if m := h.get(mMagic); m != mgrMagic {
 		if m&(1<<48-1) == mgrMagic&(1<<48-1) {
 			// "MSHEAP" and two other digits: another build's format.
-			var b [8]byte
-			binary.LittleEndian.PutUint64(b[:], m)
-			return fmt.Errorf("segment manager format %q, this build reads %q: %w", b[6:], "02", ErrVersion)
+			var got, ours [8]byte
+			binary.LittleEndian.PutUint64(got[:], m)
+			binary.LittleEndian.PutUint64(ours[:], mgrMagic)
+			return fmt.Errorf("segment manager format %q, this build reads %q: %w", got[6:], ours[6:], ErrVersion)
 		}
 		return fmt.Errorf("no segment manager at offset %d: %w", mgrOff, ErrCorrupt)
 	}

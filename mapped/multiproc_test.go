@@ -416,12 +416,7 @@ func verifyKilled(t *testing.T, s *Segment) {
 	h := s.h
 	require.NoError(t, h.checkSanity(s.env.Size()))
 	expect := map[uint64]bool{h.get(mDirTable): true}
-	t0, capa := h.get(mDirTable), h.get(mDirCap)
-	for i := uint64(0); i < capa; i++ {
-		v := h.get(uintptr(t0 + i*8))
-		if v == slotEmpty || v == slotTomb {
-			continue
-		}
+	for _, v := range h.slots(h.get(mDirTable), h.get(mDirCap)) {
 		rec := v & slotOffMask
 		expect[rec] = true
 		name := h.recName(rec)

@@ -291,3 +291,116 @@ func TestNameHashSpreads(t *testing.T) {
 		assert.InDelta(t, want, float64(len(high)), want*0.02, "%s: high bits", fam)
 	}
 }
+
+// TestControlWord checks the index's word arithmetic against a byte-by-
+// byte reading of random control words.
+func TestControlWord(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	states := []uint64{ctrlEmpty, ctrlTomb, 0, 1, 0x7f, 0x41}
+	for range 20000 {
+		c := uint64(0xff) << 56
+		for k := range groupSlots {
+			b := states[rng.IntN(len(states))]
+			if rng.IntN(2) == 0 {
+				b = rng.Uint64N(0x80)
+			}
+			c |= b << (8 * k)
+		}
+		tag := rng.Uint64N(0x80)
+		if rng.IntN(2) == 0 {
+			tag = c >> (8 * rng.IntN(groupSlots)) & 0x7f
+		}
+		match, empties := ctrlMatch(c, tag), ctrlEmpties(c)
+		for k := range 8 {
+			b, bit := c>>(8*k)&0xff, uint64(0x80)<<(8*k)
+			if b == tag {
+				require.NotZero(t, match&bit, "control %#x tag %#x: slot %d not marked", c, tag, k)
+			}
+			if b&0x80 != 0 {
+				require.Zero(t, match&bit, "control %#x tag %#x: non-full slot %d marked", c, tag, k)
+			}
+			require.Equal(t, b == ctrlEmpty, empties&bit != 0, "control %#x: slot %d empty mark", c, k)
+			require.Equal(t, b&0x80 != 0 && k < groupSlots, c&ctrlFree&bit != 0, "control %#x: slot %d free mark", c, k)
+		}
+	}
+}
+
+// TestIndexOverflowAndTombstones puts names that all start their probe
+// in one group, so that they fill it and the groups after it (wrapping
+// around the end of the index), then removes and re-adds some of them:
+// every name must stay findable, a removal in a full group must leave a
+// tombstone and one in a group with an empty slot an empty slot.
+func TestIndexOverflowAndTombstones(t *testing.T) {
+	forKinds(t, func(t *testing.T, b backing.Backing, _ string) {
+		s := mustOpen(t, b, CreateOnly, WithSize(1<<20))
+		h := s.h
+		_, err := s.CreateNamed("seed", false, u64spec(1), nil)
+		require.NoError(t, err)
+		require.Equal(t, uint64(dirMinGroups), h.get(mDirCap))
+		home := nameHash("seed", false) & (dirMinGroups - 1)
+		// 40 more names homing to the seed's group: 41 of 56 slots, under
+		// 7/8, so the index keeps its 8 groups and they spill over.
+		var names []string
+		for i := 0; len(names) < 40; i++ {
+			n := fmt.Sprintf("spill_%d", i)
+			if nameHash(n, false)&(dirMinGroups-1) == home {
+				names = append(names, n)
+			}
+		}
+		for i, n := range names {
+			_, err := s.CreateNamed(n, false, u64spec(1), func(obj []byte) { binary.LittleEndian.PutUint64(obj, uint64(i)) })
+			require.NoError(t, err)
+		}
+		require.Equal(t, uint64(dirMinGroups), h.get(mDirCap), "the index grew")
+		check := func(live map[string]bool) {
+			t.Helper()
+			for i, n := range names {
+				got, err := s.LookupNamed(n, false)
+				if !live[n] {
+					require.ErrorIs(t, err, ErrNotFound, n)
+					continue
+				}
+				require.NoError(t, err, n)
+				require.Equal(t, uint64(i), binary.LittleEndian.Uint64(got.Obj), n)
+			}
+			require.NoError(t, s.CheckSanity())
+		}
+		live := map[string]bool{}
+		for _, n := range names {
+			live[n] = true
+		}
+		check(live)
+		// The home group is full and names live beyond it: removing one of
+		// its names leaves a tombstone, and the names after it stay found.
+		so, _, _ := h.find(names[0], false)
+		gb := so &^ (groupLen - 1)
+		require.Equal(t, home, (uint64(gb)-h.get(mDirTable))/groupLen, "first name not in its home group")
+		require.Zero(t, ctrlEmpties(h.get(gb)), "home group has an empty slot")
+		require.NoError(t, s.RemoveNamed(names[0], false, nil))
+		delete(live, names[0])
+		require.Equal(t, uint64(ctrlTomb), h.get(gb)>>(uint64(so)-uint64(gb)-8)&0xff)
+		require.Equal(t, uint64(1), h.get(mDirTombs))
+		check(live)
+		// The last group written to has empty slots: removing its last name
+		// empties the slot.
+		last := names[len(names)-1]
+		so, _, _ = h.find(last, false)
+		gb = so &^ (groupLen - 1)
+		require.NotZero(t, ctrlEmpties(h.get(gb)), "last group is full")
+		require.NoError(t, s.RemoveNamed(last, false, nil))
+		delete(live, last)
+		require.Equal(t, uint64(ctrlEmpty), h.get(gb)>>(uint64(so)-uint64(gb)-8)&0xff)
+		require.Equal(t, uint64(1), h.get(mDirTombs))
+		check(live)
+		// Re-adding a name of the home group reuses the tombstone.
+		_, err = s.CreateNamed(names[0], false, u64spec(1), nil)
+		require.NoError(t, err)
+		require.Zero(t, h.get(mDirTombs))
+		got, err := s.LookupNamed(names[0], false)
+		require.NoError(t, err)
+		binary.LittleEndian.PutUint64(got.Obj, 0)
+		live[names[0]] = true
+		check(live)
+	})
+}
+

@@ -280,7 +280,12 @@ func TestBadFiles(t *testing.T) {
 			src := writeSegmentFile(t)
 			require.NoError(t, os.Rename(src, p))
 			patchFile(t, p, mgrOff, []byte("MSHEAP01"))
-		}, ErrVersion, `segment manager format "01", this build reads "02"`},
+		}, ErrVersion, `segment manager format "01", this build reads "03"`},
+		{"previous manager format", func(t *testing.T, p string) {
+			src := writeSegmentFile(t)
+			require.NoError(t, os.Rename(src, p))
+			patchFile(t, p, mgrOff, []byte("MSHEAP02"))
+		}, ErrVersion, `segment manager format "02", this build reads "03"`},
 		{"no segment manager", func(t *testing.T, p string) {
 			src := writeSegmentFile(t)
 			require.NoError(t, os.Rename(src, p))
