@@ -32,9 +32,19 @@ var typeCache sync.Map // reflect.Type -> *typeInfo
 var recent [64]atomic.Pointer[typeInfo]
 
 // typeKey identifies T: the type word of an interface holding a *T.
-func typeKey[T any]() unsafe.Pointer {
-	var p any = (*T)(nil)
-	return (*[2]unsafe.Pointer)(unsafe.Pointer(&p))[0]
+func typeKey[T any]() unsafe.Pointer { return keyOf((*T)(nil)) }
+
+// keyOf is the type word of p. Generic fast paths call keyOf((*T)(nil))
+// and cached themselves: both inline, where a generic function called
+// from another one (infoOf) stays a call.
+func keyOf(p any) unsafe.Pointer { return (*[2]unsafe.Pointer)(unsafe.Pointer(&p))[0] }
+
+// cached is the typeInfo recent holds for key, or nil.
+func cached(key unsafe.Pointer) *typeInfo {
+	if ti := recent[uintptr(key)>>4%uintptr(len(recent))].Load(); ti != nil && ti.key == key {
+		return ti
+	}
+	return nil
 }
 
 // ptrMarker is implemented by Ptr[T]: its fingerprint names the type it
@@ -46,16 +56,20 @@ var ptrMarkerType = reflect.TypeFor[ptrMarker]()
 // infoOf returns the cached typeInfo of T.
 func infoOf[T any]() *typeInfo {
 	key := typeKey[T]()
-	slot := &recent[uintptr(key)>>4%uintptr(len(recent))]
-	if ti := slot.Load(); ti != nil && ti.key == key {
+	if ti := cached(key); ti != nil {
 		return ti
 	}
-	ti := infoSlow[T](key)
-	slot.Store(ti)
+	return infoSlow[T](key)
+}
+
+// infoSlow is infoOf after a miss in recent: from typeCache, or built.
+func infoSlow[T any](key unsafe.Pointer) *typeInfo {
+	ti := infoBuild[T](key)
+	recent[uintptr(key)>>4%uintptr(len(recent))].Store(ti)
 	return ti
 }
 
-func infoSlow[T any](key unsafe.Pointer) *typeInfo {
+func infoBuild[T any](key unsafe.Pointer) *typeInfo {
 	t := reflect.TypeFor[T]()
 	if v, ok := typeCache.Load(t); ok {
 		return v.(*typeInfo)

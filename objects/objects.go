@@ -147,11 +147,18 @@ func FindOrConstruct[T any](seg *mapped.Segment, name string, v T) (*T, error) {
 // an object of another layout, or an array, is ErrTypeMismatch. Find does
 // not allocate.
 func Find[T any](seg *mapped.Segment, name string) (*T, error) {
-	if obj, count, ok, err := findExact[T](seg, name, false); ok || err != nil {
-		if err == nil && count != 1 {
-			return nil, arrayMismatch(seg, "find", name, count, infoOf[T]().name)
+	// findExact written out: the hottest path of the package, one call
+	// deep (findExact does not inline).
+	if ti := cached(keyOf((*T)(nil))); ti != nil && ti.err == nil {
+		obj, count, exact, err := seg.LookupNamedAs(name, false, ti.spec)
+		switch {
+		case err != nil:
+			return nil, err
+		case exact && count == 1:
+			return (*T)(obj), nil
+		case exact:
+			return nil, arrayMismatch(seg, "find", name, count, ti.name)
 		}
-		return (*T)(obj), err
 	}
 	n, err := lookup[T](seg, name, false)
 	if err != nil {
@@ -161,17 +168,17 @@ func Find[T any](seg *mapped.Segment, name string) (*T, error) {
 }
 
 // findExact is the fast path of the finds: one read of the directory
-// that also compares the stored type with T's byte for byte. ok is false
-// when T is not plain data or the stored type is not exactly T's (it may
-// still be the same layout under another name): the caller then looks
-// again, with lookup, which decides and explains.
-func findExact[T any](seg *mapped.Segment, name string, unique bool) (obj unsafe.Pointer, count int64, ok bool, err error) {
-	ti := infoOf[T]()
-	if ti.err != nil {
+// that also compares the stored type with ti's byte for byte. ti is
+// cached's answer for T, so that the path stays one call deep (generic
+// helpers do not inline into generic callers). ok is false when ti is
+// nil (not cached yet), T is not plain data or the stored type is not
+// exactly T's (it may still be the same layout under another name): the
+// caller then looks again, with lookup, which decides and explains.
+func findExact(seg *mapped.Segment, name string, unique bool, ti *typeInfo) (obj unsafe.Pointer, count int64, ok bool, err error) {
+	if ti == nil || ti.err != nil {
 		return nil, 0, false, nil
 	}
-	obj, count, ok, err = seg.LookupNamedAs(name, unique, ti.spec)
-	return obj, count, ok && err == nil, err
+	return seg.LookupNamedAs(name, unique, ti.spec) // exact is false with an error
 }
 
 func arrayMismatch(seg *mapped.Segment, op, name string, count int64, typeName string) error {
@@ -193,7 +200,7 @@ func lookup[T any](seg *mapped.Segment, name string, array bool) (mapped.Named, 
 
 // FindArray finds the array (or single object) name as a slice.
 func FindArray[T any](seg *mapped.Segment, name string) ([]T, error) {
-	if obj, count, ok, err := findExact[T](seg, name, false); ok || err != nil {
+	if obj, count, ok, err := findExact(seg, name, false, cached(keyOf((*T)(nil)))); ok || err != nil {
 		if err != nil {
 			return nil, err
 		}
@@ -245,7 +252,7 @@ func ConstructUnique[T any](seg *mapped.Segment, v T) (*T, error) {
 // none.
 func FindUnique[T any](seg *mapped.Segment) (*T, error) {
 	if ti := infoOf[T](); ti.err == nil {
-		if obj, count, ok, err := findExact[T](seg, ti.name, true); ok && count == 1 || err != nil {
+		if obj, count, ok, err := findExact(seg, ti.name, true, ti); ok && count == 1 || err != nil {
 			return (*T)(obj), err
 		}
 	}
