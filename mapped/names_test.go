@@ -403,4 +403,3 @@ func TestIndexOverflowAndTombstones(t *testing.T) {
 		check(live)
 	})
 }
-
