@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
+	"strconv"
 	"testing"
+	"unsafe"
 
 	"github.com/mapstore/mapstore/backing/shm"
 )
@@ -80,6 +82,42 @@ func BenchmarkLookupNamed(b *testing.B) {
 		k++
 		if _, err := s.LookupNamed(ns[i], false); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkLookupNamedAs is the typed layer's lookup as bench/cmd/mapbench
+// drives it: 100,000 names "obj_<i>" holding a uint64 each, looked up in
+// random order, the names kept inline (16 bytes each) as the C++
+// harness's small strings are.
+func BenchmarkLookupNamedAs(b *testing.B) {
+	s := benchSeg(b)
+	const names = 100_000
+	layout := []byte("\x01\x06uint64u8")
+	tab := make([]byte, names*16)
+	name := func(i uint32) string {
+		e := tab[i*16 : i*16+16]
+		return unsafe.String(&e[1], int(e[0]))
+	}
+	for i := range uint32(names) {
+		tab[i*16] = byte(copy(tab[i*16+1:i*16+16], "obj_"+strconv.Itoa(int(i))))
+		init := func(o []byte) { *(*uint64)(unsafe.Pointer(&o[0])) = uint64(i) }
+		if _, err := s.CreateNamed(name(i), false, NameSpec{Count: 1, ElemSize: 8, Align: 8, Layout: layout}, init); err != nil {
+			b.Fatal(err)
+		}
+	}
+	rng := rand.New(rand.NewPCG(42, 2))
+	idx := make([]uint32, 1<<20)
+	for i := range idx {
+		idx[i] = uint32(rng.IntN(names))
+	}
+	k := 0
+	for b.Loop() {
+		i := idx[k&(len(idx)-1)]
+		k++
+		p, n, exact, err := s.LookupNamedAs(name(i), false, layout)
+		if err != nil || !exact || n != 1 || *(*uint64)(p) != uint64(i) {
+			b.Fatalf("lookup %s: %v %v %d", name(i), err, exact, n)
 		}
 	}
 }

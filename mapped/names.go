@@ -202,15 +202,16 @@ const (
 //
 // It is one function on purpose: lookups in a loop overlap their cache
 // misses only when few instructions separate them, and each call costs
-// some. Merging the probe, the record's bounds and the layout compare took
-// a typed lookup from about 70 to 50 ns (mapped's BenchmarkLookupNamedAs).
+// some. Merging the probe, the record's bounds and the layout compare
+// (three calls before) took BenchmarkLookupNamedAs from about 70 to
+// 55 ns in one interleaved run.
 func (h *heap) locate(name string, unique bool, want []byte) (slot uintptr, rec, meta, obj, count, esize uint64, exact bool, st int) {
 	hash := nameHash(name, unique)
 	base := h.base
 	ld := func(off uint64) uint64 { return atomic.LoadUint64((*uint64)(unsafe.Add(base, off))) }
 	limit := ld(mManaged) << pageShift
 	t, groups := ld(mDirTable), ld(mDirCap)
-	if t == 0 || groups == 0 || groups&(groups-1) != 0 || t > limit || groups > (limit-t)/groupLen {
+	if t == 0 || t%groupLen != 0 || groups == 0 || groups&(groups-1) != 0 || t > limit || groups > (limit-t)/groupLen {
 		return 0, 0, 0, 0, 0, 0, false, locAbsent
 	}
 	gmask := groups - 1
