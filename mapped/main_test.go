@@ -30,6 +30,9 @@ var children = map[string]func(args []string) int{
 	"churn": childChurn,
 	// killchurn churns blocks and names until it is killed.
 	"killchurn": childKillChurn,
+	// indexchurn fills the name directory and empties it again, over and
+	// over, until it is killed.
+	"indexchurn": childIndexChurn,
 	// smallchurn churns small blocks through its ledger until it is killed.
 	"smallchurn": childSmallChurn,
 	// holdlock takes the segment lock, half-does an allocation, and waits
