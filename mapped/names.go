@@ -191,8 +191,9 @@ const (
 	locTorn          // the name's record does not fit: it was being changed (or is corrupt)
 )
 
-// locate probes the index for name and reads the record it finds: the
-// slot's offset, the record's offset and first word, where the object
+// locate probes the index for name, whose nameHash is hash (the caller
+// computes it: an insert needs it again), and reads the record it finds:
+// the slot's offset, the record's offset and first word, where the object
 // starts, its element count and size, and whether the stored layout blob
 // is want byte for byte. It reads with atomic loads and keeps every read
 // inside the managed memory, so that it is also safe to run without the
@@ -205,8 +206,7 @@ const (
 // some. Merging the probe, the record's bounds and the layout compare
 // (three calls before) took BenchmarkLookupNamedAs from about 70 to
 // 55 ns in one interleaved run.
-func (h *heap) locate(name string, unique bool, want []byte) (slot uintptr, rec, meta, obj, count, esize uint64, exact bool, st int) {
-	hash := nameHash(name, unique)
+func (h *heap) locate(hash uint64, name string, unique bool, want []byte) (slot uintptr, rec, meta, obj, count, esize uint64, exact bool, st int) {
 	base := h.base
 	ld := func(off uint64) uint64 { return atomic.LoadUint64((*uint64)(unsafe.Add(base, off))) }
 	limit := ld(mManaged) << pageShift
@@ -265,7 +265,7 @@ func (h *heap) locate(name string, unique bool, want []byte) (slot uintptr, rec,
 // find is locate for the writers, which hold the lock: the slot's offset
 // (0 if the name is absent), the record's offset and first word.
 func (h *heap) find(name string, unique bool) (slot uintptr, rec, meta uint64) {
-	slot, rec, meta, _, _, _, _, _ = h.locate(name, unique, nil)
+	slot, rec, meta, _, _, _, _, _ = h.locate(nameHash(name, unique), name, unique, nil)
 	return slot, rec, meta
 }
 
@@ -396,7 +396,8 @@ func (s *Segment) CreateNamed(name string, unique bool, spec NameSpec, init func
 
 func (h *heap) insert(name string, meta, size uint64, spec NameSpec, init func([]byte)) (uint64, error) {
 	unique := meta>>32&flagUnique != 0
-	if so, _, _ := h.find(name, unique); so != 0 {
+	hash := nameHash(name, unique)
+	if so, _, _, _, _, _, _, _ := h.locate(hash, name, unique, nil); so != 0 {
 		return 0, ErrExists
 	}
 	if err := h.reserveSlot(); err != nil {
@@ -425,7 +426,6 @@ func (h *heap) insert(name string, meta, size uint64, spec NameSpec, init func([
 	}
 	// Publish: the slot, then its control byte (one journaled operation
 	// with the rest).
-	hash := nameHash(name, unique)
 	gb, c, sh := h.openSlot(hash)
 	if c>>sh&0xff == ctrlTomb {
 		h.add(mDirTombs, ^uint64(0))
@@ -533,7 +533,7 @@ func (s *Segment) LookupNamedAs(name string, unique bool, layout []byte) (obj un
 	// a loop then overlap their cache misses. This is lookup's first try
 	// written out (calling lookup costs a typed find about 10%).
 	if lw, ok := s.lk.readBegin(); ok {
-		_, _, _, off, n, _, exact, st := s.h.locate(name, unique, layout)
+		_, _, _, off, n, _, exact, st := s.h.locate(nameHash(name, unique), name, unique, layout)
 		if st != locTorn && s.lk.readValid(lw) {
 			if st == locAbsent {
 				return nil, 0, false, s.notFound(name)
@@ -557,12 +557,13 @@ func (s *Segment) LookupNamedAs(name string, unique bool, layout []byte) (obj un
 // is corrupt, and treated as absent.
 func (s *Segment) lookup(name string, unique bool, want []byte) (rec, meta, obj, count, esize uint64, exact, found bool) {
 	var st int
+	hash := nameHash(name, unique)
 	for range 4 {
 		lw, ok := s.lk.readBegin()
 		if !ok {
 			break
 		}
-		_, rec, meta, obj, count, esize, exact, st = s.h.locate(name, unique, want)
+		_, rec, meta, obj, count, esize, exact, st = s.h.locate(hash, name, unique, want)
 		if st != locTorn && s.lk.readValid(lw) {
 			return rec, meta, obj, count, esize, exact, st == locFound
 		}
@@ -570,7 +571,7 @@ func (s *Segment) lookup(name string, unique bool, want []byte) (rec, meta, obj,
 	if !s.h.ro {
 		s.lk.lock()
 	}
-	_, rec, meta, obj, count, esize, exact, st = s.h.locate(name, unique, want)
+	_, rec, meta, obj, count, esize, exact, st = s.h.locate(hash, name, unique, want)
 	if !s.h.ro {
 		s.lk.unlock()
 	}
@@ -602,7 +603,7 @@ func (s *Segment) remove(name string, unique bool, check func(Named) error, exac
 		return false, err
 	}
 	h := s.h
-	so, rec, _, _, _, _, same, _ := h.locate(name, unique, want)
+	so, rec, _, _, _, _, same, _ := h.locate(nameHash(name, unique), name, unique, want)
 	var err error
 	switch {
 	case so == 0:
