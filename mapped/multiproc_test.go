@@ -269,7 +269,7 @@ func childSmallChurn(args []string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	seed, _ := strconv.ParseUint(args[2], 10, 64)
+	seed := parseSeed(args[2])
 	rng := rand.New(rand.NewPCG(seed, 1))
 	fmt.Println("ready")
 	for {
@@ -403,7 +403,7 @@ func childKillChurn(args []string) int {
 		return 2
 	}
 	id, _ := strconv.Atoi(args[1])
-	seed, _ := strconv.ParseUint(args[2], 10, 64)
+	seed := parseSeed(args[2])
 	ledger, err := seg.LookupNamed("ledger_"+args[1], false)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
