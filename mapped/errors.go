@@ -4,6 +4,7 @@ import (
 	"errors"
 
 	"github.com/mapstore/mapstore/backing"
+	"github.com/mapstore/mapstore/internal/envelope"
 	"github.com/mapstore/mapstore/recovery"
 )
 
@@ -30,7 +31,7 @@ var (
 	ErrVersion = recovery.ErrVersion
 	// ErrReadOnly: a write to a segment opened with OpenReadOnly (or a change
 	// that copy-on-write cannot make, such as growing).
-	ErrReadOnly = recovery.ErrReadOnlyAccess
+	ErrReadOnly = envelope.ErrReadOnly
 	// ErrClosed: the segment was closed.
 	ErrClosed = errors.New("segment is closed")
 	// ErrInvalidHandle: a handle or block that is not a live block of this segment.

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"math/bits"
 
-	"github.com/mapstore/mapstore/recovery"
+	"github.com/mapstore/mapstore/internal/journal"
 )
 
 // The fast path for small blocks. Most allocations and frees of a small
@@ -45,7 +45,7 @@ func (h *heap) intend(kind, run, slot uint64, ref uintptr) {
 	if ref != 0 {
 		*h.w(mFastRefOld) = *h.w(ref)
 	}
-	recovery.StoreOrdered(h.w(mFast), fastValid|kind|slot<<40|run)
+	journal.StoreOrdered(h.w(mFast), fastValid|kind|slot<<40|run)
 }
 
 // allocFast allocates a slot of n bytes (n <= maxSmall) from its class's
@@ -81,7 +81,7 @@ func (h *heap) allocFast(n uint64, ref uintptr, tag uint64) (off, usable uint64,
 		if ref != 0 {
 			*h.w(ref) = tag | off
 		}
-		recovery.StoreOrdered(h.w(mFast), 0)
+		journal.StoreOrdered(h.w(mFast), 0)
 		return off, cl.size, true
 	}
 	return 0, 0, false
@@ -128,7 +128,7 @@ func (h *heap) freeFast(off uint64, ref uintptr) bool {
 	if ref != 0 {
 		*h.w(ref) = 0
 	}
-	recovery.StoreOrdered(h.w(mFast), 0)
+	journal.StoreOrdered(h.w(mFast), 0)
 	return true
 }
 
@@ -175,6 +175,6 @@ func (h *heap) rollBackFast(size int64) (alloc, was bool, err error) {
 	if ref != 0 {
 		*h.w(uintptr(ref)) = *h.w(mFastRefOld)
 	}
-	recovery.StoreOrdered(h.w(mFast), 0)
+	journal.StoreOrdered(h.w(mFast), 0)
 	return alloc, true, nil
 }

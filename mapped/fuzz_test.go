@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/mapstore/mapstore/backing/file"
-	"github.com/mapstore/mapstore/recovery"
+	"github.com/mapstore/mapstore/internal/envelope"
 )
 
 // FuzzOpen opens arbitrary bytes as a segment in every mode that does not
@@ -26,7 +26,7 @@ func FuzzOpen(f *testing.F) {
 	s.Close()
 	valid, _ := os.ReadFile(seed)
 	f.Add(valid, false)
-	f.Add(valid[:recovery.PageSize], true)
+	f.Add(valid[:envelope.PageSize], true)
 	f.Add(valid[:100], false)
 	f.Add([]byte{}, false)
 	table := crc32.MakeTable(crc32.Castagnoli)
@@ -35,10 +35,10 @@ func FuzzOpen(f *testing.F) {
 			return
 		}
 		data = append([]byte(nil), data...)
-		if fix && len(data) >= recovery.PageSize {
-			for _, off := range []int{recovery.HeaderOffA, recovery.HeaderOffB} {
-				h := data[off : off+recovery.HeaderLen]
-				copy(h, recovery.Magic)
+		if fix && len(data) >= envelope.PageSize {
+			for _, off := range []int{envelope.HeaderOffA, envelope.HeaderOffB} {
+				h := data[off : off+envelope.HeaderLen]
+				copy(h, envelope.Magic)
 				binary.LittleEndian.PutUint32(h[508:], crc32.Checksum(h[:508], table))
 			}
 		}

@@ -5,11 +5,12 @@ import (
 	"math/bits"
 	"unsafe"
 
-	"github.com/mapstore/mapstore/recovery"
+	"github.com/mapstore/mapstore/internal/envelope"
+	"github.com/mapstore/mapstore/internal/journal"
 )
 
-// The segment manager's layout. The envelope (recovery) takes the first
-// recovery.EnvelopeSize bytes; the manager area follows, then the page
+// The segment manager's layout. The envelope (internal/envelope) takes the first
+// envelope.EnvelopeSize bytes; the manager area follows, then the page
 // descriptor table, then pages the allocator hands out.
 //
 // Manager area (mgrOff, two pages; every field an 8-byte word):
@@ -33,7 +34,7 @@ import (
 //	128     fast-path intent record, 4 words (see fast.go)
 //	256     free-span bins: 64 list heads (page index; 0 = empty)
 //	768     size classes: 32 partial-run list heads (page index; 0 = empty)
-//	4096    undo journal (recovery.Journal), 4096 bytes
+//	4096    undo journal (journal.Journal), 4096 bytes
 //
 // Page descriptor table: 16 bytes per page, indexed by page number:
 //
@@ -49,10 +50,10 @@ import (
 // length; the descriptors inside a free span mean nothing, except that none
 // of them is a run or large-block head.
 const (
-	pageSize  = recovery.PageSize
+	pageSize  = envelope.PageSize
 	pageShift = 12
 
-	mgrOff       = recovery.EnvelopeSize
+	mgrOff       = envelope.EnvelopeSize
 	mgrPages     = 2
 	mMagic       = mgrOff + 0
 	mLock        = mgrOff + 8
@@ -172,7 +173,7 @@ func buildClassOf() (t [maxSmall/16 + 1]uint8) {
 // operation (j.Begin ... j.End).
 type heap struct {
 	base  unsafe.Pointer
-	j     recovery.Journal
+	j     journal.Journal
 	fixed bool
 	ro    bool                               // read-only: nothing may be written
 	grow  func(newSize int64) (int64, error) // envelope growth

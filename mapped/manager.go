@@ -6,30 +6,32 @@ import (
 	"sync/atomic"
 	"unsafe"
 
+	"github.com/mapstore/mapstore/internal/envelope"
+	"github.com/mapstore/mapstore/internal/journal"
 	"github.com/mapstore/mapstore/recovery"
 )
 
-func newHeap(e *recovery.Envelope) *heap {
+func newHeap(e *envelope.Envelope) *heap {
 	base := e.Base()
 	return &heap{
 		base:  base,
-		j:     recovery.JournalAt(base, mJournal, journalBytes),
-		fixed: e.Flags()&recovery.FlagFixedSize != 0,
+		j:     journal.At(base, mJournal, journalBytes),
+		fixed: e.Flags()&envelope.FlagFixedSize != 0,
 		grow:  e.Grow,
 		size:  e.Size,
 		max:   e.MaxSize(),
 	}
 }
 
-// initManager lays out the manager in a new segment (recovery.Params.Init).
-func initManager(e *recovery.Envelope) error {
+// initManager lays out the manager in a new segment (envelope.Params.Init).
+func initManager(e *envelope.Envelope) error {
 	newHeap(e).format(e.Size())
-	return e.SetRootsLocked(func(r *[recovery.NumRoots]uint64) { r[rootManager] = mgrOff })
+	return e.SetRootsLocked(func(r *[envelope.NumRoots]uint64) { r[rootManager] = mgrOff })
 }
 
 // checkManager refuses, before an open changes anything, a segment whose
 // manager this build cannot read.
-func checkManager(e *recovery.Envelope) error { return newHeap(e).validate(e.Size()) }
+func checkManager(e *envelope.Envelope) error { return newHeap(e).validate(e.Size()) }
 
 // validate checks the manager's fixed fields against the segment's size,
 // so that no later access can leave the mapped, backed range.
@@ -85,10 +87,10 @@ func (h *heap) rollBack(size int64, who string, add func(string, ...any)) error 
 }
 
 // recoverManager runs under the meta lock when an open found dead
-// processes (recovery.Params.Recover): if one of them held the segment
+// processes (envelope.Params.Recover): if one of them held the segment
 // lock, its operation is rolled back and the lock released. After an
 // unclean shutdown the whole manager is checked.
-func recoverManager(e *recovery.Envelope, rep *recovery.Report) error {
+func recoverManager(e *envelope.Envelope, rep *recovery.Report) error {
 	h := newHeap(e)
 	if err := h.validate(e.Size()); err != nil {
 		return err

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"io/fs"
 
-	"github.com/mapstore/mapstore/recovery"
+	"github.com/mapstore/mapstore/internal/envelope"
 )
 
 // Size limits.
@@ -18,7 +18,7 @@ const (
 	// most a segment may grow to while keeping its base address.
 	DefaultMaxSize = 64 << 30
 	// MaxMaxSize is the largest WithMaxSize.
-	MaxMaxSize = recovery.MaxMaxSize
+	MaxMaxSize = envelope.MaxMaxSize
 )
 
 // Option configures Open.
@@ -62,7 +62,7 @@ func WithPerm(perm fs.FileMode) Option {
 }
 
 func roundPage(n int64) int64 {
-	const p = recovery.PageSize
+	const p = envelope.PageSize
 	if r := n % p; r != 0 {
 		return n + p - r
 	}

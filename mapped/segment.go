@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 
 	"github.com/mapstore/mapstore/backing"
+	"github.com/mapstore/mapstore/internal/envelope"
+	"github.com/mapstore/mapstore/internal/region"
 	"github.com/mapstore/mapstore/recovery"
 )
 
@@ -47,7 +49,7 @@ func (m Mode) String() string {
 // use by goroutines and, through the segment itself, by processes.
 type Segment struct {
 	b      backing.Backing
-	env    *recovery.Envelope
+	env    *envelope.Envelope
 	mode   Mode
 	closed atomic.Bool
 	h      *heap
@@ -69,33 +71,33 @@ func Open(b backing.Backing, mode Mode, opts ...Option) (*Segment, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := recovery.Params{Size: o.size, MaxSize: o.maxSize, Init: initManager, Check: checkManager, Recover: recoverManager}
+	p := envelope.Params{Size: o.size, MaxSize: o.maxSize, Init: initManager, Check: checkManager, Recover: recoverManager}
 	if o.fixed {
-		p.Flags |= recovery.FlagFixedSize
+		p.Flags |= envelope.FlagFixedSize
 	}
-	var r *backing.Region
+	var r *region.Region
 	switch mode {
 	case CreateOnly:
 		p.Create, p.Exclusive = true, true
-		r, err = b.Open(backing.Create|backing.Exclusive, o.perm)
+		r, err = b.Open(region.Create|region.Exclusive, o.perm)
 	case OpenOnly:
 		r, err = b.Open(0, o.perm)
 	case OpenOrCreate:
 		p.Create = true
 		r, err = openOrCreate(b, o)
 	case OpenReadOnly:
-		p.Access = recovery.ReadOnly
-		r, err = b.Open(backing.ReadOnly, o.perm)
+		p.Access = envelope.ReadOnly
+		r, err = b.Open(region.ReadOnly, o.perm)
 	case OpenCopyOnWrite:
-		p.Access = recovery.CopyOnWrite
-		r, err = b.Open(backing.ReadOnly, o.perm)
+		p.Access = envelope.CopyOnWrite
+		r, err = b.Open(region.ReadOnly, o.perm)
 	default:
 		return nil, fmt.Errorf("mapstore: open %s: unknown mode %d", b.Name(), mode)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("mapstore: open: %w", err)
 	}
-	env, rep, err := recovery.Open(r, p)
+	env, rep, err := envelope.Open(r, p)
 	if err != nil {
 		return nil, fmt.Errorf("mapstore: open: %w", err)
 	}
@@ -110,9 +112,9 @@ func Open(b backing.Backing, mode Mode, opts ...Option) (*Segment, error) {
 
 // openOrCreate creates the backing if it can, and opens it otherwise, so
 // that the envelope knows whether this open made the file.
-func openOrCreate(b backing.Backing, o options) (*backing.Region, error) {
+func openOrCreate(b backing.Backing, o options) (*region.Region, error) {
 	for {
-		r, err := b.Open(backing.Create|backing.Exclusive, o.perm)
+		r, err := b.Open(region.Create|region.Exclusive, o.perm)
 		if !errors.Is(err, backing.ErrExists) {
 			return r, err
 		}
@@ -184,7 +186,7 @@ func (s *Segment) Grow(extra int64) error {
 		return fmt.Errorf("mapstore: grow %s by %d bytes: %w", s.b.Name(), extra, ErrInvalidSize)
 	}
 	cur := s.env.Size()
-	if extra > s.env.MaxSize()-cur && s.env.Access() == recovery.ReadWrite {
+	if extra > s.env.MaxSize()-cur && s.env.Access() == envelope.ReadWrite {
 		return fmt.Errorf("mapstore: grow %s by %d bytes: past the maximum size %d: %w", s.b.Name(), extra, s.env.MaxSize(), ErrNoSpace)
 	}
 	if err := s.lockW("grow", opGrow); err != nil {
@@ -246,6 +248,6 @@ func (s *Segment) Info() (Info, error) {
 	return Info{
 		Name: s.b.Name(), Mode: s.mode, Size: s.env.Size(), MaxSize: s.env.MaxSize(),
 		State: h.State, Opens: h.Opens, Generation: h.Generation, UUID: h.UUID,
-		FixedSize: h.Flags&recovery.FlagFixedSize != 0, Durable: s.env.Durable(),
+		FixedSize: h.Flags&envelope.FlagFixedSize != 0, Durable: s.env.Durable(),
 	}, nil
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/mapstore/mapstore/backing"
 	"github.com/mapstore/mapstore/backing/file"
 	"github.com/mapstore/mapstore/backing/shm"
+	"github.com/mapstore/mapstore/internal/envelope"
 	"github.com/mapstore/mapstore/internal/proctest"
 	"github.com/mapstore/mapstore/recovery"
 )
@@ -160,7 +161,7 @@ func TestCopyOnWriteNeverChangesTheFile(t *testing.T) {
 	assert.Equal(t, "original", string(blk[:8]))
 	copy(blk, "CHANGED!")
 	mem := c.env.Mem()
-	for i := recovery.EnvelopeSize; i < int(c.Size()); i += 4096 {
+	for i := envelope.EnvelopeSize; i < int(c.Size()); i += 4096 {
 		mem[i+3000] = 0xee
 	}
 	assert.Equal(t, "CHANGED!", string(blk[:8]), "the private copy sees its writes")
@@ -237,7 +238,7 @@ func patchFile(t *testing.T, p string, off int64, data []byte) {
 func resum(t *testing.T, p string, copyOff int64) {
 	data, err := os.ReadFile(p)
 	require.NoError(t, err)
-	h := data[copyOff : copyOff+recovery.HeaderLen]
+	h := data[copyOff : copyOff+envelope.HeaderLen]
 	var sum [4]byte
 	binary.LittleEndian.PutUint32(sum[:], crc32.Checksum(h[:508], crc32.MakeTable(crc32.Castagnoli)))
 	patchFile(t, p, copyOff+508, sum[:])
@@ -272,7 +273,7 @@ func TestBadFiles(t *testing.T) {
 			src := writeSegmentFile(t)
 			require.NoError(t, os.Rename(src, p))
 			for _, off := range []int64{0, 2048} {
-				patchFile(t, p, off+8, []byte{recovery.FormatVersion + 1, 0, 0, 0})
+				patchFile(t, p, off+8, []byte{envelope.FormatVersion + 1, 0, 0, 0})
 				resum(t, p, off)
 			}
 		}, ErrVersion, "format version 2"},

@@ -1,32 +1,10 @@
-// Package recovery owns a segment's envelope: the checksummed header (two
-// copies written alternately), the attached-process table whose liveness
-// is kept by OFD locks, the clean/dirty state, undo records and their
-// replay, and the reports that say what an open found and did.
-//
-// It knows nothing of allocators or names: the layers above register root
-// offsets in the header and use the envelope to make their own operations
-// recoverable.
-//
-// # Layout
-//
-// The envelope occupies the first EnvelopeSize bytes of every segment:
-//
-//	offset  size  what
-//	0       512   header copy A (see Header for its fields)
-//	2048    512   header copy B
-//	4096    8     live size: the header's size, readable with one atomic load
-//	4104    8     attach counter, for attach ids
-//	4112    48    reserved
-//	4160    8128  attached-process table: MaxSlots slots of 64 bytes
-//	12288         first byte the layers above may use
-//
-// OFD locks are taken on single bytes far beyond any data (LockBase and
-// up): the meta lock that serialises opens, closes, growth and header
-// writes, and one liveness lock per attached-process slot.
 package recovery
 
 import "errors"
 
+// Errors that say a segment cannot be used as it is. Package mapped
+// re-exports them (mapped.ErrCorrupt, mapped.ErrVersion); test for them
+// with errors.Is.
 var (
 	// ErrCorrupt: the segment is damaged or is not a mapstore segment.
 	ErrCorrupt = errors.New("corrupt segment")

@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/afero"
 
 	"github.com/mapstore/mapstore/backing"
+	"github.com/mapstore/mapstore/internal/region"
 )
 
 // Option configures a file backing.
@@ -50,28 +51,28 @@ func Path(path string, opts ...Option) *File {
 func (f *File) Name() string { return f.path }
 
 // Open opens the file, creating it as flags say.
-func (f *File) Open(flags backing.Flags, perm fs.FileMode) (*backing.Region, error) {
+func (f *File) Open(flags region.Flags, perm fs.FileMode) (*region.Region, error) {
 	if f.path == "" {
 		return nil, fmt.Errorf("file backing: empty path: %w", backing.ErrInvalidName)
 	}
-	af, err := f.fs.OpenFile(f.path, backing.OpenFlags(flags), perm)
+	af, err := f.fs.OpenFile(f.path, region.OpenFlags(flags), perm)
 	if err != nil {
-		return nil, backing.OpenError(f.path, err)
+		return nil, region.OpenError(f.path, err)
 	}
 	osf, ok := osFile(af)
 	if !ok {
 		_ = af.Close()
-		if flags&backing.Create != 0 && flags&backing.Exclusive != 0 {
+		if flags&region.Create != 0 && flags&region.Exclusive != 0 {
 			_ = f.fs.Remove(f.path)
 		}
 		return nil, fmt.Errorf("%s: %w (filesystem %T, file %T)", f.path, backing.ErrNoDescriptor, f.fs, af)
 	}
-	if err := backing.CheckRegular(f.path, osf); err != nil {
+	if err := region.CheckRegular(f.path, osf); err != nil {
 		_ = osf.Close()
 		return nil, err
 	}
-	created := flags&backing.Create != 0 && flags&backing.Exclusive != 0
-	return backing.NewRegion(f.path, osf, created, true), nil
+	created := flags&region.Create != 0 && flags&region.Exclusive != 0
+	return region.New(f.path, osf, created, true), nil
 }
 
 // osFile finds the *os.File under an afero file, looking through
@@ -92,7 +93,7 @@ func osFile(af afero.File) (*os.File, bool) {
 // Remove deletes the file. A missing file is ErrNotFound.
 func (f *File) Remove() error {
 	if err := f.fs.Remove(f.path); err != nil {
-		return backing.OpenError(f.path, err)
+		return region.OpenError(f.path, err)
 	}
 	return nil
 }

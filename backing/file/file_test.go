@@ -11,6 +11,7 @@ import (
 
 	"github.com/mapstore/mapstore/backing"
 	"github.com/mapstore/mapstore/backing/file"
+	"github.com/mapstore/mapstore/internal/region"
 )
 
 func TestOpenCreateRemove(t *testing.T) {
@@ -20,12 +21,12 @@ func TestOpenCreateRemove(t *testing.T) {
 	require.ErrorIs(t, err, os.ErrNotExist)
 	assert.Contains(t, err.Error(), p)
 
-	r, err := file.Path(p).Open(backing.Create|backing.Exclusive, 0o600)
+	r, err := file.Path(p).Open(region.Create|region.Exclusive, 0o600)
 	require.NoError(t, err)
 	assert.True(t, r.Created())
 	assert.True(t, r.Durable())
 	require.NoError(t, r.Close())
-	_, err = file.Path(p).Open(backing.Create|backing.Exclusive, 0o600)
+	_, err = file.Path(p).Open(region.Create|region.Exclusive, 0o600)
 	require.ErrorIs(t, err, backing.ErrExists)
 
 	require.NoError(t, file.Remove(p))
@@ -36,7 +37,7 @@ func TestOpenCreateRemove(t *testing.T) {
 
 func TestDirectoryIsNotRegular(t *testing.T) {
 	dir := t.TempDir()
-	for _, fl := range []backing.Flags{0, backing.ReadOnly, backing.Create} {
+	for _, fl := range []region.Flags{0, region.ReadOnly, region.Create} {
 		_, err := file.Path(dir).Open(fl, 0o600)
 		require.ErrorIs(t, err, backing.ErrNotRegular, "flags %d", fl)
 		assert.Contains(t, err.Error(), dir)
@@ -45,7 +46,7 @@ func TestDirectoryIsNotRegular(t *testing.T) {
 
 func TestMemMapFsHasNoDescriptor(t *testing.T) {
 	fs := afero.NewMemMapFs()
-	_, err := file.Path("x.seg", file.WithFs(fs)).Open(backing.Create|backing.Exclusive, 0o600)
+	_, err := file.Path("x.seg", file.WithFs(fs)).Open(region.Create|region.Exclusive, 0o600)
 	require.ErrorIs(t, err, backing.ErrNoDescriptor)
 	assert.Contains(t, err.Error(), "x.seg")
 	ok, _ := afero.Exists(fs, "x.seg")
@@ -56,10 +57,10 @@ func TestBasePathFsIsUnwrapped(t *testing.T) {
 	dir := t.TempDir()
 	fs := afero.NewBasePathFs(afero.NewOsFs(), dir)
 	b := file.Path("/inner.seg", file.WithFs(fs))
-	r, err := b.Open(backing.Create|backing.Exclusive, 0o600)
+	r, err := b.Open(region.Create|region.Exclusive, 0o600)
 	require.NoError(t, err)
 	require.NoError(t, r.Resize(8192))
-	mem, err := r.Map(1<<20, backing.MapShared)
+	mem, err := r.Map(1<<20, region.MapShared)
 	require.NoError(t, err)
 	mem[8191] = 42
 	require.NoError(t, r.Close())
@@ -77,14 +78,14 @@ func TestReadOnlyFsRefusesWrites(t *testing.T) {
 	_, err := file.Path(p, file.WithFs(fs)).Open(0, 0)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), p)
-	r, err := file.Path(p, file.WithFs(fs)).Open(backing.ReadOnly, 0)
+	r, err := file.Path(p, file.WithFs(fs)).Open(region.ReadOnly, 0)
 	require.NoError(t, err)
 	require.NoError(t, r.Close())
 }
 
 func TestOFDLocksBetweenOpens(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "l.seg")
-	a, err := file.Path(p).Open(backing.Create, 0o600)
+	a, err := file.Path(p).Open(region.Create, 0o600)
 	require.NoError(t, err)
 	defer a.Close()
 	b, err := file.Path(p).Open(0, 0)

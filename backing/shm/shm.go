@@ -20,6 +20,7 @@ import (
 	"strings"
 
 	"github.com/mapstore/mapstore/backing"
+	"github.com/mapstore/mapstore/internal/region"
 )
 
 // Dir is where shared memory objects live.
@@ -69,21 +70,21 @@ func (o Object) path() (string, error) {
 }
 
 // Open opens the shared memory object, creating it as flags say.
-func (o Object) Open(flags backing.Flags, perm fs.FileMode) (*backing.Region, error) {
+func (o Object) Open(flags region.Flags, perm fs.FileMode) (*region.Region, error) {
 	p, err := o.path()
 	if err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(p, backing.OpenFlags(flags), perm)
+	f, err := os.OpenFile(p, region.OpenFlags(flags), perm)
 	if err != nil {
-		return nil, backing.OpenError(o.Name(), err)
+		return nil, region.OpenError(o.Name(), err)
 	}
-	if err := backing.CheckRegular(o.Name(), f); err != nil {
+	if err := region.CheckRegular(o.Name(), f); err != nil {
 		_ = f.Close()
 		return nil, err
 	}
-	created := flags&backing.Create != 0 && flags&backing.Exclusive != 0
-	return backing.NewRegion(o.Name(), f, created, false), nil
+	created := flags&region.Create != 0 && flags&region.Exclusive != 0
+	return region.New(o.Name(), f, created, false), nil
 }
 
 // Remove deletes the shared memory object. A missing one is ErrNotFound.
@@ -93,7 +94,7 @@ func (o Object) Remove() error {
 		return err
 	}
 	if err := os.Remove(p); err != nil {
-		return backing.OpenError(o.Name(), err)
+		return region.OpenError(o.Name(), err)
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/mapstore/mapstore/backing"
 	"github.com/mapstore/mapstore/backing/shm"
+	"github.com/mapstore/mapstore/internal/region"
 )
 
 func TestValidate(t *testing.T) {
@@ -22,7 +23,7 @@ func TestValidate(t *testing.T) {
 	for _, n := range bad {
 		err := shm.Validate(n)
 		require.ErrorIs(t, err, backing.ErrInvalidName, "%q", n)
-		_, err = shm.Named(n).Open(backing.Create, 0o600)
+		_, err = shm.Named(n).Open(region.Create, 0o600)
 		require.ErrorIs(t, err, backing.ErrInvalidName, "%q", n)
 		assert.ErrorIs(t, shm.Remove(n), backing.ErrInvalidName, "%q", n)
 	}
@@ -31,13 +32,13 @@ func TestValidate(t *testing.T) {
 func TestCreateListRemove(t *testing.T) {
 	name := fmt.Sprintf("mapstore-shmtest-%d", os.Getpid())
 	t.Cleanup(func() { _ = shm.Remove(name) })
-	r, err := shm.Named("/"+name).Open(backing.Create|backing.Exclusive, 0o600)
+	r, err := shm.Named("/"+name).Open(region.Create|region.Exclusive, 0o600)
 	require.NoError(t, err)
 	assert.True(t, r.Created())
 	assert.False(t, r.Durable(), "shm has no disk behind it")
 	require.NoError(t, r.Close())
 
-	_, err = shm.Named(name).Open(backing.Create|backing.Exclusive, 0o600)
+	_, err = shm.Named(name).Open(region.Create|region.Exclusive, 0o600)
 	require.ErrorIs(t, err, backing.ErrExists)
 	assert.Contains(t, err.Error(), name)
 
@@ -56,7 +57,7 @@ func TestCreateListRemove(t *testing.T) {
 func TestGrowPastTmpfsIsErrNoSpace(t *testing.T) {
 	name := fmt.Sprintf("mapstore-shmfull-%d", os.Getpid())
 	t.Cleanup(func() { _ = shm.Remove(name) })
-	r, err := shm.Named(name).Open(backing.Create|backing.Exclusive, 0o600)
+	r, err := shm.Named(name).Open(region.Create|region.Exclusive, 0o600)
 	require.NoError(t, err)
 	defer r.Close()
 	require.NoError(t, r.Resize(1<<20))

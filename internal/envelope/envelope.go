@@ -1,4 +1,4 @@
-package recovery
+package envelope
 
 import (
 	"crypto/rand"
@@ -10,7 +10,8 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/mapstore/mapstore/backing"
+	"github.com/mapstore/mapstore/internal/region"
+	"github.com/mapstore/mapstore/recovery"
 )
 
 // OFD lock bytes, far beyond any data.
@@ -56,7 +57,7 @@ type Params struct {
 	// Recover repairs the layers above after processes died with the
 	// segment attached (rep says which, and whether any is still alive),
 	// under the meta lock. Its error fails the open.
-	Recover func(e *Envelope, rep *Report) error
+	Recover func(e *Envelope, rep *recovery.Report) error
 	// OpenWait bounds how long an open waits for a creator that has made
 	// the backing but not yet locked it; 0 means a short default.
 	OpenWait time.Duration
@@ -65,7 +66,7 @@ type Params struct {
 // Envelope is an open segment's envelope: its mapping, header and
 // attached-process slot. Its methods are safe for concurrent use.
 type Envelope struct {
-	region *backing.Region
+	region *region.Region
 	mem    []byte // the whole mapping (maximum size; private size for copy-on-write)
 	access Access
 	slot   int // attached-process slot, or -1
@@ -80,13 +81,13 @@ type Envelope struct {
 // Open validates (or creates) the segment in r, maps it, attaches to it
 // when writable, and runs recovery when it was left dirty. On error, r is
 // closed.
-func Open(r *backing.Region, p Params) (e *Envelope, rep *Report, err error) {
+func Open(r *region.Region, p Params) (e *Envelope, rep *recovery.Report, err error) {
 	if os.Getpagesize() != PageSize {
 		_ = r.Close()
-		return nil, nil, fmt.Errorf("%s: system page size %d, mapstore needs %d: %w", r.Name(), os.Getpagesize(), PageSize, ErrVersion)
+		return nil, nil, fmt.Errorf("%s: system page size %d, mapstore needs %d: %w", r.Name(), os.Getpagesize(), PageSize, recovery.ErrVersion)
 	}
 	e = &Envelope{region: r, access: p.Access, slot: -1}
-	rep = &Report{Name: r.Name()}
+	rep = &recovery.Report{Name: r.Name()}
 	defer func() {
 		if err != nil {
 			_ = r.Close()
@@ -111,7 +112,7 @@ func Open(r *backing.Region, p Params) (e *Envelope, rep *Report, err error) {
 			return e, rep, nil
 		}
 		if time.Now().After(deadline) {
-			return nil, nil, fmt.Errorf("%s: empty file, not a mapstore segment: %w", r.Name(), ErrCorrupt)
+			return nil, nil, fmt.Errorf("%s: empty file, not a mapstore segment: %w", r.Name(), recovery.ErrCorrupt)
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
@@ -120,7 +121,7 @@ func Open(r *backing.Region, p Params) (e *Envelope, rep *Report, err error) {
 // open does the work of Open under the meta lock. retry asks the caller
 // to wait and try again: the backing is empty and may be a creation that
 // has not yet taken the lock.
-func (e *Envelope) open(p Params, rep *Report) (retry bool, err error) {
+func (e *Envelope) open(p Params, rep *recovery.Report) (retry bool, err error) {
 	r := e.region
 	size, err := r.Size()
 	if err != nil {
@@ -135,7 +136,7 @@ func (e *Envelope) open(p Params, rep *Report) (retry bool, err error) {
 		return false, e.create(p, rep)
 	}
 	if size < PageSize {
-		return false, fmt.Errorf("%s: %d bytes, shorter than a segment header: %w", r.Name(), size, ErrCorrupt)
+		return false, fmt.Errorf("%s: %d bytes, shorter than a segment header: %w", r.Name(), size, recovery.ErrCorrupt)
 	}
 	page := make([]byte, PageSize)
 	if _, err := r.ReadAt(page, 0); err != nil {
@@ -146,29 +147,29 @@ func (e *Envelope) open(p Params, rep *Report) (retry bool, err error) {
 		return false, fmt.Errorf("%s: %w", r.Name(), err)
 	}
 	rep.State = h.State
-	if h.State == StateCreating {
+	if h.State == recovery.StateCreating {
 		// The creator holds the meta lock until creation ends, and we hold
 		// it now: the creator died.
 		if !p.Create || p.Access != ReadWrite {
-			return false, fmt.Errorf("%s: its creation was interrupted: %w", r.Name(), backing.ErrNotFound)
+			return false, fmt.Errorf("%s: its creation was interrupted: %w", r.Name(), region.ErrNotFound)
 		}
 		rep.Created, rep.TookOver = true, true
 		return false, e.create(p, rep)
 	}
 	if p.Exclusive {
-		return false, fmt.Errorf("%s: %w", r.Name(), backing.ErrExists)
+		return false, fmt.Errorf("%s: %w", r.Name(), region.ErrExists)
 	}
 	if uint64(size) < h.Size {
-		return false, fmt.Errorf("%s: header says %d bytes, the backing has %d: %w", r.Name(), h.Size, size, ErrCorrupt)
+		return false, fmt.Errorf("%s: header says %d bytes, the backing has %d: %w", r.Name(), h.Size, size, recovery.ErrCorrupt)
 	}
 	rep.DamagedHeaders = damaged
 	e.uuid, e.flags = h.UUID, h.Flags
-	mapLen, mode := int64(h.MaxSize), backing.MapShared
+	mapLen, mode := int64(h.MaxSize), region.MapShared
 	switch p.Access {
 	case ReadOnly:
-		mode = backing.MapReadOnly
+		mode = region.MapReadOnly
 	case CopyOnWrite:
-		mapLen, mode = int64(h.Size), backing.MapPrivate
+		mapLen, mode = int64(h.Size), region.MapPrivate
 	}
 	if e.mem, err = r.Map(mapLen, mode); err != nil {
 		return false, err
@@ -189,7 +190,7 @@ func (e *Envelope) open(p Params, rep *Report) (retry bool, err error) {
 
 // create makes a new segment: header page first (state creating), then
 // the full size, then the layers above, then the attached state.
-func (e *Envelope) create(p Params, rep *Report) error {
+func (e *Envelope) create(p Params, rep *recovery.Report) error {
 	r := e.region
 	h := Header{
 		Version:   FormatVersion,
@@ -199,7 +200,7 @@ func (e *Envelope) create(p Params, rep *Report) error {
 		Flags:     p.Flags,
 		Size:      EnvelopeSize,
 		MaxSize:   uint64(p.MaxSize),
-		State:     StateCreating,
+		State:     recovery.StateCreating,
 		BootID:    bootID(),
 		DataStart: EnvelopeSize,
 	}
@@ -209,7 +210,7 @@ func (e *Envelope) create(p Params, rep *Report) error {
 	if err := r.Resize(EnvelopeSize); err != nil {
 		return err
 	}
-	mem, err := r.Map(p.MaxSize, backing.MapShared)
+	mem, err := r.Map(p.MaxSize, region.MapShared)
 	if err != nil {
 		return err
 	}
@@ -234,7 +235,7 @@ func (e *Envelope) create(p Params, rep *Report) error {
 	if err := e.claimSlot(); err != nil {
 		return err
 	}
-	h.State = StateAttached
+	h.State = recovery.StateAttached
 	h.Opens = 1
 	e.writeHeader(&h)
 	return nil
@@ -242,7 +243,7 @@ func (e *Envelope) create(p Params, rep *Report) error {
 
 // survey looks at the attached-process table: which attached processes are
 // dead, and whether the segment was left attached with none alive.
-func (e *Envelope) survey(h Header, rep *Report) (unclean, restarted bool, err error) {
+func (e *Envelope) survey(h Header, rep *recovery.Report) (unclean, restarted bool, err error) {
 	live := 0
 	for i := 0; i < MaxSlots; i++ {
 		if i == e.slot || e.slotState(i) == 0 {
@@ -256,9 +257,9 @@ func (e *Envelope) survey(h Header, rep *Report) (unclean, restarted bool, err e
 			live++
 			continue
 		}
-		rep.DeadProcesses = append(rep.DeadProcesses, Process{Slot: i, PID: int(e.slotPID(i))})
+		rep.DeadProcesses = append(rep.DeadProcesses, recovery.Process{Slot: i, PID: int(e.slotPID(i))})
 	}
-	if h.State == StateAttached && live == 0 {
+	if h.State == recovery.StateAttached && live == 0 {
 		unclean = true
 		restarted = h.BootID != bootID()
 	}
@@ -267,7 +268,7 @@ func (e *Envelope) survey(h Header, rep *Report) (unclean, restarted bool, err e
 
 // attach joins a writable segment: reap dead slots (after the layers above
 // have recovered), claim a slot, mark the segment attached.
-func (e *Envelope) attach(h Header, damaged []string, p Params, rep *Report) error {
+func (e *Envelope) attach(h Header, damaged []string, p Params, rep *recovery.Report) error {
 	unclean, restarted, err := e.survey(h, rep)
 	if err != nil {
 		return err
@@ -301,8 +302,8 @@ func (e *Envelope) attach(h Header, damaged []string, p Params, rep *Report) err
 	if err := e.claimSlot(); err != nil {
 		return err
 	}
-	wasClosed := h.State == StateClosed
-	h.State = StateAttached
+	wasClosed := h.State == recovery.StateClosed
+	h.State = recovery.StateAttached
 	h.BootID = bootID()
 	h.Opens++
 	e.writeHeader(&h)
@@ -361,7 +362,7 @@ func (e *Envelope) detach() error {
 	if err := e.region.Sync(e.mem[:h.Size]); err != nil {
 		return err
 	}
-	h.State = StateClosed
+	h.State = recovery.StateClosed
 	e.writeHeader(&h)
 	return e.region.Sync(e.mem[:PageSize])
 }
@@ -388,7 +389,7 @@ func (e *Envelope) Grow(newSize int64) (int64, error) {
 		newSize += PageSize - newSize%PageSize
 	}
 	if uint64(newSize) > h.MaxSize {
-		return int64(h.Size), fmt.Errorf("%s: grow to %d bytes: past the maximum size %d: %w", e.region.Name(), newSize, h.MaxSize, backing.ErrNoSpace)
+		return int64(h.Size), fmt.Errorf("%s: grow to %d bytes: past the maximum size %d: %w", e.region.Name(), newSize, h.MaxSize, region.ErrNoSpace)
 	}
 	if err := e.region.Resize(newSize); err != nil {
 		return int64(h.Size), err
@@ -399,15 +400,15 @@ func (e *Envelope) Grow(newSize int64) (int64, error) {
 	return newSize, nil
 }
 
-// ErrReadOnlyAccess is wrapped by writes refused because the segment was
+// ErrReadOnly is wrapped by writes refused because the segment was
 // opened read-only or copy-on-write.
-var ErrReadOnlyAccess = errors.New("segment is read-only")
+var ErrReadOnly = errors.New("segment is read-only")
 
 func errNotWritable(a Access) error {
 	if a == CopyOnWrite {
-		return fmt.Errorf("copy-on-write segments cannot grow: %w", ErrReadOnlyAccess)
+		return fmt.Errorf("copy-on-write segments cannot grow: %w", ErrReadOnly)
 	}
-	return ErrReadOnlyAccess
+	return ErrReadOnly
 }
 
 // Flush makes everything written so far durable (msync of the used range
@@ -467,7 +468,7 @@ func (e *Envelope) Header() (Header, error) {
 // SetRoots changes root offsets under the meta lock and writes the header.
 func (e *Envelope) SetRoots(f func(roots *[NumRoots]uint64)) error {
 	if e.access == ReadOnly {
-		return fmt.Errorf("%s: set roots: %w", e.region.Name(), ErrReadOnlyAccess)
+		return fmt.Errorf("%s: set roots: %w", e.region.Name(), ErrReadOnly)
 	}
 	if err := e.lockMeta(); err != nil {
 		return err
@@ -613,7 +614,7 @@ func (e *Envelope) claimSlot() error {
 		e.slot = i
 		return nil
 	}
-	return fmt.Errorf("%s: attach: all %d attached-process slots are in use: %w", e.region.Name(), MaxSlots, backing.ErrNoSpace)
+	return fmt.Errorf("%s: attach: all %d attached-process slots are in use: %w", e.region.Name(), MaxSlots, region.ErrNoSpace)
 }
 
 // freeSlot clears slot i and, when it is ours, drops its liveness lock.

@@ -1,4 +1,4 @@
-package recovery
+package envelope
 
 import (
 	"encoding/binary"
@@ -9,12 +9,14 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/mapstore/mapstore/recovery"
 )
 
 func validHeader() Header {
 	h := Header{
 		Version: FormatVersion, ByteOrder: NativeByteOrder(), PtrWidth: uint8(unsafe.Sizeof(uintptr(0))),
-		PageSize: PageSize, Size: 1 << 20, MaxSize: 1 << 30, Generation: 7, State: StateAttached,
+		PageSize: PageSize, Size: 1 << 20, MaxSize: 1 << 30, Generation: 7, State: recovery.StateAttached,
 		DataStart: EnvelopeSize, Opens: 3, Flags: FlagFixedSize,
 	}
 	h.UUID[0], h.BootID[15] = 0xab, 0xcd
@@ -40,8 +42,8 @@ func TestHeaderEveryBitFlipIsDetected(t *testing.T) {
 		b[i/8] ^= 1 << (i % 8)
 		_, err := DecodeHeader(b)
 		require.Error(t, err, "bit %d", i)
-		if !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrVersion) {
-			t.Fatalf("bit %d: %v is neither ErrCorrupt nor ErrVersion", i, err)
+		if !errors.Is(err, recovery.ErrCorrupt) && !errors.Is(err, recovery.ErrVersion) {
+			t.Fatalf("bit %d: %v is neither recovery.ErrCorrupt nor recovery.ErrVersion", i, err)
 		}
 	}
 }
@@ -56,19 +58,19 @@ func TestHeaderRejectsBadFields(t *testing.T) {
 		mod  func(b []byte)
 		want error
 	}{
-		{"magic", func(b []byte) { copy(b, "PNG\r\n\x1a\n\x00") }, ErrCorrupt},
-		{"newer version", func(b []byte) { binary.LittleEndian.PutUint32(b[8:], FormatVersion+1) }, ErrVersion},
-		{"byte order", func(b []byte) { b[12] = 3 - NativeByteOrder() }, ErrVersion},
-		{"pointer width", func(b []byte) { b[13] = 4 }, ErrVersion},
-		{"page size", func(b []byte) { binary.LittleEndian.PutUint32(b[16:], 65536) }, ErrVersion},
-		{"header length", func(b []byte) { binary.LittleEndian.PutUint16(b[14:], 100) }, ErrCorrupt},
-		{"state", func(b []byte) { binary.LittleEndian.PutUint32(b[64:], 9) }, ErrCorrupt},
-		{"size below envelope", func(b []byte) { binary.LittleEndian.PutUint64(b[40:], 4096) }, ErrCorrupt},
-		{"size not page multiple", func(b []byte) { binary.LittleEndian.PutUint64(b[40:], 1<<20+1) }, ErrCorrupt},
-		{"max below size", func(b []byte) { binary.LittleEndian.PutUint64(b[48:], 1<<19) }, ErrCorrupt},
-		{"max too large", func(b []byte) { binary.LittleEndian.PutUint64(b[48:], 1<<50) }, ErrCorrupt},
-		{"data start", func(b []byte) { binary.LittleEndian.PutUint64(b[96:], 0) }, ErrCorrupt},
-		{"root outside", func(b []byte) { binary.LittleEndian.PutUint64(b[104:], 1<<31) }, ErrCorrupt},
+		{"magic", func(b []byte) { copy(b, "PNG\r\n\x1a\n\x00") }, recovery.ErrCorrupt},
+		{"newer version", func(b []byte) { binary.LittleEndian.PutUint32(b[8:], FormatVersion+1) }, recovery.ErrVersion},
+		{"byte order", func(b []byte) { b[12] = 3 - NativeByteOrder() }, recovery.ErrVersion},
+		{"pointer width", func(b []byte) { b[13] = 4 }, recovery.ErrVersion},
+		{"page size", func(b []byte) { binary.LittleEndian.PutUint32(b[16:], 65536) }, recovery.ErrVersion},
+		{"header length", func(b []byte) { binary.LittleEndian.PutUint16(b[14:], 100) }, recovery.ErrCorrupt},
+		{"state", func(b []byte) { binary.LittleEndian.PutUint32(b[64:], 9) }, recovery.ErrCorrupt},
+		{"size below envelope", func(b []byte) { binary.LittleEndian.PutUint64(b[40:], 4096) }, recovery.ErrCorrupt},
+		{"size not page multiple", func(b []byte) { binary.LittleEndian.PutUint64(b[40:], 1<<20+1) }, recovery.ErrCorrupt},
+		{"max below size", func(b []byte) { binary.LittleEndian.PutUint64(b[48:], 1<<19) }, recovery.ErrCorrupt},
+		{"max too large", func(b []byte) { binary.LittleEndian.PutUint64(b[48:], 1<<50) }, recovery.ErrCorrupt},
+		{"data start", func(b []byte) { binary.LittleEndian.PutUint64(b[96:], 0) }, recovery.ErrCorrupt},
+		{"root outside", func(b []byte) { binary.LittleEndian.PutUint64(b[104:], 1<<31) }, recovery.ErrCorrupt},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -82,7 +84,7 @@ func TestHeaderRejectsBadFields(t *testing.T) {
 		})
 	}
 	_, err := DecodeHeader(make([]byte, 10))
-	require.ErrorIs(t, err, ErrCorrupt)
+	require.ErrorIs(t, err, recovery.ErrCorrupt)
 }
 
 func TestReadHeadersPicksNewestValidCopy(t *testing.T) {
@@ -109,10 +111,10 @@ func TestReadHeadersPicksNewestValidCopy(t *testing.T) {
 
 	page[HeaderOffA+45] ^= 0xff
 	_, _, err = ReadHeaders(page)
-	require.ErrorIs(t, err, ErrCorrupt)
+	require.ErrorIs(t, err, recovery.ErrCorrupt)
 
 	_, _, err = ReadHeaders(page[:100])
-	require.ErrorIs(t, err, ErrCorrupt)
+	require.ErrorIs(t, err, recovery.ErrCorrupt)
 }
 
 func TestReadHeadersReportsNewerVersion(t *testing.T) {
@@ -125,7 +127,7 @@ func TestReadHeadersReportsNewerVersion(t *testing.T) {
 		reencode(page[off : off+HeaderLen])
 	}
 	_, _, err := ReadHeaders(page)
-	require.ErrorIs(t, err, ErrVersion)
+	require.ErrorIs(t, err, recovery.ErrVersion)
 }
 
 func FuzzDecodeHeader(f *testing.F) {
@@ -143,7 +145,7 @@ func FuzzDecodeHeader(f *testing.F) {
 		}
 		got, err := DecodeHeader(b)
 		if err != nil {
-			if !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrVersion) {
+			if !errors.Is(err, recovery.ErrCorrupt) && !errors.Is(err, recovery.ErrVersion) {
 				t.Fatalf("untyped error %v", err)
 			}
 			return

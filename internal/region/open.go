@@ -1,4 +1,4 @@
-package backing
+package region
 
 import (
 	"errors"

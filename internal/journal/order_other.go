@@ -1,6 +1,6 @@
 //go:build !amd64
 
-package recovery
+package journal
 
 import "sync/atomic"
 

@@ -1,10 +1,12 @@
-package recovery
+package envelope
 
 import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
 	"unsafe"
+
+	"github.com/mapstore/mapstore/recovery"
 )
 
 // Magic is the first eight bytes of every segment.
@@ -27,30 +29,6 @@ const (
 	EnvelopeSize = 3 * PageSize // bytes before the first usable byte
 	NumRoots     = 32           // root offsets the layers above may register
 )
-
-// State is a segment's shutdown state.
-type State uint32
-
-const (
-	// StateCreating: creation began and has not finished.
-	StateCreating State = 1
-	// StateAttached: writable processes have it open (or died with it open).
-	StateAttached State = 2
-	// StateClosed: the last writer closed it cleanly and flushed it.
-	StateClosed State = 3
-)
-
-func (s State) String() string {
-	switch s {
-	case StateCreating:
-		return "creating"
-	case StateAttached:
-		return "attached"
-	case StateClosed:
-		return "closed"
-	}
-	return fmt.Sprintf("State(%d)", uint32(s))
-}
 
 // Header flags.
 const (
@@ -90,7 +68,7 @@ type Header struct {
 	Size       uint64
 	MaxSize    uint64
 	Generation uint64
-	State      State
+	State      recovery.State
 	BootID     [16]byte
 	Opens      uint64
 	DataStart  uint64
@@ -135,25 +113,25 @@ func (h *Header) Encode(dst []byte) {
 }
 
 // DecodeHeader decodes and validates one header copy. A copy that is not
-// a mapstore header, or whose checksum or fields are wrong, is ErrCorrupt;
+// a mapstore header, or whose checksum or fields are wrong, is recovery.ErrCorrupt;
 // a valid copy in another format version or for another machine layout is
-// ErrVersion. DecodeHeader never panics, whatever b holds.
+// recovery.ErrVersion. DecodeHeader never panics, whatever b holds.
 func DecodeHeader(b []byte) (Header, error) {
 	var h Header
 	if len(b) < HeaderLen {
-		return h, fmt.Errorf("header: %d bytes, need %d: %w", len(b), HeaderLen, ErrCorrupt)
+		return h, fmt.Errorf("header: %d bytes, need %d: %w", len(b), HeaderLen, recovery.ErrCorrupt)
 	}
 	b = b[:HeaderLen]
 	le := binary.LittleEndian
 	if string(b[0:8]) != Magic {
-		return h, fmt.Errorf("header: bad magic %q, not a mapstore segment: %w", b[0:8], ErrCorrupt)
+		return h, fmt.Errorf("header: bad magic %q, not a mapstore segment: %w", b[0:8], recovery.ErrCorrupt)
 	}
 	h.Version = le.Uint32(b[8:])
 	if h.Version != FormatVersion {
-		return h, fmt.Errorf("header: format version %d, this build reads %d: %w", h.Version, FormatVersion, ErrVersion)
+		return h, fmt.Errorf("header: format version %d, this build reads %d: %w", h.Version, FormatVersion, recovery.ErrVersion)
 	}
 	if sum, want := crc32.Checksum(b[:508], castagnoli), le.Uint32(b[508:]); sum != want {
-		return h, fmt.Errorf("header: checksum %08x, stored %08x: %w", sum, want, ErrCorrupt)
+		return h, fmt.Errorf("header: checksum %08x, stored %08x: %w", sum, want, recovery.ErrCorrupt)
 	}
 	h.ByteOrder = b[12]
 	h.PtrWidth = b[13]
@@ -163,7 +141,7 @@ func DecodeHeader(b []byte) (Header, error) {
 	h.Size = le.Uint64(b[40:])
 	h.MaxSize = le.Uint64(b[48:])
 	h.Generation = le.Uint64(b[56:])
-	h.State = State(le.Uint32(b[64:]))
+	h.State = recovery.State(le.Uint32(b[64:]))
 	copy(h.BootID[:], b[72:88])
 	h.Opens = le.Uint64(b[88:])
 	h.DataStart = le.Uint64(b[96:])
@@ -171,14 +149,14 @@ func DecodeHeader(b []byte) (Header, error) {
 		h.Roots[i] = le.Uint64(b[104+8*i:])
 	}
 	if hl := le.Uint16(b[14:]); hl != HeaderLen {
-		return h, fmt.Errorf("header: length %d, want %d: %w", hl, HeaderLen, ErrCorrupt)
+		return h, fmt.Errorf("header: length %d, want %d: %w", hl, HeaderLen, recovery.ErrCorrupt)
 	}
 	if h.ByteOrder != NativeByteOrder() || h.PtrWidth != uint8(unsafe.Sizeof(uintptr(0))) {
 		return h, fmt.Errorf("header: byte order %d and pointer width %d, this machine has %d and %d: %w",
-			h.ByteOrder, h.PtrWidth, NativeByteOrder(), unsafe.Sizeof(uintptr(0)), ErrVersion)
+			h.ByteOrder, h.PtrWidth, NativeByteOrder(), unsafe.Sizeof(uintptr(0)), recovery.ErrVersion)
 	}
 	if h.PageSize != PageSize {
-		return h, fmt.Errorf("header: page size %d, want %d: %w", h.PageSize, PageSize, ErrVersion)
+		return h, fmt.Errorf("header: page size %d, want %d: %w", h.PageSize, PageSize, recovery.ErrVersion)
 	}
 	if err := h.validate(); err != nil {
 		return h, err
@@ -189,18 +167,18 @@ func DecodeHeader(b []byte) (Header, error) {
 // validate checks the fields' relations to one another.
 func (h *Header) validate() error {
 	switch {
-	case h.State < StateCreating || h.State > StateClosed:
-		return fmt.Errorf("header: unknown state %d: %w", h.State, ErrCorrupt)
+	case h.State < recovery.StateCreating || h.State > recovery.StateClosed:
+		return fmt.Errorf("header: unknown state %d: %w", h.State, recovery.ErrCorrupt)
 	case h.DataStart != EnvelopeSize:
-		return fmt.Errorf("header: data offset %d, want %d: %w", h.DataStart, EnvelopeSize, ErrCorrupt)
+		return fmt.Errorf("header: data offset %d, want %d: %w", h.DataStart, EnvelopeSize, recovery.ErrCorrupt)
 	case h.Size < EnvelopeSize || h.Size%PageSize != 0:
-		return fmt.Errorf("header: size %d is not a multiple of %d of at least %d: %w", h.Size, PageSize, EnvelopeSize, ErrCorrupt)
+		return fmt.Errorf("header: size %d is not a multiple of %d of at least %d: %w", h.Size, PageSize, EnvelopeSize, recovery.ErrCorrupt)
 	case h.MaxSize < h.Size || h.MaxSize%PageSize != 0 || h.MaxSize > MaxMaxSize:
-		return fmt.Errorf("header: maximum size %d for size %d: %w", h.MaxSize, h.Size, ErrCorrupt)
+		return fmt.Errorf("header: maximum size %d for size %d: %w", h.MaxSize, h.Size, recovery.ErrCorrupt)
 	}
 	for i, r := range h.Roots {
 		if r != 0 && (r < EnvelopeSize || r >= h.MaxSize) {
-			return fmt.Errorf("header: root %d at offset %d outside the segment: %w", i, r, ErrCorrupt)
+			return fmt.Errorf("header: root %d at offset %d outside the segment: %w", i, r, recovery.ErrCorrupt)
 		}
 	}
 	return nil
@@ -213,11 +191,11 @@ const MaxMaxSize = 1 << 40
 // ReadHeaders picks the header to trust from a segment's first page: the
 // valid copy with the highest generation. damaged lists copies ("A", "B")
 // that failed to decode, with why. When neither copy is valid the error
-// is the first copy's (ErrVersion wins over ErrCorrupt, so that a segment
+// is the first copy's (recovery.ErrVersion wins over recovery.ErrCorrupt, so that a segment
 // from a newer format is reported as such).
 func ReadHeaders(page []byte) (h Header, damaged []string, err error) {
 	if len(page) < HeaderOffB+HeaderLen {
-		return h, nil, fmt.Errorf("%d bytes, shorter than a header page: %w", len(page), ErrCorrupt)
+		return h, nil, fmt.Errorf("%d bytes, shorter than a header page: %w", len(page), recovery.ErrCorrupt)
 	}
 	ha, errA := DecodeHeader(page[HeaderOffA:])
 	hb, errB := DecodeHeader(page[HeaderOffB:])

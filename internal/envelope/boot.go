@@ -1,4 +1,4 @@
-package recovery
+package envelope
 
 import (
 	"encoding/hex"

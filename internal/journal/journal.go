@@ -1,8 +1,13 @@
-package recovery
+// Package journal is the undo journal of a segment's crash-atomic
+// operations: the old value of every word an operation changes, recorded
+// before the change, and the replay that puts them back after a crash.
+package journal
 
 import (
 	"fmt"
 	"unsafe"
+
+	"github.com/mapstore/mapstore/recovery"
 )
 
 // Journal is an undo journal at a fixed place in a segment. An operation
@@ -15,7 +20,7 @@ import (
 // to a process: whoever holds the lock owns the journal, and whoever takes
 // the lock over from a dead owner replays it first.
 //
-// Layout (little-endian words, JournalHeaderLen + n*JournalEntryLen bytes):
+// Layout (little-endian words, HeaderLen + n*EntryLen bytes):
 //
 //	offset  size  what
 //	0       8     active: 0 idle, else the operation code of the operation in flight
@@ -43,15 +48,15 @@ type Journal struct {
 
 // Journal geometry.
 const (
-	JournalHeaderLen = 16
-	JournalEntryLen  = 16
-	journalValid     = uint64(1) << 63
+	HeaderLen    = 16
+	EntryLen     = 16
+	journalValid = uint64(1) << 63
 )
 
-// JournalAt is the journal of size bytes at offset at of the mapping that
+// At is the journal of size bytes at offset at of the mapping that
 // starts at base.
-func JournalAt(base unsafe.Pointer, at uintptr, size int) Journal {
-	return Journal{base: base, at: at, max: (size-JournalHeaderLen)/JournalEntryLen - 1}
+func At(base unsafe.Pointer, at uintptr, size int) Journal {
+	return Journal{base: base, at: at, max: (size-HeaderLen)/EntryLen - 1}
 }
 
 func (j *Journal) word(off uintptr) *uint64 {
@@ -60,7 +65,7 @@ func (j *Journal) word(off uintptr) *uint64 {
 
 // Begin starts an operation with the given non-zero code.
 func (j *Journal) Begin(op uint64) {
-	*j.word(j.at + JournalHeaderLen) = 0
+	*j.word(j.at + HeaderLen) = 0
 	*j.word(j.at + 8) = 0
 	StoreOrdered(j.word(j.at), op)
 }
@@ -73,8 +78,8 @@ func (j *Journal) Set64(off uintptr, v uint64) {
 		journalFull(j.max)
 	}
 	p := (*uint64)(unsafe.Add(j.base, off))
-	e := unsafe.Add(j.base, j.at+JournalHeaderLen+uintptr(n)*JournalEntryLen)
-	*(*uint64)(unsafe.Add(e, JournalEntryLen)) = 0 // terminator
+	e := unsafe.Add(j.base, j.at+HeaderLen+uintptr(n)*EntryLen)
+	*(*uint64)(unsafe.Add(e, EntryLen)) = 0 // terminator
 	*(*uint64)(unsafe.Add(e, 8)) = *p
 	StoreOrdered((*uint64)(e), journalValid|uint64(off))
 	*cnt = n + 1
@@ -105,7 +110,7 @@ func (j *Journal) Pending() (op uint64, words int) {
 		return 0, 0
 	}
 	for i := 0; i <= j.max; i++ {
-		if *j.word(j.at + JournalHeaderLen + uintptr(i)*JournalEntryLen)&journalValid == 0 {
+		if *j.word(j.at + HeaderLen + uintptr(i)*EntryLen)&journalValid == 0 {
 			return op, i
 		}
 	}
@@ -115,7 +120,7 @@ func (j *Journal) Pending() (op uint64, words int) {
 // Replay undoes the operation left in flight, if any: it restores every
 // recorded word, newest first, and marks the journal idle. limit bounds
 // the offsets it will write (the segment's size); an entry beyond it is
-// corruption, reported as ErrCorrupt without writing anything. Replay is
+// corruption, reported as recovery.ErrCorrupt without writing anything. Replay is
 // idempotent: a replay cut off by another crash is simply run again.
 func (j *Journal) Replay(limit uintptr) (op uint64, words int, err error) {
 	op, words = j.Pending()
@@ -123,13 +128,13 @@ func (j *Journal) Replay(limit uintptr) (op uint64, words int, err error) {
 		return 0, 0, nil
 	}
 	for i := 0; i < words; i++ {
-		off := uintptr(*j.word(j.at + JournalHeaderLen + uintptr(i)*JournalEntryLen) &^ journalValid)
+		off := uintptr(*j.word(j.at + HeaderLen + uintptr(i)*EntryLen) &^ journalValid)
 		if off%8 != 0 || off+8 > limit {
-			return op, words, fmt.Errorf("undo journal entry %d names offset %d, outside the segment (%d bytes): %w", i, off, limit, ErrCorrupt)
+			return op, words, fmt.Errorf("undo journal entry %d names offset %d, outside the segment (%d bytes): %w", i, off, limit, recovery.ErrCorrupt)
 		}
 	}
 	for i := words - 1; i >= 0; i-- {
-		e := j.at + JournalHeaderLen + uintptr(i)*JournalEntryLen
+		e := j.at + HeaderLen + uintptr(i)*EntryLen
 		off := uintptr(*j.word(e) &^ journalValid)
 		*j.word(off) = *j.word(e + 8)
 	}

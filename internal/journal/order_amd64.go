@@ -1,4 +1,4 @@
-package recovery
+package journal
 
 // StoreOrdered stores v at p after every store before it, as seen by a
 // process that looks after this one was killed. On amd64 a plain

@@ -1,4 +1,4 @@
-package backing
+package region
 
 import (
 	"errors"
@@ -36,11 +36,10 @@ type Region struct {
 	mm mmap.MMap
 }
 
-// NewRegion wraps an open file. name is used in messages; created says the
+// New wraps an open file. name is used in messages; created says the
 // file was created by this open; durable says whether syncing it is
-// meaningful (a file on disk) or a no-op (shared memory on tmpfs). Backing
-// implementations call it; users do not need to.
-func NewRegion(name string, f *os.File, created, durable bool) *Region {
+// meaningful (a file on disk) or a no-op (shared memory on tmpfs).
+func New(name string, f *os.File, created, durable bool) *Region {
 	return &Region{name: name, f: f, created: created, durable: durable}
 }
 
