@@ -210,7 +210,7 @@ func (s *Segment) Block(h Handle) ([]byte, error) {
 		return nil, s.errf("block", err)
 	}
 	var size uint64
-	s.lockR(func() { size, err = s.h.block(off) })
+	s.lockR(func() { size, err = s.h.blockSize(off) })
 	if err != nil {
 		return nil, s.errf("block", err)
 	}

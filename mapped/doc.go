@@ -50,7 +50,7 @@
 //
 // # Crashes
 //
-// Each writable open holds a slot in the segment's attached-process table,
+// Each writable open holds a seat in the segment's attached-process table,
 // kept alive by an OFD lock that the kernel releases when the process dies
 // (immune to pid reuse and zombies). The last process to close a segment
 // marks it closed; a file segment is flushed first. An open that finds the

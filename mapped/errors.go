@@ -21,7 +21,7 @@ var (
 	// ErrInvalidName: a shared memory name, path or object name that cannot be used.
 	ErrInvalidName = backing.ErrInvalidName
 	// ErrNoSpace: the segment cannot grow enough (maximum size, WithFixedSize,
-	// a full disk or tmpfs, copy-on-write), or all attached-process slots are taken.
+	// a full disk or tmpfs, copy-on-write), or all seats of the attached-process table are taken.
 	ErrNoSpace = backing.ErrNoSpace
 	// ErrNotRegular: the path is a directory or another non-regular file.
 	ErrNotRegular = backing.ErrNotRegular

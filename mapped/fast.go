@@ -14,15 +14,15 @@ import (
 // journal would cost more than the change itself, so the fast path writes
 // one intent record instead, before changing anything:
 //
-//	mFast        valid bit 63 | allocation bit 62 | slot << 40 | run page
+//	mFast        valid bit 63 | allocation bit 62 | cell << 40 | run page
 //	mFastInUse   the in-use total before the operation
 //	mFastRef     offset of the reference word (0: none)
 //	mFastRefOld  its value before the operation
 //
 // The record is published by its first word (written last, ordered after
 // the others) and cleared when the operation is done. A rollback (see
-// rollBackFast) puts the slot's bit back as it was, recounts the run's
-// live slots from the bitmap, and restores the in-use total and the
+// rollBackFast) puts the cell's bit back as it was, recounts the run's
+// live cells from the bitmap, and restores the in-use total and the
 // reference word: the state before the operation, whatever prefix of its
 // stores happened. Operations that move a run on or off its class's
 // partial list, cut a new run or free one, take the journaled slow path.
@@ -34,21 +34,21 @@ const (
 
 	fastValid    = uint64(1) << 63
 	fastAlloc    = uint64(1) << 62
-	fastSlotMask = 0xfff
+	fastCellMask = 0xfff
 	fastPageMask = 1<<40 - 1
 )
 
-// intend publishes the intent record of a fast operation on slot of run.
-func (h *heap) intend(kind, run, slot uint64, ref uintptr) {
+// intend publishes the intent record of a fast operation on cell of run.
+func (h *heap) intend(kind, run, cell uint64, ref uintptr) {
 	*h.w(mFastInUse) = *h.w(mInUse)
 	*h.w(mFastRef) = uint64(ref)
 	if ref != 0 {
 		*h.w(mFastRefOld) = *h.w(ref)
 	}
-	journal.StoreOrdered(h.w(mFast), fastValid|kind|slot<<40|run)
+	journal.StoreOrdered(h.w(mFast), fastValid|kind|cell<<40|run)
 }
 
-// allocFast allocates a slot of n bytes (n <= maxSmall) from its class's
+// allocFast allocates a cell of n bytes (n <= maxSmall) from its class's
 // current run, storing the block's offset plus tag in the word at ref
 // when ref is not 0. It reports false, having changed nothing, when the
 // allocation needs the slow path.
@@ -61,7 +61,7 @@ func (h *heap) allocFast(n uint64, ref uintptr, tag uint64) (off, usable uint64,
 	}
 	d := h.desc(run)
 	w0 := *h.w(d)
-	if dLive(w0)+1 >= cl.nslots || dKind(w0) != kRun {
+	if dLive(w0)+1 >= cl.ncells || dKind(w0) != kRun {
 		return 0, 0, false // would fill the run: the slow path unlinks it
 	}
 	roff := run << pageShift
@@ -72,9 +72,9 @@ func (h *heap) allocFast(n uint64, ref uintptr, tag uint64) (off, usable uint64,
 			continue
 		}
 		b := uint64(bits.TrailingZeros64(^bm))
-		slot := i*64 + b
-		off = roff + cl.start + slot*cl.size
-		h.intend(fastAlloc, run, slot, ref)
+		cell := i*64 + b
+		off = roff + cl.start + cell*cl.size
+		h.intend(fastAlloc, run, cell, ref)
 		*wp = bm | 1<<b
 		*h.w(d) = w0 + 1<<16
 		*h.w(mInUse) += cl.size
@@ -109,20 +109,20 @@ func (h *heap) freeFast(off uint64, ref uintptr) bool {
 	}
 	cl := &classes[c]
 	live := dLive(w0)
-	if live >= cl.nslots || (live <= 1 && *h.w(mClasses + uintptr(c)*8) != page) {
+	if live >= cl.ncells || (live <= 1 && *h.w(mClasses + uintptr(c)*8) != page) {
 		return false // was full, or becomes empty: list changes
 	}
-	slot, ok := cl.slotOf(off - page<<pageShift)
+	cell, ok := cl.cellOf(off - page<<pageShift)
 	if !ok {
 		return false
 	}
-	wp := h.w(uintptr(page<<pageShift + slot/64*8))
+	wp := h.w(uintptr(page<<pageShift + cell/64*8))
 	bm := *wp
-	if bm&(1<<(slot%64)) == 0 {
+	if bm&(1<<(cell%64)) == 0 {
 		return false
 	}
-	h.intend(0, page, slot, ref)
-	*wp = bm &^ (1 << (slot % 64))
+	h.intend(0, page, cell, ref)
+	*wp = bm &^ (1 << (cell % 64))
 	*h.w(d) = w0 - 1<<16
 	*h.w(mInUse) -= cl.size
 	if ref != 0 {
@@ -143,7 +143,7 @@ func (h *heap) rollBackFast(size int64) (alloc, was bool, err error) {
 		return false, false, nil
 	}
 	alloc = v&fastAlloc != 0
-	page, slot := v&fastPageMask, (v>>40)&fastSlotMask
+	page, cell := v&fastPageMask, (v>>40)&fastCellMask
 	ref := *h.w(mFastRef)
 	if page >= *h.w(mManaged) || page<<pageShift >= uint64(size) {
 		return alloc, true, fmt.Errorf("interrupted fast operation names page %d, beyond the managed memory: %w", page, ErrCorrupt)
@@ -151,25 +151,25 @@ func (h *heap) rollBackFast(size int64) (alloc, was bool, err error) {
 	d := h.desc(page)
 	w0 := *h.w(d)
 	c := dClass(w0)
-	if dKind(w0) != kRun || c >= uint64(len(classes)) || slot >= classes[c].nslots {
-		return alloc, true, fmt.Errorf("interrupted fast operation names slot %d of page %d, which is not a run with that slot: %w", slot, page, ErrCorrupt)
+	if dKind(w0) != kRun || c >= uint64(len(classes)) || cell >= classes[c].ncells {
+		return alloc, true, fmt.Errorf("interrupted fast operation names cell %d of page %d, which is not a run with that cell: %w", cell, page, ErrCorrupt)
 	}
 	if ref != 0 && (ref%8 != 0 || ref < firstTable || ref+8 > uint64(size)) {
 		return alloc, true, fmt.Errorf("interrupted fast operation names reference word %d, outside the segment: %w", ref, ErrCorrupt)
 	}
 	cl := &classes[c]
 	roff := page << pageShift
-	wp := h.w(uintptr(roff + slot/64*8))
+	wp := h.w(uintptr(roff + cell/64*8))
 	if alloc {
-		*wp &^= 1 << (slot % 64)
+		*wp &^= 1 << (cell % 64)
 	} else {
-		*wp |= 1 << (slot % 64)
+		*wp |= 1 << (cell % 64)
 	}
 	live := uint64(0)
 	for i := uint64(0); i < cl.words; i++ {
 		live += uint64(bits.OnesCount64(*h.w(uintptr(roff + i*8))))
 	}
-	live -= cl.words*64 - cl.nslots
+	live -= cl.words*64 - cl.ncells
 	*h.w(d) = w0&^(0xffff<<16) | live<<16
 	*h.w(mInUse) = *h.w(mFastInUse)
 	if ref != 0 {

@@ -17,21 +17,21 @@ import (
 //
 // The word (see the manager layout in heap.go):
 //
-//	bits 0-6   owner: attached-process slot + 1; 0 when unlocked
+//	bits 0-6   owner: seat (in the attached-process table) + 1; 0 when unlocked
 //	bit  7     waiters: someone may sleep in FUTEX_WAIT
 //	bits 8-31  acquisition count, so that a takeover cannot mistake a new
-//	           owner in a reused slot for the dead one it saw
+//	           owner in a reused seat for the dead one it saw
 //
-// The owner is identified by its slot, whose liveness is an OFD lock the
+// The owner is identified by its seat, whose liveness is an OFD lock the
 // kernel drops when the process dies. A waiter that sees no progress checks
 // the owner; if it is dead, the waiter takes the lock over and replays the
 // journal before doing anything else.
 type segLock struct {
 	word    *uint32
-	me      uint32 // slot + 1
+	me      uint32 // seat + 1
 	private bool   // copy-on-write: the word is private, the mutex is the lock
 	mu      sync.Mutex
-	// takeover takes the lock, whose word holds v, from its owner in slot
+	// takeover takes the lock, whose word holds v, from its owner in seat
 	// owner if that owner is dead, and rolls back its operation. It reports
 	// whether it took the lock.
 	takeover func(v uint32, owner int) bool

@@ -100,7 +100,7 @@ func recoverManager(e *envelope.Envelope, rep *recovery.Report) error {
 	owner := int(v&lockOwnerMask) - 1
 	dead := false
 	if owner >= 0 {
-		alive, err := e.SlotAlive(owner)
+		alive, err := e.SeatAlive(owner)
 		if err != nil {
 			return err
 		}
@@ -112,7 +112,7 @@ func recoverManager(e *envelope.Envelope, rep *recovery.Report) error {
 	if op, _ := h.j.Pending(); dead || (owner < 0 && (op != 0 || h.fastPending()) && rep.UncleanShutdown) {
 		who := "a process"
 		if owner >= 0 {
-			who = fmt.Sprintf("process %d (slot %d)", e.SlotPID(owner), owner)
+			who = fmt.Sprintf("process %d (seat %d)", e.SeatPID(owner), owner)
 		}
 		if err := h.rollBack(e.Size(), who, rep.Addf); err != nil {
 			return err
@@ -154,7 +154,7 @@ func (s *Segment) attachManager() error {
 	}
 	s.h = h
 	s.lk.word = lockWord(h)
-	s.lk.me = uint32(e.Slot() + 1)
+	s.lk.me = uint32(e.Seat() + 1)
 	s.lk.private = s.mode == OpenCopyOnWrite
 	s.lk.takeover = s.takeover
 	if s.mode == OpenCopyOnWrite {
@@ -179,14 +179,14 @@ func (s *Segment) takeover(v uint32, owner int) bool {
 		if atomic.LoadUint32(s.lk.word) != v {
 			return nil
 		}
-		if alive, err := s.env.SlotAlive(owner); err != nil || alive {
+		if alive, err := s.env.SeatAlive(owner); err != nil || alive {
 			return nil
 		}
 		if !atomic.CompareAndSwapUint32(s.lk.word, v, s.lk.next(v)|lockWaiters) {
 			return nil
 		}
 		won = true
-		who := fmt.Sprintf("process %d (slot %d), which died holding the segment lock", s.env.SlotPID(owner), owner)
+		who := fmt.Sprintf("process %d (seat %d), which died holding the segment lock", s.env.SeatPID(owner), owner)
 		s.repMu.Lock()
 		defer s.repMu.Unlock()
 		if err := s.h.rollBack(s.env.Size(), who, s.report.Addf); err != nil {

@@ -202,9 +202,9 @@ func childHoldFast(args []string) int {
 		// Intent published, bit cleared, live count and in-use total
 		// changed; the reference word not cleared.
 		page := off >> pageShift
-		slot, _ := classes[c].slotOf(off - page<<pageShift)
-		h.intend(0, page, slot, 0)
-		*h.w(uintptr(page<<pageShift + slot/64*8)) &^= 1 << (slot % 64)
+		cell, _ := classes[c].cellOf(off - page<<pageShift)
+		h.intend(0, page, cell, 0)
+		*h.w(uintptr(page<<pageShift + cell/64*8)) &^= 1 << (cell % 64)
 		*h.w(h.desc(page)) -= 1 << 16
 		*h.w(mInUse) -= 64
 	}
@@ -273,7 +273,7 @@ func childSmallChurn(args []string) int {
 	rng := rand.New(rand.NewPCG(seed, 1))
 	fmt.Println("ready")
 	for {
-		i := rng.IntN(ledgerSlots)
+		i := rng.IntN(ledgerWords)
 		ref := ledger.Handle + Handle(8*i)
 		if binary.LittleEndian.Uint64(ledger.Obj[8*i:]) == 0 {
 			if _, err := seg.AllocateInto(ref, 1+rng.IntN(200)); err != nil {
@@ -299,7 +299,7 @@ func TestSIGKILLDuringSmallBlockChurn(t *testing.T) {
 	}
 	forKinds(t, func(t *testing.T, b backing.Backing, spec string) {
 		s := mustOpen(t, b, CreateOnly, WithSize(256<<10))
-		_, err := s.CreateNamed("ledger_1", false, NameSpec{Count: ledgerSlots, ElemSize: 8, Align: 8}, nil)
+		_, err := s.CreateNamed("ledger_1", false, NameSpec{Count: ledgerWords, ElemSize: 8, Align: 8}, nil)
 		require.NoError(t, err)
 		rng := rand.New(rand.NewPCG(11, 11))
 		fast, kills := 0, 0
@@ -317,12 +317,12 @@ func TestSIGKILLDuringSmallBlockChurn(t *testing.T) {
 	})
 }
 
-// Kill test. Each child has a ledger: a named array of ledgerSlots words
+// Kill test. Each child has a ledger: a named array of ledgerWords words
 // in which AllocateInto and DeallocateFrom keep its blocks' handles, so
 // that the survivor knows every block, whatever instant the kill hit.
 // Children also create and remove names "k<id>_<j>" whose value is a
 // function of the name.
-const ledgerSlots = 48
+const ledgerWords = 48
 
 func nameValue(name string, i int) uint64 { return nameHash(name, false) + uint64(i) }
 
@@ -429,7 +429,7 @@ func childKillChurn(args []string) int {
 			}
 			continue
 		}
-		i := rng.IntN(ledgerSlots)
+		i := rng.IntN(ledgerWords)
 		ref := ledger.Handle + Handle(8*i)
 		if binary.LittleEndian.Uint64(ledger.Obj[8*i:]) == 0 {
 			size := 1 + rng.IntN(3000)
@@ -462,7 +462,7 @@ func (h *heap) liveBlocks() map[uint64]uint64 {
 			p += dPages(w)
 		case kRun:
 			cl := &classes[dClass(w)]
-			for s := uint64(0); s < cl.nslots; s++ {
+			for s := uint64(0); s < cl.ncells; s++ {
 				if h.get(uintptr(p<<pageShift+s/64*8))&(1<<(s%64)) != 0 {
 					out[p<<pageShift+cl.start+s*cl.size] = cl.size
 				}
@@ -498,11 +498,11 @@ func verifyKilled(t *testing.T, s *Segment) {
 		require.True(t, ok, "record of %q does not fit in the segment", name)
 		n := s.namedAt(rec, name)
 		if strings.HasPrefix(name, "ledger_") {
-			for i := 0; i < ledgerSlots; i++ {
+			for i := 0; i < ledgerWords; i++ {
 				if v := binary.LittleEndian.Uint64(n.Obj[8*i:]); v != 0 {
 					off, err := s.resolve(Handle(v))
 					require.NoError(t, err)
-					_, err = h.block(off)
+					_, err = h.blockSize(off)
 					require.NoError(t, err, "%s[%d] holds %d", name, i, v)
 					expect[off] = true
 				}
@@ -535,7 +535,7 @@ func TestSIGKILLDuringAllocatorAndDirectoryChurn(t *testing.T) {
 		s := mustOpen(t, b, CreateOnly, WithSize(256<<10))
 		const procs = 2
 		for id := 1; id <= procs; id++ {
-			_, err := s.CreateNamed(fmt.Sprintf("ledger_%d", id), false, NameSpec{Count: ledgerSlots, ElemSize: 8, Align: 8}, nil)
+			_, err := s.CreateNamed(fmt.Sprintf("ledger_%d", id), false, NameSpec{Count: ledgerWords, ElemSize: 8, Align: 8}, nil)
 			require.NoError(t, err)
 		}
 		rng := rand.New(rand.NewPCG(7, 7))

@@ -197,15 +197,13 @@ const (
 // starts, its element count and size, and whether the stored layout blob
 // is want byte for byte. It reads with atomic loads and keeps every read
 // inside the managed memory, so that it is also safe to run without the
-// segment lock while a writer changes the directory (see lookup): what it
+// segment lock while a writer changes the directory (see lookupName): what it
 // finds then is only trusted after validation. With the lock held,
 // locTorn means a corrupt record.
 //
 // It is one function on purpose: lookups in a loop overlap their cache
 // misses only when few instructions separate them, and each call costs
-// some. Merging the probe, the record's bounds and the layout compare
-// (three calls before) took BenchmarkLookupNamedAs from about 70 to
-// 55 ns in one interleaved run.
+// some (bench/README.md has the measurements).
 func (h *heap) locate(hash uint64, name string, unique bool, want []byte) (slot uintptr, rec, meta, obj, count, esize uint64, exact bool, st int) {
 	base := h.base
 	ld := func(off uint64) uint64 { return atomic.LoadUint64((*uint64)(unsafe.Add(base, off))) }
@@ -300,8 +298,7 @@ func b2u(b bool) uint64 {
 // under the segment lock it cannot fail; run optimistically it reports
 // false when the record does not fit in the managed memory (it was being
 // changed). It returns scalars, not a struct: a struct result copied
-// through the stack stalls on store forwarding, which cost a lookup about
-// a third of its time.
+// through the stack stalls on store forwarding (bench/README.md).
 func (h *heap) view(rec, meta uint64) (obj, count, esize uint64, ok bool) {
 	limit := atomic.LoadUint64((*uint64)(unsafe.Add(h.base, mManaged))) << pageShift
 	count, esize = h.sizes(rec, meta, limit)
@@ -512,7 +509,7 @@ func (s *Segment) LookupNamed(name string, unique bool) (Named, error) {
 	if s.closed.Load() {
 		return Named{}, s.errClosed("find")
 	}
-	rec, meta, obj, count, esize, _, found := s.lookup(name, unique, nil)
+	rec, meta, obj, count, esize, _, found := s.lookupName(name, unique, nil)
 	if !found {
 		return Named{}, s.notFound(name)
 	}
@@ -530,8 +527,8 @@ func (s *Segment) LookupNamedAs(name string, unique bool, layout []byte) (obj un
 		return nil, 0, false, s.errClosed("find")
 	}
 	// The common case first, in as few instructions as may be: lookups in
-	// a loop then overlap their cache misses. This is lookup's first try
-	// written out (calling lookup costs a typed find about 10%).
+	// a loop then overlap their cache misses. This is lookupName's first
+	// try written out, one call less.
 	if lw, ok := s.lk.readBegin(); ok {
 		_, _, _, off, n, _, exact, st := s.h.locate(nameHash(name, unique), name, unique, layout)
 		if st != locTorn && s.lk.readValid(lw) {
@@ -541,21 +538,21 @@ func (s *Segment) LookupNamedAs(name string, unique bool, layout []byte) (obj un
 			return unsafe.Add(s.h.base, off), int64(n), exact, nil
 		}
 	}
-	_, _, off, n, _, exact, found := s.lookup(name, unique, layout)
+	_, _, off, n, _, exact, found := s.lookupName(name, unique, layout)
 	if !found {
 		return nil, 0, false, s.notFound(name)
 	}
 	return unsafe.Add(s.h.base, off), int64(n), exact, nil
 }
 
-// lookup finds name's record and what locate reads of it and, when want
+// lookupName finds name's record and what locate reads of it and, when want
 // is not nil, compares the stored layout with want. It reads
 // optimistically first: without the lock, then it checks that no writer
 // took the lock meanwhile. No locked instruction, so lookups in a loop
 // overlap their cache misses. After 4 failed tries (or while a writer
 // holds the lock) it takes the lock; a record that does not fit even then
 // is corrupt, and treated as absent.
-func (s *Segment) lookup(name string, unique bool, want []byte) (rec, meta, obj, count, esize uint64, exact, found bool) {
+func (s *Segment) lookupName(name string, unique bool, want []byte) (rec, meta, obj, count, esize uint64, exact, found bool) {
 	var st int
 	hash := nameHash(name, unique)
 	for range 4 {
@@ -691,7 +688,7 @@ func (h *heap) checkDirectory() error {
 	if groups < dirMinGroups || groups&(groups-1) != 0 || t%groupLen != 0 {
 		return corrupt("name index at %d: %d groups (not a power of two from %d) or not %d-aligned", t, groups, dirMinGroups, groupLen)
 	}
-	if sz, err := h.block(t); err != nil || sz < groups*groupLen {
+	if sz, err := h.blockSize(t); err != nil || sz < groups*groupLen {
 		return corrupt("name index at %d (%d groups) is not a live block of its size: %v", t, groups, err)
 	}
 	var n, tb uint64
@@ -732,7 +729,7 @@ func (h *heap) checkDirectory() error {
 func (h *heap) checkRecord(so uintptr, ct uint64) error {
 	v := h.get(so)
 	rec := v & slotOffMask
-	sz, err := h.block(rec)
+	sz, err := h.blockSize(rec)
 	if err != nil {
 		return corrupt("name index slot at %d: record at %d: %v", so, rec, err)
 	}

@@ -25,118 +25,165 @@ func corrupt(format string, args ...any) error {
 	return fmt.Errorf(format+": %w", append(args, ErrCorrupt)...)
 }
 
-// checkSanity is CheckSanity with the lock held (or nobody else writing).
+// checkSanity is CheckSanity with the lock held (or nobody else writing):
+// one check per structure, each trusting only what the ones before it
+// checked.
 func (h *heap) checkSanity(size int64) error {
 	if err := h.validate(size); err != nil {
 		return err
 	}
+	if err := h.checkIdle(); err != nil {
+		return err
+	}
+	pw, err := h.checkPages()
+	if err != nil {
+		return err
+	}
+	if c := h.get(mCapacity); c != (pw.managed-pw.metaPages)*pageSize {
+		return corrupt("capacity says %d bytes, the pages give %d", c, (pw.managed-pw.metaPages)*pageSize)
+	}
+	if u := h.get(mInUse); u != pw.inUse {
+		return corrupt("in-use counter says %d bytes, the live blocks hold %d", u, pw.inUse)
+	}
+	if err := h.checkBins(pw.free); err != nil {
+		return err
+	}
+	if err := h.checkPartialLists(pw.partial); err != nil {
+		return err
+	}
+	return h.checkDirectory()
+}
+
+// checkIdle checks that no operation was left half done.
+func (h *heap) checkIdle() error {
 	if op, n := h.j.Pending(); op != 0 {
 		return corrupt("undo journal holds an unfinished operation %d (%d words)", op, n)
 	}
 	if h.fastPending() {
 		return corrupt("fast-path intent record holds an unfinished operation (%#x)", h.get(mFast))
 	}
-	managed := h.get(mManaged)
-	var metaPages, inUse uint64
-	free := map[uint64]uint64{}             // free span head -> pages
-	partial := map[uint64]int{}             // non-full run -> class
-	blockOf := func(q, head uint64) error { // continuation pages
-		w := h.get(h.desc(q))
-		if dKind(w) != kCont || dPages(w) != head {
-			return corrupt("page %d should continue the block at page %d, its descriptor says kind %d head %d", q, head, dKind(w), dPages(w))
-		}
-		return nil
-	}
-	for p := uint64(0); p < managed; {
+	return nil
+}
+
+// pageWalk is what checkPages found walking the descriptors.
+type pageWalk struct {
+	managed, metaPages, inUse uint64
+	free                      map[uint64]uint64 // free span's first page -> pages
+	partial                   map[uint64]uint64 // run with a free cell -> its class
+}
+
+// checkPages walks the descriptor table from page 0: every page belongs
+// to the envelope and manager, a free span, a large block or a run.
+func (h *heap) checkPages() (*pageWalk, error) {
+	pw := &pageWalk{managed: h.get(mManaged), free: map[uint64]uint64{}, partial: map[uint64]uint64{}}
+	for p := uint64(0); p < pw.managed; {
 		w := h.get(h.desc(p))
+		var n uint64
+		var err error
 		switch dKind(w) {
 		case kMeta:
-			metaPages++
-			p++
+			pw.metaPages++
+			n = 1
 		case kFree:
-			n := dPages(w)
-			if n == 0 || p+n > managed {
-				return corrupt("free span at page %d has %d pages, past the %d managed", p, n, managed)
-			}
-			if n > 1 {
-				if t := h.get(h.desc(p + n - 1)); dKind(t) != kFreeTail || dPages(t) != n {
-					return corrupt("free span at page %d (%d pages) has a bad tail descriptor (kind %d, %d pages)", p, n, dKind(t), dPages(t))
-				}
-			}
-			for q := p + 1; q < p+n; q++ {
-				if k := dKind(h.get(h.desc(q))); k == kRun || k == kLarge {
-					return corrupt("page %d inside the free span at page %d is marked as a block start", q, p)
-				}
-			}
-			free[p] = n
-			p += n
+			n, err = h.checkFreeSpan(p, w, pw)
 		case kLarge:
-			n := dPages(w)
-			if n == 0 || p+n > managed {
-				return corrupt("block at page %d has %d pages, past the %d managed", p, n, managed)
-			}
-			for q := p + 1; q < p+n; q++ {
-				if err := blockOf(q, p); err != nil {
-					return err
-				}
-			}
-			inUse += n * pageSize
-			p += n
+			n = dPages(w)
+			err = h.checkBlockPages(p, n, pw.managed, "block")
+			pw.inUse += n * pageSize
 		case kRun:
-			c := dClass(w)
-			if c >= uint64(len(classes)) {
-				return corrupt("run at page %d has size class %d", p, c)
-			}
-			cl := &classes[c]
-			if dPages(w) != cl.pages || p+cl.pages > managed {
-				return corrupt("run at page %d of %d-byte slots has %d pages, want %d", p, cl.size, dPages(w), cl.pages)
-			}
-			for q := p + 1; q < p+cl.pages; q++ {
-				if err := blockOf(q, p); err != nil {
-					return err
-				}
-			}
-			var n uint64
-			for i := uint64(0); i < cl.words; i++ {
-				bm := h.get(uintptr(p<<pageShift + i*8))
-				if i == cl.words-1 {
-					if extra := cl.words*64 - cl.nslots; extra > 0 {
-						hi := ^uint64(0) << (64 - extra)
-						if bm&hi != hi {
-							return corrupt("run at page %d: bitmap bits past its %d slots are clear", p, cl.nslots)
-						}
-						bm &^= hi
-					}
-				}
-				n += uint64(bits.OnesCount64(bm))
-			}
-			if n != dLive(w) {
-				return corrupt("run at page %d of %d-byte slots: bitmap has %d live slots, descriptor says %d", p, cl.size, n, dLive(w))
-			}
-			if n < cl.nslots {
-				partial[p] = int(c)
-			}
-			inUse += n * cl.size
-			p += cl.pages
+			n, err = h.checkRun(p, w, pw)
 		default:
-			return corrupt("page %d: descriptor kind %d where a block or free span should start", p, dKind(w))
+			err = corrupt("page %d: descriptor kind %d where a block or free span should start", p, dKind(w))
+		}
+		if err != nil {
+			return nil, err
+		}
+		p += n
+	}
+	return pw, nil
+}
+
+// checkFreeSpan checks the free span at page p (descriptor word w): its
+// length, its tail, and that no block starts inside it.
+func (h *heap) checkFreeSpan(p, w uint64, pw *pageWalk) (uint64, error) {
+	n := dPages(w)
+	if n == 0 || p+n > pw.managed {
+		return 0, corrupt("free span at page %d has %d pages, past the %d managed", p, n, pw.managed)
+	}
+	if n > 1 {
+		if t := h.get(h.desc(p + n - 1)); dKind(t) != kFreeTail || dPages(t) != n {
+			return 0, corrupt("free span at page %d (%d pages) has a bad tail descriptor (kind %d, %d pages)", p, n, dKind(t), dPages(t))
 		}
 	}
-	if c := h.get(mCapacity); c != (managed-metaPages)*pageSize {
-		return corrupt("capacity says %d bytes, the pages give %d", c, (managed-metaPages)*pageSize)
+	for q := p + 1; q < p+n; q++ {
+		if k := dKind(h.get(h.desc(q))); k == kRun || k == kLarge {
+			return 0, corrupt("page %d inside the free span at page %d is marked as a block start", q, p)
+		}
 	}
-	if u := h.get(mInUse); u != inUse {
-		return corrupt("in-use counter says %d bytes, the live blocks hold %d", u, inUse)
+	pw.free[p] = n
+	return n, nil
+}
+
+// checkBlockPages checks that a block of n pages at page p fits the
+// managed pages and that its other pages say they continue it.
+func (h *heap) checkBlockPages(p, n, managed uint64, what string) error {
+	if n == 0 || p+n > managed {
+		return corrupt("%s at page %d has %d pages, past the %d managed", what, p, n, managed)
 	}
-	// Free-span bins: every free span in the bin of its size, once.
+	for q := p + 1; q < p+n; q++ {
+		if w := h.get(h.desc(q)); dKind(w) != kCont || dPages(w) != p {
+			return corrupt("page %d should continue the %s at page %d, its descriptor says kind %d head %d", q, what, p, dKind(w), dPages(w))
+		}
+	}
+	return nil
+}
+
+// checkRun checks the run at page p (descriptor word w): its class, its
+// pages, and that its bitmap agrees with its live count.
+func (h *heap) checkRun(p, w uint64, pw *pageWalk) (uint64, error) {
+	c := dClass(w)
+	if c >= uint64(len(classes)) {
+		return 0, corrupt("run at page %d has size class %d", p, c)
+	}
+	cl := &classes[c]
+	if dPages(w) != cl.pages {
+		return 0, corrupt("run at page %d of %d-byte cells has %d pages, want %d", p, cl.size, dPages(w), cl.pages)
+	}
+	if err := h.checkBlockPages(p, cl.pages, pw.managed, "run"); err != nil {
+		return 0, err
+	}
+	var n uint64
+	for i := uint64(0); i < cl.words; i++ {
+		bm := h.get(uintptr(p<<pageShift + i*8))
+		if extra := cl.words*64 - cl.ncells; i == cl.words-1 && extra > 0 {
+			hi := ^uint64(0) << (64 - extra)
+			if bm&hi != hi {
+				return 0, corrupt("run at page %d: bitmap bits past its %d cells are clear", p, cl.ncells)
+			}
+			bm &^= hi
+		}
+		n += uint64(bits.OnesCount64(bm))
+	}
+	if n != dLive(w) {
+		return 0, corrupt("run at page %d of %d-byte cells: bitmap has %d live cells, descriptor says %d", p, cl.size, n, dLive(w))
+	}
+	if n < cl.ncells {
+		pw.partial[p] = c
+	}
+	pw.inUse += n * cl.size
+	return cl.pages, nil
+}
+
+// checkBins checks the free-span bins: every free span in the bin of its
+// size, once, with the bin mask in step. It empties free.
+func (h *heap) checkBins(free map[uint64]uint64) error {
 	mask := h.get(mBinMask)
 	for b := uint64(0); b < numBins; b++ {
-		head := h.get(mBins + uintptr(b)*8)
+		head := h.get(binHead(b))
 		if (head != 0) != (mask&(1<<b) != 0) {
 			return corrupt("free-span bin %d: head %d but mask bit %v", b, head, mask&(1<<b) != 0)
 		}
-		prev := uint64(0)
-		for q := head; q != 0; {
+		err := h.checkList(head, fmt.Sprintf("free-span bin %d", b), func(q uint64) error {
 			n, ok := free[q]
 			if !ok {
 				return corrupt("free-span bin %d lists page %d, which is not a free span (or is listed twice)", b, q)
@@ -144,38 +191,58 @@ func (h *heap) checkSanity(size int64) error {
 			if binOf(n) != b {
 				return corrupt("free span at page %d (%d pages) is in bin %d", q, n, b)
 			}
-			l := h.get(h.desc(q) + 8)
-			if lPrev(l) != prev {
-				return corrupt("free span at page %d: back link %d, want %d", q, lPrev(l), prev)
-			}
 			delete(free, q)
-			prev, q = q, lNext(l)
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 	}
-	for p := range free {
-		return corrupt("free span at page %d (%d pages) is in no bin", p, free[p])
+	for p, n := range free {
+		return corrupt("free span at page %d (%d pages) is in no bin", p, n)
 	}
-	// Partial-run lists: every run with a free slot in its class's list, once.
-	for c := range classes {
-		prev := uint64(0)
-		for q := h.get(mClasses + uintptr(c)*8); q != 0; {
+	return nil
+}
+
+// checkPartialLists checks the size classes' partial-run lists: every run
+// with a free cell in its class's list, once. It empties partial.
+func (h *heap) checkPartialLists(partial map[uint64]uint64) error {
+	for c := range uint64(len(classes)) {
+		err := h.checkList(h.get(classHead(c)), fmt.Sprintf("size class %d", classes[c].size), func(q uint64) error {
 			pc, ok := partial[q]
 			if !ok {
-				return corrupt("size class %d lists page %d, which is not a run with a free slot (or is listed twice)", classes[c].size, q)
+				return corrupt("size class %d lists page %d, which is not a run with a free cell (or is listed twice)", classes[c].size, q)
 			}
 			if pc != c {
 				return corrupt("run at page %d of class %d is listed under class %d", q, classes[pc].size, classes[c].size)
 			}
-			l := h.get(h.desc(q) + 8)
-			if lPrev(l) != prev {
-				return corrupt("run at page %d: back link %d, want %d", q, lPrev(l), prev)
-			}
 			delete(partial, q)
-			prev, q = q, lNext(l)
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 	}
 	for p := range partial {
-		return corrupt("run at page %d has free slots and is in no list", p)
+		return corrupt("run at page %d has free cells and is in no list", p)
 	}
-	return h.checkDirectory()
+	return nil
+}
+
+// checkList walks the page list that starts at head, checking each back
+// link and calling visit on each page; visit refuses a page it has seen,
+// which ends a cycle.
+func (h *heap) checkList(head uint64, what string, visit func(p uint64) error) error {
+	prev := uint64(0)
+	for q := head; q != 0; {
+		if err := visit(q); err != nil {
+			return err
+		}
+		l := h.get(h.desc(q) + 8)
+		if lPrev(l) != prev {
+			return corrupt("%s: page %d has back link %d, want %d", what, q, lPrev(l), prev)
+		}
+		prev, q = q, lNext(l)
+	}
+	return nil
 }

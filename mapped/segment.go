@@ -62,7 +62,7 @@ type Segment struct {
 
 // Open opens the segment in b as mode says.
 //
-// A writable open attaches to the segment: it takes a slot in the
+// A writable open attaches to the segment: it takes a seat in the
 // segment's attached-process table, kept alive by a lock the kernel drops
 // when the process dies. If the segment was left attached by processes that
 // are gone, Open recovers it first; RecoveryReport says what it found.

@@ -5,9 +5,10 @@ import (
 	"strings"
 )
 
-// Process is an attached-process slot as recovery found it.
+// Process is a seat of the attached-process table as recovery found it:
+// each writable open holds one.
 type Process struct {
-	Slot int // index in the attached-process table
+	Seat int // index in the attached-process table
 	PID  int // process id it recorded when it attached
 }
 
@@ -34,7 +35,7 @@ type Report struct {
 	// this one, so the machine stopped (power loss, OS crash) while it was
 	// in use; on a file backing, writes after the last Flush may be lost.
 	MachineRestarted bool
-	// DeadProcesses are the attached-process slots whose owner was gone.
+	// DeadProcesses are the seats whose process was gone.
 	DeadProcesses []Process
 	// RecoveryNeeded: recovery was needed and not performed, because the
 	// open could not write to the segment (read-only). Copy-on-write opens
@@ -83,7 +84,7 @@ func (r *Report) String() string {
 		b.WriteString("\n  the machine restarted while the segment was in use: writes after the last Flush may be lost")
 	}
 	for _, p := range r.DeadProcesses {
-		fmt.Fprintf(&b, "\n  process %d (slot %d) died while attached", p.PID, p.Slot)
+		fmt.Fprintf(&b, "\n  process %d (seat %d) died while attached", p.PID, p.Seat)
 	}
 	if r.RecoveryNeeded {
 		b.WriteString("\n  recovery not performed: opened read-only")

@@ -18,10 +18,10 @@
 //	4096    8     live size: the header's size, readable with one atomic load
 //	4104    8     attach counter, for attach ids
 //	4112    48    reserved
-//	4160    8128  attached-process table: MaxSlots slots of 64 bytes
+//	4160    8128  attached-process table: MaxSeats seats of 64 bytes
 //	12288         first byte the layers above may use
 //
 // OFD locks are taken on single bytes far beyond any data (LockBase and
 // up): the meta lock that serialises opens, closes, growth and header
-// writes, and one liveness lock per attached-process slot.
+// writes, and one liveness lock per seat of the attached-process table.
 package envelope

@@ -18,7 +18,7 @@ import (
 const (
 	LockBase    = int64(1) << 60
 	metaLockOff = LockBase       // serialises opens, closes, growth, header writes
-	slotLockOff = LockBase + 256 // + slot index: liveness of an attached process
+	seatLockOff = LockBase + 256 // + seat index: liveness of an attached process
 )
 
 // Access says how an envelope maps its segment.
@@ -64,12 +64,12 @@ type Params struct {
 }
 
 // Envelope is an open segment's envelope: its mapping, header and
-// attached-process slot. Its methods are safe for concurrent use.
+// seat in the attached-process table. Its methods are safe for concurrent use.
 type Envelope struct {
 	region *region.Region
 	mem    []byte // the whole mapping (maximum size; private size for copy-on-write)
 	access Access
-	slot   int // attached-process slot, or -1
+	seat   int // seat in the attached-process table, or -1
 	maxLen int64
 	uuid   [16]byte
 	flags  uint32
@@ -86,7 +86,7 @@ func Open(r *region.Region, p Params) (e *Envelope, rep *recovery.Report, err er
 		_ = r.Close()
 		return nil, nil, fmt.Errorf("%s: system page size %d, mapstore needs %d: %w", r.Name(), os.Getpagesize(), PageSize, recovery.ErrVersion)
 	}
-	e = &Envelope{region: r, access: p.Access, slot: -1}
+	e = &Envelope{region: r, access: p.Access, seat: -1}
 	rep = &recovery.Report{Name: r.Name()}
 	defer func() {
 		if err != nil {
@@ -232,7 +232,7 @@ func (e *Envelope) create(p Params, rep *recovery.Report) error {
 			return err
 		}
 	}
-	if err := e.claimSlot(); err != nil {
+	if err := e.claimSeat(); err != nil {
 		return err
 	}
 	h.State = recovery.StateAttached
@@ -245,11 +245,11 @@ func (e *Envelope) create(p Params, rep *recovery.Report) error {
 // dead, and whether the segment was left attached with none alive.
 func (e *Envelope) survey(h Header, rep *recovery.Report) (unclean, restarted bool, err error) {
 	live := 0
-	for i := 0; i < MaxSlots; i++ {
-		if i == e.slot || e.slotState(i) == 0 {
+	for i := 0; i < MaxSeats; i++ {
+		if i == e.seat || e.seatState(i) == 0 {
 			continue
 		}
-		held, err := e.region.Held(slotLockOff + int64(i))
+		held, err := e.region.Held(seatLockOff + int64(i))
 		if err != nil {
 			return false, false, err
 		}
@@ -257,7 +257,7 @@ func (e *Envelope) survey(h Header, rep *recovery.Report) (unclean, restarted bo
 			live++
 			continue
 		}
-		rep.DeadProcesses = append(rep.DeadProcesses, recovery.Process{Slot: i, PID: int(e.slotPID(i))})
+		rep.DeadProcesses = append(rep.DeadProcesses, recovery.Process{Seat: i, PID: int(e.seatPID(i))})
 	}
 	if h.State == recovery.StateAttached && live == 0 {
 		unclean = true
@@ -266,8 +266,8 @@ func (e *Envelope) survey(h Header, rep *recovery.Report) (unclean, restarted bo
 	return unclean, restarted, nil
 }
 
-// attach joins a writable segment: reap dead slots (after the layers above
-// have recovered), claim a slot, mark the segment attached.
+// attach joins a writable segment: reap dead seats (after the layers above
+// have recovered), claim a seat, mark the segment attached.
 func (e *Envelope) attach(h Header, damaged []string, p Params, rep *recovery.Report) error {
 	unclean, restarted, err := e.survey(h, rep)
 	if err != nil {
@@ -286,8 +286,8 @@ func (e *Envelope) attach(h Header, damaged []string, p Params, rep *recovery.Re
 			}
 		}
 		for _, d := range rep.DeadProcesses {
-			e.freeSlot(d.Slot)
-			rep.Addf("released the slot of dead process %d", d.PID)
+			e.freeSeat(d.Seat)
+			rep.Addf("released the seat of dead process %d", d.PID)
 		}
 		if h, err = e.current(); err != nil {
 			return err
@@ -299,7 +299,7 @@ func (e *Envelope) attach(h Header, damaged []string, p Params, rep *recovery.Re
 		}
 		return nil
 	}
-	if err := e.claimSlot(); err != nil {
+	if err := e.claimSeat(); err != nil {
 		return err
 	}
 	wasClosed := h.State == recovery.StateClosed
@@ -329,7 +329,7 @@ func (e *Envelope) Close() error {
 		return nil
 	}
 	var err error
-	if e.slot >= 0 {
+	if e.seat >= 0 {
 		err = e.detach()
 	}
 	if cerr := e.region.Close(); cerr != nil && err == nil {
@@ -343,15 +343,15 @@ func (e *Envelope) detach() error {
 		return err
 	}
 	defer e.unlockMeta()
-	e.freeSlot(e.slot)
-	e.slot = -1
+	e.freeSeat(e.seat)
+	e.seat = -1
 	h, err := e.current()
 	if err != nil {
 		return err
 	}
 	others := false
-	for i := 0; i < MaxSlots; i++ {
-		if e.slotState(i) != 0 {
+	for i := 0; i < MaxSeats; i++ {
+		if e.seatState(i) != 0 {
 			others = true // alive, or dead and awaiting recovery
 			break
 		}
@@ -453,8 +453,8 @@ func (e *Envelope) UUID() [16]byte { return e.uuid }
 // Flags are the segment's header flags.
 func (e *Envelope) Flags() uint32 { return e.flags }
 
-// Slot is this open's attached-process slot, or -1 when not attached.
-func (e *Envelope) Slot() int { return e.slot }
+// Seat is this open's seat in the attached-process table, or -1 when not attached.
+func (e *Envelope) Seat() int { return e.seat }
 
 // Header returns the current header.
 func (e *Envelope) Header() (Header, error) {
@@ -551,77 +551,77 @@ func (e *Envelope) word(off int) *uint64 {
 	return (*uint64)(unsafe.Pointer(&e.mem[off]))
 }
 
-// Attached-process slot layout (64 bytes):
+// Attached-process seat layout (64 bytes):
 //
 //	0   4  state (0 free, 1 attached)
 //	4   4  pid
 //	8   8  attach id (unique per attach over the segment's life)
-//	16  48 reserved for the layers above (SlotWords)
-func (e *Envelope) slotBase(i int) int { return slotsOff + i*SlotLen }
+//	16  48 reserved for the layers above (SeatWords)
+func (e *Envelope) seatBase(i int) int { return seatsOff + i*SeatLen }
 
-func (e *Envelope) slotState(i int) uint32 {
-	return atomic.LoadUint32((*uint32)(unsafe.Pointer(&e.mem[e.slotBase(i)])))
+func (e *Envelope) seatState(i int) uint32 {
+	return atomic.LoadUint32((*uint32)(unsafe.Pointer(&e.mem[e.seatBase(i)])))
 }
 
-func (e *Envelope) slotPID(i int) uint32 {
-	return atomic.LoadUint32((*uint32)(unsafe.Pointer(&e.mem[e.slotBase(i)+4])))
+func (e *Envelope) seatPID(i int) uint32 {
+	return atomic.LoadUint32((*uint32)(unsafe.Pointer(&e.mem[e.seatBase(i)+4])))
 }
 
-// SlotAlive reports whether the process attached in slot i is alive: it
-// is this open's own slot, or its liveness lock is held. A free slot is
+// SeatAlive reports whether the process attached in seat i is alive: it
+// is this open's own seat, or its liveness lock is held. A free seat is
 // not alive.
-func (e *Envelope) SlotAlive(i int) (bool, error) {
-	if i < 0 || i >= MaxSlots {
+func (e *Envelope) SeatAlive(i int) (bool, error) {
+	if i < 0 || i >= MaxSeats {
 		return false, nil
 	}
-	if i == e.slot {
+	if i == e.seat {
 		return true, nil
 	}
-	if e.slotState(i) == 0 {
+	if e.seatState(i) == 0 {
 		return false, nil
 	}
-	return e.region.Held(slotLockOff + int64(i))
+	return e.region.Held(seatLockOff + int64(i))
 }
 
-// SlotPID is the process id recorded in slot i.
-func (e *Envelope) SlotPID(i int) int { return int(e.slotPID(i)) }
+// SeatPID is the process id recorded in seat i.
+func (e *Envelope) SeatPID(i int) int { return int(e.seatPID(i)) }
 
-// SlotWords are the six words of slot i that the layers above may use
+// SeatWords are the six words of seat i that the layers above may use
 // (for example to name the operation a process is in).
-func (e *Envelope) SlotWords(i int) *[6]uint64 {
-	return (*[6]uint64)(unsafe.Pointer(&e.mem[e.slotBase(i)+16]))
+func (e *Envelope) SeatWords(i int) *[6]uint64 {
+	return (*[6]uint64)(unsafe.Pointer(&e.mem[e.seatBase(i)+16]))
 }
 
-// claimSlot takes a free slot and its liveness lock. Meta lock held.
-func (e *Envelope) claimSlot() error {
-	for i := 0; i < MaxSlots; i++ {
-		if e.slotState(i) != 0 {
+// claimSeat takes a free seat and its liveness lock. Meta lock held.
+func (e *Envelope) claimSeat() error {
+	for i := 0; i < MaxSeats; i++ {
+		if e.seatState(i) != 0 {
 			continue
 		}
-		ok, err := e.region.Lock(slotLockOff+int64(i), true, false)
+		ok, err := e.region.Lock(seatLockOff+int64(i), true, false)
 		if err != nil {
 			return err
 		}
 		if !ok {
 			continue
 		}
-		b := e.slotBase(i)
-		clear(e.mem[b : b+SlotLen])
+		b := e.seatBase(i)
+		clear(e.mem[b : b+SeatLen])
 		id := atomic.AddUint64(e.word(attachSeqOff), 1)
 		atomic.StoreUint64((*uint64)(unsafe.Pointer(&e.mem[b+8])), id)
 		atomic.StoreUint32((*uint32)(unsafe.Pointer(&e.mem[b+4])), uint32(os.Getpid()))
 		atomic.StoreUint32((*uint32)(unsafe.Pointer(&e.mem[b])), 1)
-		e.slot = i
+		e.seat = i
 		return nil
 	}
-	return fmt.Errorf("%s: attach: all %d attached-process slots are in use: %w", e.region.Name(), MaxSlots, region.ErrNoSpace)
+	return fmt.Errorf("%s: attach: all %d seats of the attached-process table are taken: %w", e.region.Name(), MaxSeats, region.ErrNoSpace)
 }
 
-// freeSlot clears slot i and, when it is ours, drops its liveness lock.
-func (e *Envelope) freeSlot(i int) {
-	b := e.slotBase(i)
+// freeSeat clears seat i and, when it is ours, drops its liveness lock.
+func (e *Envelope) freeSeat(i int) {
+	b := e.seatBase(i)
 	atomic.StoreUint32((*uint32)(unsafe.Pointer(&e.mem[b])), 0)
-	if i == e.slot {
-		_ = e.region.Unlock(slotLockOff + int64(i))
+	if i == e.seat {
+		_ = e.region.Unlock(seatLockOff + int64(i))
 	}
 }

@@ -23,9 +23,9 @@ const (
 	HeaderOffB   = 2048         // copy B
 	liveSizeOff  = 4096         // atomic uint64: current size
 	attachSeqOff = 4104         // atomic uint64: attach counter
-	slotsOff     = 4160         // attached-process table
-	SlotLen      = 64           // bytes per slot
-	MaxSlots     = 127          // attached opens at one time
+	seatsOff     = 4160         // attached-process table
+	SeatLen      = 64           // bytes per seat
+	MaxSeats     = 127          // attached opens at one time
 	EnvelopeSize = 3 * PageSize // bytes before the first usable byte
 	NumRoots     = 32           // root offsets the layers above may register
 )

@@ -1,0 +1,111 @@
+package mapped
+
+import "fmt"
+
+// alloc allocates n bytes at the alignment (0 or a power of two up to a
+// page, or a multiple of the page size); it returns the offset and the
+// usable size.
+func (h *heap) alloc(n, align uint64) (uint64, uint64, error) {
+	if n <= maxSmall {
+		c := int(classOf[(n+15)>>4])
+		for align > classes[c].align {
+			if c++; c == len(classes) {
+				break
+			}
+		}
+		if c < len(classes) {
+			off, err := h.allocSmall(c)
+			return off, classes[c].size, err
+		}
+	}
+	return h.allocLarge(n, align)
+}
+
+// blockRef is a live block as blockAt found it: its first page, that
+// page's descriptor (offset and first word), and for a small block its
+// cell.
+type blockRef struct {
+	page uint64
+	d    uintptr
+	w0   uint64
+	cell uint64
+}
+
+// size is the block's usable size.
+func (b blockRef) size() uint64 {
+	if dKind(b.w0) == kLarge {
+		return dPages(b.w0) * pageSize
+	}
+	return classes[dClass(b.w0)].size
+}
+
+// blockAt finds the live block that starts at off, or says why off is
+// not the start of one.
+func (h *heap) blockAt(off uint64) (blockRef, error) {
+	if off < firstTable || off >= h.get(mManaged)<<pageShift {
+		return blockRef{}, fmt.Errorf("offset %d is outside the managed memory: %w", off, ErrInvalidHandle)
+	}
+	page := off >> pageShift
+	d := h.desc(page)
+	w0 := h.get(d)
+	if dKind(w0) == kCont {
+		page = dPages(w0)
+		d = h.desc(page)
+		w0 = h.get(d)
+	}
+	switch dKind(w0) {
+	case kLarge:
+		if off != page<<pageShift {
+			return blockRef{}, fmt.Errorf("offset %d is inside the %d-page block at %d, not at its start: %w", off, dPages(w0), page<<pageShift, ErrInvalidHandle)
+		}
+		return blockRef{page: page, d: d, w0: w0}, nil
+	case kRun:
+		c := dClass(w0)
+		if c >= uint64(len(classes)) {
+			return blockRef{}, fmt.Errorf("offset %d: run at page %d has size class %d: %w", off, page, c, ErrCorrupt)
+		}
+		cl := &classes[c]
+		rel := off - page<<pageShift
+		cell, ok := cl.cellOf(rel)
+		if !ok {
+			if rel >= cl.pages*pageSize {
+				return blockRef{}, fmt.Errorf("offset %d is not in a live block: %w", off, ErrInvalidHandle)
+			}
+			return blockRef{}, fmt.Errorf("offset %d is not at the start of a %d-byte block: %w", off, cl.size, ErrInvalidHandle)
+		}
+		if h.get(uintptr(page<<pageShift+cell/64*8))&(1<<(cell%64)) == 0 {
+			return blockRef{}, fmt.Errorf("offset %d is a free %d-byte block (freed already?): %w", off, cl.size, ErrInvalidHandle)
+		}
+		return blockRef{page: page, d: d, w0: w0, cell: cell}, nil
+	}
+	return blockRef{}, fmt.Errorf("offset %d is not in a live block: %w", off, ErrInvalidHandle)
+}
+
+// blockSize is the usable size of the live block at off, or an error that
+// says why off is not the start of one.
+func (h *heap) blockSize(off uint64) (uint64, error) {
+	b, err := h.blockAt(off)
+	if err != nil {
+		return 0, err
+	}
+	return b.size(), nil
+}
+
+// freeAt frees the live block at off, or says why off is not one (and
+// changes nothing).
+func (h *heap) freeAt(off uint64) error {
+	b, err := h.blockAt(off)
+	if err != nil {
+		return err
+	}
+	if dKind(b.w0) == kLarge {
+		n := dPages(b.w0)
+		h.add(mInUse, -n*pageSize)
+		h.pageFree(b.page, n)
+		return nil
+	}
+	wo := uintptr(b.page<<pageShift + b.cell/64*8)
+	h.set(wo, h.get(wo)&^(1<<(b.cell%64)))
+	h.freeCell(b.page, b.d, b.w0, dClass(b.w0))
+	return nil
+}

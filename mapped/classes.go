@@ -1,0 +1,79 @@
+package mapped
+
+import "math/bits"
+
+// Size classes: the cell sizes of small blocks, and how each run is cut.
+// A run is 1-8 pages: a bitmap of live cells (bits past the last cell
+// are set), then the cells at the class's alignment.
+const maxSmall = 2048
+
+type sizeClass struct {
+	size   uint64 // cell bytes
+	pages  uint64 // pages per run
+	start  uint64 // offset of cell 0 in the run (after the bitmap)
+	ncells uint64
+	words  uint64 // bitmap words
+	align  uint64 // alignment of every cell
+	inv    uint64 // 2^32/size + 1: x*inv>>32 == x/size for x < 2^16
+}
+
+var (
+	classSize = []uint64{16, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256,
+		320, 384, 448, 512, 640, 768, 896, 1024, 1280, 1536, 1792, 2048}
+	classes = buildClasses()
+	classOf = buildClassOf() // by (size+15)/16
+)
+
+// buildClasses cuts each class's runs: of 1, 2, 4 or 8 pages, whichever
+// wastes least (by more than 2%).
+func buildClasses() []sizeClass {
+	var classes []sizeClass
+	for _, size := range classSize {
+		align := min(uint64(1)<<bits.TrailingZeros64(size), pageSize)
+		var best sizeClass
+		bestWaste := 2.0
+		for _, pages := range []uint64{1, 2, 4, 8} {
+			run := pages * pageSize
+			n := run / size
+			var start uint64
+			for {
+				words := (n + 63) / 64
+				start = (words*8 + align - 1) / align * align
+				m := (run - start) / size
+				if m >= n {
+					break
+				}
+				n = m
+			}
+			waste := float64(run-n*size) / float64(run)
+			if n >= 2 && waste < bestWaste-0.02 {
+				best = sizeClass{size: size, pages: pages, start: start, ncells: n, words: (n + 63) / 64, align: align, inv: 1<<32/size + 1}
+				bestWaste = waste
+			}
+		}
+		classes = append(classes, best)
+	}
+	return classes
+}
+
+func buildClassOf() (t [maxSmall/16 + 1]uint8) {
+	c := 0
+	for i := range t {
+		for classes[c].size < uint64(i)*16 {
+			c++
+		}
+		t[i] = uint8(c)
+	}
+	return t
+}
+
+// cellOf is the cell of run offset rel in class cl, and whether rel is a
+// cell's first byte.
+func (cl *sizeClass) cellOf(rel uint64) (uint64, bool) {
+	if rel < cl.start {
+		return 0, false
+	}
+	x := rel - cl.start
+	s := x * cl.inv >> 32
+	return s, s < cl.ncells && s*cl.size == x
+}

@@ -1,0 +1,90 @@
+package mapped
+
+import (
+	"fmt"
+	"math/bits"
+	"unsafe"
+)
+
+// Small blocks: cells of runs. The runs of a size class that have a free
+// cell are in the class's partial list; the first one is the class's
+// current run, which the fast path (fast.go) allocates from.
+
+func classHead(c uint64) uintptr { return mClasses + uintptr(c)*8 }
+
+// newRun cuts a fresh run for class c and makes it the head of the
+// class's partial list (which is empty).
+func (h *heap) newRun(c int) (uint64, error) {
+	cl := &classes[c]
+	p, err := h.pageAlloc(cl.pages, 0)
+	if err != nil {
+		return 0, err
+	}
+	// The run's bitmap is fresh memory: write it without recording it. If
+	// the operation is rolled back the pages are free again.
+	bm := unsafe.Slice((*uint64)(unsafe.Add(h.base, p<<pageShift)), cl.words)
+	clear(bm)
+	if extra := cl.words*64 - cl.ncells; extra > 0 {
+		bm[cl.words-1] = ^uint64(0) << (64 - extra)
+	}
+	d := h.desc(p)
+	h.set(d, mkDesc(kRun, uint64(c), 0, cl.pages))
+	h.set(d+8, 0)
+	h.markCont(p, cl.pages)
+	h.set(classHead(uint64(c)), p)
+	return p, nil
+}
+
+// allocSmall allocates a cell of class c; it returns its offset.
+func (h *heap) allocSmall(c int) (uint64, error) {
+	cl := &classes[c]
+	head := classHead(uint64(c))
+	run := h.get(head)
+	if run == 0 {
+		var err error
+		if run, err = h.newRun(c); err != nil {
+			return 0, err
+		}
+	}
+	d := h.desc(run)
+	w0 := h.get(d)
+	roff := run << pageShift
+	for i := uint64(0); i < cl.words; i++ {
+		wo := uintptr(roff + i*8)
+		bm := h.get(wo)
+		if bm == ^uint64(0) {
+			continue
+		}
+		b := uint64(bits.TrailingZeros64(^bm))
+		h.set(wo, bm|1<<b)
+		live := dLive(w0) + 1
+		h.set(d, w0&^(0xffff<<16)|live<<16)
+		if live == cl.ncells {
+			// Full: off the partial list (it is the head).
+			h.unlink(head, run)
+			h.set(d+8, 0)
+		}
+		h.add(mInUse, cl.size)
+		return roff + cl.start + (i*64+b)*cl.size, nil
+	}
+	return 0, fmt.Errorf("run at page %d of size class %d is on the partial list but full: %w", run, cl.size, ErrCorrupt)
+}
+
+// freeCell updates run page (descriptor d, word w0, class c) after one of
+// its cells was freed.
+func (h *heap) freeCell(page uint64, d uintptr, w0 uint64, c uint64) {
+	cl := &classes[c]
+	live := dLive(w0) - 1
+	h.set(d, w0&^(0xffff<<16)|live<<16)
+	h.add(mInUse, -cl.size)
+	head := classHead(c)
+	if live+1 == cl.ncells {
+		// Was full: becomes the head of the partial list.
+		h.push(head, page)
+	}
+	if live == 0 && h.get(head) != page {
+		// Empty and not the class's current run: give the pages back.
+		h.unlink(head, page)
+		h.pageFree(page, cl.pages)
+	}
+}
