@@ -103,8 +103,8 @@ func (o Object) Remove() error {
 func Remove(name string) error { return Named(name).Remove() }
 
 // List returns the names of the shared memory objects that exist now,
-// sorted: every regular file under Dir, mapstore segment or not. Use
-// mapped.Check or the mapstore command to tell which hold segments.
+// sorted: every regular file under Dir, mapstore segment or not (opening
+// one that is not a segment with mapped.OpenReadOnly is mapped.ErrCorrupt).
 func List() ([]string, error) {
 	ents, err := os.ReadDir(Dir)
 	if err != nil {
