@@ -33,39 +33,6 @@ func ParseHandle(s string) (Handle, error) {
 	return Handle(v), nil
 }
 
-// lockW takes the segment lock for a change and starts the journaled
-// operation op. It fails on closed and read-only segments.
-func (s *Segment) lockW(what string, op uint64) error {
-	if err := s.lockOnly(what); err != nil {
-		return err
-	}
-	s.h.j.Begin(op)
-	return nil
-}
-
-// lockOnly takes the segment lock for a change without starting a
-// journaled operation: the caller tries the fast path first (fast.go) and
-// calls j.Begin before it takes the slow one.
-func (s *Segment) lockOnly(what string) error {
-	if s.closed.Load() {
-		return s.errClosed(what)
-	}
-	if s.h.ro {
-		return fmt.Errorf("mapstore: %s %s: opened read-only: %w", what, s.b.Name(), ErrReadOnly)
-	}
-	s.lk.lock()
-	return nil
-}
-
-func (s *Segment) unlockW() {
-	s.h.j.End()
-	s.lk.unlock()
-}
-
-func (s *Segment) errf(what string, err error) error {
-	return fmt.Errorf("mapstore: %s %s: %w", what, s.b.Name(), err)
-}
-
 func checkSize(n int) error {
 	if n <= 0 || uint64(n) > MaxMaxSize {
 		return fmt.Errorf("size %d: %w", n, ErrInvalidSize)
@@ -91,9 +58,11 @@ func (s *Segment) Allocate(n int) ([]byte, error) {
 			return s.slice(off, n, usable), nil
 		}
 	}
-	s.h.j.Begin(opAllocate)
-	off, usable, err := s.h.alloc(uint64(n), 0)
-	s.unlockW()
+	var off, usable uint64
+	err := s.runJournaled(opAllocate, func() (err error) {
+		off, usable, err = s.h.alloc(uint64(n), 0)
+		return err
+	})
 	if err != nil {
 		return nil, s.errf(fmt.Sprintf("allocate %d bytes", n), err)
 	}
@@ -112,11 +81,11 @@ func (s *Segment) AllocateAligned(n, align int) ([]byte, error) {
 	if align <= 0 || (align <= pageSize && align&(align-1) != 0) || (align > pageSize && align%pageSize != 0) || int64(align) > MaxMaxSize {
 		return nil, fmt.Errorf("mapstore: allocate %s: alignment %d is not a power of two up to %d or a multiple of it: %w", s.b.Name(), align, pageSize, ErrInvalidSize)
 	}
-	if err := s.lockW("allocate", opAllocate); err != nil {
-		return nil, err
-	}
-	off, usable, err := s.h.alloc(uint64(n), uint64(align))
-	s.unlockW()
+	var off, usable uint64
+	err := s.journaled("allocate", opAllocate, func() (err error) {
+		off, usable, err = s.h.alloc(uint64(n), uint64(align))
+		return err
+	})
 	if err != nil {
 		return nil, s.errf(fmt.Sprintf("allocate %d bytes aligned to %d", n, align), err)
 	}
@@ -144,9 +113,6 @@ func (s *Segment) offsetOf(b []byte) (uint64, bool) {
 // first byte matters). Memory outside the segment, inside a block, or a
 // block already freed is ErrInvalidHandle, and nothing changes.
 func (s *Segment) Deallocate(b []byte) error {
-	if s.closed.Load() {
-		return s.errClosed("deallocate")
-	}
 	off, ok := s.offsetOf(b)
 	if !ok {
 		return fmt.Errorf("mapstore: deallocate %s: memory at %p is not in the segment: %w", s.b.Name(), unsafe.SliceData(b), ErrInvalidHandle)
@@ -162,10 +128,7 @@ func (s *Segment) deallocateAt(off uint64) error {
 		s.lk.unlock()
 		return nil
 	}
-	s.h.j.Begin(opDeallocate)
-	err := s.h.freeAt(off)
-	s.unlockW()
-	if err != nil {
+	if err := s.runJournaled(opDeallocate, func() error { return s.h.freeAt(off) }); err != nil {
 		return s.errf("deallocate", err)
 	}
 	return nil
@@ -174,8 +137,8 @@ func (s *Segment) deallocateAt(off uint64) error {
 // Handle returns the handle of b's first byte, which must lie in the
 // segment (it need not start a block; Block only accepts those that do).
 func (s *Segment) Handle(b []byte) (Handle, error) {
-	if s.closed.Load() {
-		return 0, s.errClosed("handle")
+	if st := s.state.Load(); st&stClosed != 0 {
+		return 0, s.stateErr("handle", st)
 	}
 	off, ok := s.offsetOf(b)
 	if !ok {
@@ -202,17 +165,15 @@ func (s *Segment) resolve(h Handle) (uint64, error) {
 // A handle from another segment, beyond the size, inside a block or of a
 // freed block is ErrInvalidHandle.
 func (s *Segment) Block(h Handle) ([]byte, error) {
-	if s.closed.Load() {
-		return nil, s.errClosed("block")
-	}
-	off, err := s.resolve(h)
+	var off, size uint64
+	err := s.read("block", func() (err error) {
+		if off, err = s.resolve(h); err == nil {
+			size, err = s.h.blockSize(off)
+		}
+		return err
+	})
 	if err != nil {
-		return nil, s.errf("block", err)
-	}
-	var size uint64
-	s.lockR(func() { size, err = s.h.blockSize(off) })
-	if err != nil {
-		return nil, s.errf("block", err)
+		return nil, err
 	}
 	return s.slice(off, int(size), size), nil
 }
@@ -220,8 +181,8 @@ func (s *Segment) Block(h Handle) ([]byte, error) {
 // At returns n bytes at h, which must lie inside the segment (not
 // necessarily at a block's start).
 func (s *Segment) At(h Handle, n int) ([]byte, error) {
-	if s.closed.Load() {
-		return nil, s.errClosed("at")
+	if st := s.state.Load(); st&stClosed != 0 {
+		return nil, s.stateErr("at", st)
 	}
 	off, err := s.resolve(h)
 	if err != nil {
@@ -231,18 +192,6 @@ func (s *Segment) At(h Handle, n int) ([]byte, error) {
 		return nil, s.errf("at", fmt.Errorf("%d bytes at offset %d run past the segment's size %d: %w", n, off, s.env.Size(), ErrInvalidHandle))
 	}
 	return unsafe.Slice((*byte)(unsafe.Add(s.env.Base(), off)), n), nil
-}
-
-// lockR runs f with the segment lock held when the segment is writable;
-// read-only segments are read without it (see OpenReadOnly).
-func (s *Segment) lockR(f func()) {
-	if s.h.ro {
-		f()
-		return
-	}
-	s.lk.lock()
-	f()
-	s.lk.unlock()
 }
 
 // AllocateInto allocates n bytes and stores the new block's handle in the
@@ -255,8 +204,8 @@ func (s *Segment) AllocateInto(ref Handle, n int) ([]byte, error) {
 	if err := checkSize(n); err != nil {
 		return nil, s.errf("allocate", err)
 	}
-	if s.closed.Load() {
-		return nil, s.errClosed("allocate")
+	if st := s.state.Load(); st != 0 {
+		return nil, s.stateErr("allocate", st)
 	}
 	roff, err := s.refWord(ref)
 	if err != nil {
@@ -271,12 +220,13 @@ func (s *Segment) AllocateInto(ref Handle, n int) ([]byte, error) {
 			return s.slice(off, n, usable), nil
 		}
 	}
-	s.h.j.Begin(opAllocate)
-	off, usable, err := s.h.alloc(uint64(n), 0)
-	if err == nil {
-		s.h.set(uintptr(roff), uint64(s.handle(off)))
-	}
-	s.unlockW()
+	var off, usable uint64
+	err = s.runJournaled(opAllocate, func() (err error) {
+		if off, usable, err = s.h.alloc(uint64(n), 0); err == nil {
+			s.h.set(uintptr(roff), uint64(s.handle(off)))
+		}
+		return err
+	})
 	if err != nil {
 		return nil, s.errf(fmt.Sprintf("allocate %d bytes", n), err)
 	}
@@ -286,8 +236,8 @@ func (s *Segment) AllocateInto(ref Handle, n int) ([]byte, error) {
 // DeallocateFrom frees the block whose handle is stored at ref and sets
 // the word at ref to zero, as one crash-atomic step.
 func (s *Segment) DeallocateFrom(ref Handle) error {
-	if s.closed.Load() {
-		return s.errClosed("deallocate")
+	if st := s.state.Load(); st != 0 {
+		return s.stateErr("deallocate", st)
 	}
 	roff, err := s.refWord(ref)
 	if err != nil {
@@ -302,13 +252,17 @@ func (s *Segment) DeallocateFrom(ref Handle) error {
 		s.lk.unlock()
 		return nil
 	}
-	s.h.j.Begin(opDeallocate)
-	if err == nil {
-		if err = s.h.freeAt(off); err == nil {
-			s.h.set(uintptr(roff), 0)
-		}
+	if err != nil {
+		s.lk.unlock()
+		return s.errf("deallocate from", err)
 	}
-	s.unlockW()
+	err = s.runJournaled(opDeallocate, func() error {
+		if err := s.h.freeAt(off); err != nil {
+			return err
+		}
+		s.h.set(uintptr(roff), 0)
+		return nil
+	})
 	if err != nil {
 		return s.errf("deallocate from", err)
 	}
@@ -331,11 +285,10 @@ func (s *Segment) refWord(ref Handle) (uint64, error) {
 // Block reports). The allocator's own tables are not counted. Like Boost's
 // get_free_memory it is a sum, not the largest block that would fit.
 func (s *Segment) FreeMemory() int64 {
-	if s.closed.Load() {
+	var v int64
+	if s.read("free memory", func() error { v = int64(s.h.get(mCapacity) - s.h.get(mInUse)); return nil }) != nil {
 		return 0
 	}
-	var v int64
-	s.lockR(func() { v = int64(s.h.get(mCapacity) - s.h.get(mInUse)) })
 	return v
 }
 
@@ -343,10 +296,9 @@ func (s *Segment) FreeMemory() int64 {
 // Named objects count as blocks, and so does the name directory's index
 // while it holds a name (it is freed with the last one).
 func (s *Segment) AllMemoryDeallocated() bool {
-	if s.closed.Load() {
+	inUse := uint64(1)
+	if s.read("check memory", func() error { inUse = s.h.get(mInUse); return nil }) != nil {
 		return false
 	}
-	var inUse uint64
-	s.lockR(func() { inUse = s.h.get(mInUse) })
 	return inUse == 0
 }

@@ -56,8 +56,8 @@ func BenchmarkAllocMixed(b *testing.B) {
 func BenchmarkLockUnlock(b *testing.B) {
 	s := benchSeg(b)
 	for b.Loop() {
-		_ = s.lockW("x", opAllocate)
-		s.unlockW()
+		_ = s.lockOnly("x")
+		s.lk.unlock()
 	}
 }
 

@@ -110,7 +110,6 @@ type heap struct {
 	base  unsafe.Pointer
 	j     journal.Journal
 	fixed bool
-	ro    bool                               // read-only: nothing may be written
 	grow  func(newSize int64) (int64, error) // envelope growth
 	size  func() int64
 	max   int64

@@ -10,31 +10,36 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// segLock is the segment lock: a 32-bit futex word in the segment, shared
-// by every process, with a per-process sync.Mutex in front of its slow path
-// so that at most one goroutine per process sleeps in FUTEX_WAIT (each one
-// there holds an OS thread).
+// segLock is the segment lock: a 64-bit word in the segment, shared by
+// every process, whose low 32 bits are a futex, with a per-process
+// sync.Mutex in front of its slow path so that at most one goroutine per
+// process sleeps in FUTEX_WAIT (each one there holds an OS thread).
 //
 // The word (see the manager layout in heap.go):
 //
 //	bits 0-6   owner: seat (in the attached-process table) + 1; 0 when unlocked
 //	bit  7     waiters: someone may sleep in FUTEX_WAIT
-//	bits 8-31  acquisition count, so that a takeover cannot mistake a new
-//	           owner in a reused seat for the dead one it saw
+//	bits 8-63  acquisition count: a takeover cannot mistake a new owner in
+//	           a reused seat for the dead one it saw, and an optimistic
+//	           reader sees that writers ran (2^56 acquisitions before it
+//	           wraps: centuries at today's speed)
 //
 // The owner is identified by its seat, whose liveness is an OFD lock the
 // kernel drops when the process dies. A waiter that sees no progress checks
-// the owner; if it is dead, the waiter takes the lock over and replays the
-// journal before doing anything else.
+// the owner; if it is dead, the waiter takes the lock over and rolls back
+// the owner's operation before doing anything else.
 type segLock struct {
-	word    *uint32
-	me      uint32 // seat + 1
+	word    *uint64
+	me      uint64 // seat + 1
 	private bool   // copy-on-write: the word is private, the mutex is the lock
 	mu      sync.Mutex
+	// stop, when it reads non-zero, makes acquisitions give up: the
+	// segment is closing or known corrupt.
+	stop *atomic.Uint32
 	// takeover takes the lock, whose word holds v, from its owner in seat
 	// owner if that owner is dead, and rolls back its operation. It reports
 	// whether it took the lock.
-	takeover func(v uint32, owner int) bool
+	takeover func(v uint64, owner int) bool
 }
 
 const (
@@ -46,34 +51,48 @@ const (
 	lockPoll = 20 * time.Millisecond
 )
 
-func (l *segLock) next(v uint32) uint32 { return (v&^0xff + lockSeqOne) | l.me }
+func (l *segLock) next(v uint64) uint64 { return (v&^0xff + lockSeqOne) | l.me }
 
-// lock takes the segment lock.
-func (l *segLock) lock() {
+// futexWord is the futex: the low 32 bits of the word (little-endian).
+func (l *segLock) futexWord() *uint32 { return (*uint32)(unsafe.Pointer(l.word)) }
+
+// lock takes the segment lock. It reports false, not holding the lock,
+// when stop was set before it could.
+func (l *segLock) lock() bool {
+	if l.tryLock() {
+		return true
+	}
 	if l.private {
 		l.mu.Lock()
-		return
+		return true
 	}
-	v := atomic.LoadUint32(l.word)
-	if v&(lockOwnerMask|lockWaiters) == 0 && atomic.CompareAndSwapUint32(l.word, v, l.next(v)) {
-		return
-	}
-	l.lockSlow()
+	return l.lockSlow(true)
 }
 
-func (l *segLock) lockSlow() {
+// tryLock takes the shared lock if it is free and nobody waits for it.
+func (l *segLock) tryLock() bool {
+	v := atomic.LoadUint64(l.word)
+	return !l.private && v&(lockOwnerMask|lockWaiters) == 0 && atomic.CompareAndSwapUint64(l.word, v, l.next(v))
+}
+
+// lockSlow waits for the lock; with honourStop it gives up (false) once
+// stop is set.
+func (l *segLock) lockSlow(honourStop bool) bool {
 	l.mu.Lock() // one sleeper per process
 	defer l.mu.Unlock()
 	contended := false
 	for spin := 0; ; spin++ {
-		v := atomic.LoadUint32(l.word)
+		if honourStop && l.stop.Load()&stUnusable != 0 {
+			return false
+		}
+		v := atomic.LoadUint64(l.word)
 		if v&lockOwnerMask == 0 {
 			nv := l.next(v)
 			if contended {
 				nv |= lockWaiters // others may sleep too: our unlock must wake one
 			}
-			if atomic.CompareAndSwapUint32(l.word, v, nv) {
-				return
+			if atomic.CompareAndSwapUint64(l.word, v, nv) {
+				return true
 			}
 			continue
 		}
@@ -82,19 +101,30 @@ func (l *segLock) lockSlow() {
 			continue
 		}
 		if v&lockWaiters == 0 {
-			if !atomic.CompareAndSwapUint32(l.word, v, v|lockWaiters) {
+			if !atomic.CompareAndSwapUint64(l.word, v, v|lockWaiters) {
 				continue
 			}
 			v |= lockWaiters
 		}
 		contended = true
-		if futexWait(l.word, v, lockPoll) {
+		if futexWait(l.futexWord(), uint32(v), lockPoll) {
 			continue // woken, or the word changed
 		}
-		// Timed out with the word unchanged: is the owner alive?
+		// Timed out: is the owner alive? (The word's low half may have
+		// come round to the same value; takeover compares the whole word.)
 		if l.takeover(v, int(v&lockOwnerMask)-1) {
-			return
+			return true
 		}
+	}
+}
+
+// lockForClose takes the lock for Close, which set stop first: it waits
+// for the holder, whatever stop says; every acquisition after it gives up.
+func (l *segLock) lockForClose() {
+	if l.private {
+		l.mu.Lock()
+	} else if !l.tryLock() {
+		l.lockSlow(false)
 	}
 }
 
@@ -104,11 +134,24 @@ func (l *segLock) unlock() {
 		l.mu.Unlock()
 		return
 	}
+	if v := atomic.LoadUint64(l.word); v&(lockOwnerMask|lockWaiters) == l.me && atomic.CompareAndSwapUint64(l.word, v, v&^lockOwnerMask) {
+		return // nobody to wake
+	}
+	unlockWord(l.word, l.me)
+}
+
+// unlockWord releases the lock word at w held by owner me (in whatever
+// mapping w lies) and wakes a sleeper if there is one. A word that names
+// another owner is left alone.
+func unlockWord(w *uint64, me uint64) {
 	for {
-		v := atomic.LoadUint32(l.word)
-		if atomic.CompareAndSwapUint32(l.word, v, v&^(lockOwnerMask|lockWaiters)) {
+		v := atomic.LoadUint64(w)
+		if v&lockOwnerMask != me {
+			return
+		}
+		if atomic.CompareAndSwapUint64(w, v, v&^(lockOwnerMask|lockWaiters)) {
 			if v&lockWaiters != 0 {
-				futexWake(l.word, 1)
+				futexWake((*uint32)(unsafe.Pointer(w)), 1)
 			}
 			return
 		}
@@ -136,17 +179,17 @@ const (
 
 // readBegin starts an optimistic read: it returns the lock word to check
 // with readValid, or false when a writer holds the lock (or the lock is
-// process-private), and then the reader must take the lock.
-func (l *segLock) readBegin() (uint32, bool) {
+// process-private), and then the reader must take the lock or wait.
+func (l *segLock) readBegin() (uint64, bool) {
 	if l.private {
 		return 0, false
 	}
-	v := atomic.LoadUint32(l.word)
+	v := atomic.LoadUint64(l.word)
 	return v, v&lockOwnerMask == 0
 }
 
 // readValid reports whether no writer took the lock since readBegin
-// returned v: every acquisition changes the count in bits 8-31.
-func (l *segLock) readValid(v uint32) bool {
-	return atomic.LoadUint32(l.word)&^lockWaiters == v&^lockWaiters
+// returned v: every acquisition changes the count in bits 8-63.
+func (l *segLock) readValid(v uint64) bool {
+	return atomic.LoadUint64(l.word)&^lockWaiters == v&^lockWaiters
 }

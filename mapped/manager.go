@@ -56,7 +56,7 @@ func (h *heap) validate(size int64) error {
 	return nil
 }
 
-func lockWord(h *heap) *uint32 { return (*uint32)(unsafe.Pointer(h.w(mLock))) }
+func lockWord(h *heap) *uint64 { return h.w(mLock) }
 
 // rollBack replays the journal of an operation a dead process left in
 // flight and says so in rep.
@@ -96,7 +96,7 @@ func recoverManager(e *envelope.Envelope, rep *recovery.Report) error {
 		return err
 	}
 	w := lockWord(h)
-	v := atomic.LoadUint32(w)
+	v := atomic.LoadUint64(w)
 	owner := int(v&lockOwnerMask) - 1
 	dead := false
 	if owner >= 0 {
@@ -118,8 +118,7 @@ func recoverManager(e *envelope.Envelope, rep *recovery.Report) error {
 			return err
 		}
 		if dead {
-			atomic.StoreUint32(w, v&^0xff+lockSeqOne)
-			futexWake(w, 1<<30)
+			releaseStale(w, v)
 			rep.Addf("released the segment lock held by %s", who)
 		}
 	}
@@ -129,6 +128,35 @@ func recoverManager(e *envelope.Envelope, rep *recovery.Report) error {
 		}
 		rep.Addf("checked the allocator and the name directory: consistent")
 	}
+	return nil
+}
+
+// releaseStale releases the lock word at w, which holds v and names an
+// owner that is gone, and wakes every sleeper.
+func releaseStale(w *uint64, v uint64) {
+	if atomic.CompareAndSwapUint64(w, v, v&^0xff+lockSeqOne) {
+		futexWake((*uint32)(unsafe.Pointer(w)), 1<<30)
+	}
+}
+
+// seatClaimed is recovery.Params.Claimed: this open just took seat, under
+// the meta lock. A segment lock that names the seat is stale (its earlier
+// occupant is gone without releasing it, and a dead occupant's operation
+// was rolled back when its seat was reaped): release it, so that this
+// process never waits on a lock it does not hold and believes alive.
+func seatClaimed(e *envelope.Envelope, seat int, rep *recovery.Report) error {
+	h := newHeap(e)
+	w := lockWord(h)
+	v := atomic.LoadUint64(w)
+	if int(v&lockOwnerMask)-1 != seat {
+		return nil
+	}
+	who := fmt.Sprintf("an earlier occupant of seat %d", seat)
+	if err := h.rollBack(e.Size(), who, rep.Addf); err != nil {
+		return err
+	}
+	releaseStale(w, v)
+	rep.Addf("released the segment lock left held by %s", who)
 	return nil
 }
 
@@ -143,7 +171,6 @@ func (s *Segment) attachManager() error {
 		return fmt.Errorf("%s: root %d is %d, not the manager's offset %d: %w", s.b.Name(), rootManager, roots[rootManager], mgrOff, ErrCorrupt)
 	}
 	h := newHeap(e)
-	h.ro = s.mode == OpenReadOnly
 	if err := h.validate(e.Size()); err != nil {
 		return fmt.Errorf("%s: %w", s.b.Name(), err)
 	}
@@ -154,13 +181,17 @@ func (s *Segment) attachManager() error {
 	}
 	s.h = h
 	s.lk.word = lockWord(h)
-	s.lk.me = uint32(e.Seat() + 1)
+	s.lk.me = uint64(e.Seat() + 1)
 	s.lk.private = s.mode == OpenCopyOnWrite
 	s.lk.takeover = s.takeover
+	s.lk.stop = &s.state
+	if s.mode == OpenReadOnly {
+		s.state.Store(stReadOnly)
+	}
 	if s.mode == OpenCopyOnWrite {
 		// The private copy may hold an operation in flight in another
 		// process: roll it back here, in the copy only.
-		if v := atomic.LoadUint32(s.lk.word); v&lockOwnerMask != 0 {
+		if v := atomic.LoadUint64(s.lk.word); v&lockOwnerMask != 0 {
 			if err := h.rollBack(e.Size(), "a process that holds the segment", s.report.Addf); err != nil {
 				return err
 			}
@@ -173,16 +204,16 @@ func (s *Segment) attachManager() error {
 // takeover is segLock.takeover: under the meta lock (so that no open's
 // recovery and no other waiter does the same at once) it takes the lock
 // from a dead owner and rolls back the owner's operation.
-func (s *Segment) takeover(v uint32, owner int) bool {
+func (s *Segment) takeover(v uint64, owner int) bool {
 	won := false
 	_ = s.env.Locked(func() error {
-		if atomic.LoadUint32(s.lk.word) != v {
+		if atomic.LoadUint64(s.lk.word) != v {
 			return nil
 		}
 		if alive, err := s.env.SeatAlive(owner); err != nil || alive {
 			return nil
 		}
-		if !atomic.CompareAndSwapUint32(s.lk.word, v, s.lk.next(v)|lockWaiters) {
+		if !atomic.CompareAndSwapUint64(s.lk.word, v, s.lk.next(v)|lockWaiters) {
 			return nil
 		}
 		won = true

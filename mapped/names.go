@@ -2,6 +2,7 @@ package mapped
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"iter"
 	"math/bits"
@@ -178,10 +179,33 @@ func objOffset(meta uint64) uint64 {
 	return (hdrLen(meta) + meta&0xffff + meta>>16&0xffff + al - 1) &^ (al - 1)
 }
 
-// recName is the name a record holds (a string into the segment).
-func (h *heap) recName(rec uint64) string {
+// recName is the name the record at rec holds (a string into the
+// segment), if its header and name lie below limit.
+func (h *heap) recName(rec, limit uint64) (string, bool) {
+	if rec%8 != 0 || rec < firstTable || rec > limit-recHeaderLen {
+		return "", false
+	}
 	meta := h.get(uintptr(rec))
-	return unsafe.String((*byte)(unsafe.Add(h.base, rec+hdrLen(meta))), meta&0xffff)
+	hl, n := hdrLen(meta), meta&0xffff
+	if hl+n > limit-rec {
+		return "", false
+	}
+	return unsafe.String((*byte)(unsafe.Add(h.base, rec+hl)), n), true
+}
+
+// dirTable is the name index's offset and size in groups (0, 0: no index
+// yet), checked: a power of two of groups, 64-byte aligned, inside the
+// managed memory.
+func (h *heap) dirTable() (t, groups uint64, err error) {
+	t, groups = h.get(mDirTable), h.get(mDirCap)
+	if t == 0 {
+		return 0, 0, nil
+	}
+	limit := h.get(mManaged) << pageShift
+	if t%groupLen != 0 || groups == 0 || groups&(groups-1) != 0 || t > limit || groups > (limit-t)/groupLen {
+		return 0, 0, corrupt("name index at offset %d with %d groups does not fit the managed memory (%d bytes)", t, groups, limit)
+	}
+	return t, groups, nil
 }
 
 // What locate found.
@@ -376,17 +400,19 @@ func (s *Segment) CreateNamed(name string, unique bool, spec NameSpec, init func
 	}
 	wide := spec.Count >= 1<<32 || spec.ElemSize >= 1<<32
 	meta := recMeta(len(name), len(spec.Layout), unique, wide, uint(bits.TrailingZeros64(align)))
-	if err := s.lockW("create", opInsertName); err != nil {
-		return Named{}, err
-	}
-	rec, err := s.h.insert(name, meta, size, spec, init)
 	var n Named
-	if err == nil {
-		n = s.namedAt(rec, name)
-	}
-	s.unlockW()
+	err := s.journaled("create", opInsertName, func() error {
+		rec, err := s.h.insert(name, meta, size, spec, init)
+		if err == nil {
+			n = s.namedAt(rec, name)
+		}
+		return err
+	})
 	if err != nil {
-		return Named{}, fmt.Errorf("mapstore: create %q in %s: %w", name, s.b.Name(), err)
+		if st := s.state.Load(); st&stClosed != 0 {
+			return Named{}, s.errClosed("create")
+		}
+		return Named{}, fmt.Errorf("mapstore: create %q in %s: %w", name, s.b.Name(), s.noteCorrupt(err))
 	}
 	return n, nil
 }
@@ -423,7 +449,10 @@ func (h *heap) insert(name string, meta, size uint64, spec NameSpec, init func([
 	}
 	// Publish: the slot, then its control byte (one journaled operation
 	// with the rest).
-	gb, c, sh := h.openSlot(hash)
+	gb, c, sh, err := h.openSlot(hash)
+	if err != nil {
+		return 0, err
+	}
 	if c>>sh&0xff == ctrlTomb {
 		h.add(mDirTombs, ^uint64(0))
 	}
@@ -436,23 +465,30 @@ func (h *heap) insert(name string, meta, size uint64, spec NameSpec, init func([
 // openSlot finds where a name of this hash goes in the index: the first
 // empty or tombstone slot of its probe. It returns the group's offset,
 // its control word and the slot's shift in it (8 times its number).
-// reserveSlot has made sure there is one.
-func (h *heap) openSlot(hash uint64) (gb uintptr, c uint64, sh uint) {
+// reserveSlot has made sure there is one; an index with none is corrupt.
+func (h *heap) openSlot(hash uint64) (gb uintptr, c uint64, sh uint, err error) {
 	t, gmask := h.get(mDirTable), h.get(mDirCap)-1
-	for g := hash & gmask; ; g = (g + 1) & gmask {
+	for g, n := hash&gmask, uint64(0); n <= gmask; g, n = (g+1)&gmask, n+1 {
 		gb := uintptr(t + g*groupLen)
 		c := h.get(gb)
 		if free := c & ctrlFree; free != 0 {
-			return gb, c, uint(bits.TrailingZeros64(free)) &^ 7
+			return gb, c, uint(bits.TrailingZeros64(free)) &^ 7, nil
 		}
 	}
+	return 0, 0, 0, corrupt("name index at offset %d has no free slot, though its counters say it has room", t)
 }
 
 // reserveSlot makes sure the index has room for one more name, creating
 // or rebuilding it.
 func (h *heap) reserveSlot() error {
-	t, groups := h.get(mDirTable), h.get(mDirCap)
+	t, groups, err := h.dirTable()
+	if err != nil {
+		return err
+	}
 	count, tombs := h.get(mDirCount), h.get(mDirTombs)
+	if count > groups*groupSlots || tombs > groups*groupSlots {
+		return corrupt("name directory counts %d names and %d tombstones in an index of %d slots", count, tombs, groups*groupSlots)
+	}
 	// Up to 7/8 full, and a rebuild leaves it at most half full.
 	if t != 0 && (count+tombs+1)*8 <= groups*groupSlots*7 {
 		return nil
@@ -477,10 +513,18 @@ func (h *heap) reserveSlot() error {
 	if t == 0 {
 		return nil
 	}
+	limit, moved := h.get(mManaged)<<pageShift, uint64(0)
 	for _, v := range h.slots(t, groups) {
 		rec := v & slotOffMask
-		hash := nameHash(h.recName(rec), h.get(uintptr(rec))>>32&flagUnique != 0)
-		gb, c, sh := h.openSlot(hash)
+		name, ok := h.recName(rec, limit)
+		if moved++; !ok || moved > count {
+			return corrupt("name index at offset %d: slot %#x does not hold one of its %d names", t, v, count)
+		}
+		hash := nameHash(name, h.get(uintptr(rec))>>32&flagUnique != 0)
+		gb, c, sh, err := h.openSlot(hash)
+		if err != nil {
+			return err
+		}
 		*h.w(gb + 8 + uintptr(sh)) = v
 		*h.w(gb) = c&^(0xff<<sh) | ctrlTag(hash)<<sh
 	}
@@ -506,12 +550,12 @@ func (h *heap) slots(t, groups uint64) iter.Seq2[uintptr, uint64] {
 // LookupNamed finds name. It does not allocate. A missing name is
 // ErrNotFound.
 func (s *Segment) LookupNamed(name string, unique bool) (Named, error) {
-	if s.closed.Load() {
-		return Named{}, s.errClosed("find")
+	if st := s.state.Load(); st&stUnusable != 0 {
+		return Named{}, s.stateErr("find", st)
 	}
-	rec, meta, obj, count, esize, _, found := s.lookupName(name, unique, nil)
+	rec, meta, obj, count, esize, _, found, err := s.lookupName(name, unique, nil)
 	if !found {
-		return Named{}, s.notFound(name)
+		return Named{}, s.notFound("find", name, err)
 	}
 	return s.named(rec, meta, obj, count, esize, name), nil
 }
@@ -523,8 +567,8 @@ func (s *Segment) LookupNamed(name string, unique bool) (Named, error) {
 // caller decides with LookupNamed's whole description (the layouts may
 // still be compatible by the caller's rules).
 func (s *Segment) LookupNamedAs(name string, unique bool, layout []byte) (obj unsafe.Pointer, count int64, exact bool, err error) {
-	if s.closed.Load() {
-		return nil, 0, false, s.errClosed("find")
+	if st := s.state.Load(); st&stUnusable != 0 {
+		return nil, 0, false, s.stateErr("find", st)
 	}
 	// The common case first, in as few instructions as may be: lookups in
 	// a loop then overlap their cache misses. This is lookupName's first
@@ -533,26 +577,27 @@ func (s *Segment) LookupNamedAs(name string, unique bool, layout []byte) (obj un
 		_, _, _, off, n, _, exact, st := s.h.locate(nameHash(name, unique), name, unique, layout)
 		if st != locTorn && s.lk.readValid(lw) {
 			if st == locAbsent {
-				return nil, 0, false, s.notFound(name)
+				return nil, 0, false, s.notFound("find", name, nil)
 			}
 			return unsafe.Add(s.h.base, off), int64(n), exact, nil
 		}
 	}
-	_, _, off, n, _, exact, found := s.lookupName(name, unique, layout)
+	_, _, off, n, _, exact, found, err := s.lookupName(name, unique, layout)
 	if !found {
-		return nil, 0, false, s.notFound(name)
+		return nil, 0, false, s.notFound("find", name, err)
 	}
 	return unsafe.Add(s.h.base, off), int64(n), exact, nil
 }
 
-// lookupName finds name's record and what locate reads of it and, when want
-// is not nil, compares the stored layout with want. It reads
+// lookupName finds name's record and what locate reads of it and, when
+// want is not nil, compares the stored layout with want. It reads
 // optimistically first: without the lock, then it checks that no writer
 // took the lock meanwhile. No locked instruction, so lookups in a loop
 // overlap their cache misses. After 4 failed tries (or while a writer
-// holds the lock) it takes the lock; a record that does not fit even then
-// is corrupt, and treated as absent.
-func (s *Segment) lookupName(name string, unique bool, want []byte) (rec, meta, obj, count, esize uint64, exact, found bool) {
+// holds the lock) it reads as read does: under the lock, or in a
+// read-only segment optimistically until a read validates. A record that
+// does not fit even then is corrupt (err says so).
+func (s *Segment) lookupName(name string, unique bool, want []byte) (rec, meta, obj, count, esize uint64, exact, found bool, err error) {
 	var st int
 	hash := nameHash(name, unique)
 	for range 4 {
@@ -562,21 +607,29 @@ func (s *Segment) lookupName(name string, unique bool, want []byte) (rec, meta, 
 		}
 		_, rec, meta, obj, count, esize, exact, st = s.h.locate(hash, name, unique, want)
 		if st != locTorn && s.lk.readValid(lw) {
-			return rec, meta, obj, count, esize, exact, st == locFound
+			return rec, meta, obj, count, esize, exact, st == locFound, nil
 		}
 	}
-	if !s.h.ro {
-		s.lk.lock()
-	}
-	_, rec, meta, obj, count, esize, exact, st = s.h.locate(hash, name, unique, want)
-	if !s.h.ro {
-		s.lk.unlock()
-	}
-	return rec, meta, obj, count, esize, exact, st == locFound
+	err = s.read("find", func() error {
+		_, rec, meta, obj, count, esize, exact, st = s.h.locate(hash, name, unique, want)
+		if st == locTorn {
+			return corrupt("the record of name %q at offset %d does not fit the segment", name, rec)
+		}
+		return nil
+	})
+	return rec, meta, obj, count, esize, exact, err == nil && st == locFound, err
 }
 
-func (s *Segment) notFound(name string) error {
-	return fmt.Errorf("mapstore: find %q in %s: %w", name, s.b.Name(), ErrNotFound)
+// notFound is the error of a lookup that did not find name: err when the
+// lookup failed, ErrClosed when Close overtook it.
+func (s *Segment) notFound(op, name string, err error) error {
+	if err != nil {
+		return err
+	}
+	if st := s.state.Load(); st&stUnusable != 0 {
+		return s.stateErr(op, st)
+	}
+	return fmt.Errorf("mapstore: %s %q in %s: %w", op, name, s.b.Name(), ErrNotFound)
 }
 
 // RemoveNamed removes name and frees its object, as one crash-atomic step.
@@ -596,77 +649,116 @@ func (s *Segment) RemoveNamedAs(name string, unique bool, layout []byte) (remove
 }
 
 func (s *Segment) remove(name string, unique bool, check func(Named) error, exact bool, want []byte) (bool, error) {
-	if err := s.lockW("remove", opRemoveName); err != nil {
-		return false, err
-	}
-	h := s.h
-	so, rec, _, _, _, _, same, _ := h.locate(nameHash(name, unique), name, unique, want)
-	var err error
-	switch {
-	case so == 0:
-		err = s.notFound(name)
-	case exact && !same:
-		s.unlockW()
-		return false, nil
-	case check != nil:
-		err = check(s.namedAt(rec, name))
-	}
-	if err == nil {
-		// In a group with an empty slot the slot can be empty too: every
-		// probe that reaches the group ends there. Otherwise other names'
-		// probes may pass through it, and it is a tombstone.
-		t := h.get(mDirTable)
-		gb := so &^ (groupLen - 1)
-		c, sh := h.get(gb), uint(so-gb-8)
-		mark := uint64(ctrlTomb)
-		if ctrlEmpties(c) != 0 {
-			mark = ctrlEmpty
-		} else {
-			h.add(mDirTombs, 1)
-		}
-		h.set(gb, c&^(0xff<<sh)|mark<<sh)
-		h.add(mDirCount, ^uint64(0))
-		if ferr := h.freeAt(rec); ferr != nil {
-			err = fmt.Errorf("mapstore: remove %q in %s: %w", name, s.b.Name(), ferr)
-		} else if h.get(mDirCount) == 0 {
-			// The last name: free the index too, in the same operation,
-			// so that an empty directory holds no memory.
-			h.set(mDirTable, 0)
-			h.set(mDirCap, 0)
-			h.set(mDirTombs, 0)
-			if ferr := h.freeAt(t); ferr != nil {
-				err = fmt.Errorf("mapstore: remove %q in %s: index: %w", name, s.b.Name(), ferr)
+	removed := false
+	err := s.journaled("remove", opRemoveName, func() error {
+		h := s.h
+		so, rec, _, _, _, _, same, st := h.locate(nameHash(name, unique), name, unique, want)
+		switch {
+		case st == locTorn:
+			return corrupt("the record of name %q at offset %d does not fit the segment", name, rec)
+		case so == 0:
+			return ErrNotFound
+		case exact && !same:
+			return nil
+		case check != nil:
+			if err := check(s.namedAt(rec, name)); err != nil {
+				return err
 			}
 		}
+		if err := h.unindex(so, rec); err != nil {
+			return err
+		}
+		removed = true
+		return nil
+	})
+	switch {
+	case err == nil:
+		return removed, nil
+	case s.state.Load()&stClosed != 0:
+		return false, s.errClosed("remove")
+	case errors.Is(err, ErrNotFound):
+		return false, s.notFound("remove", name, nil)
+	case errors.Is(err, ErrCorrupt):
+		return false, fmt.Errorf("mapstore: remove %q in %s: %w", name, s.b.Name(), s.noteCorrupt(err))
 	}
-	s.unlockW()
-	return err == nil, err
+	return false, err // check's own error, as it gave it
 }
 
-// NamedCount is the number of names in the directory.
+// unindex removes the name whose index slot is at so and whose record is
+// at rec, and frees the record; the last name frees the index too, in
+// the same operation, so that an empty directory holds no memory.
+func (h *heap) unindex(so uintptr, rec uint64) error {
+	// In a group with an empty slot the slot can be empty too: every
+	// probe that reaches the group ends there. Otherwise other names'
+	// probes may pass through it, and it is a tombstone.
+	t := h.get(mDirTable)
+	gb := so &^ (groupLen - 1)
+	c, sh := h.get(gb), uint(so-gb-8)
+	mark := uint64(ctrlTomb)
+	if ctrlEmpties(c) != 0 {
+		mark = ctrlEmpty
+	} else {
+		h.add(mDirTombs, 1)
+	}
+	h.set(gb, c&^(0xff<<sh)|mark<<sh)
+	h.add(mDirCount, ^uint64(0))
+	if err := h.freeAt(rec); err != nil {
+		return err
+	}
+	if h.get(mDirCount) == 0 {
+		h.set(mDirTable, 0)
+		h.set(mDirCap, 0)
+		h.set(mDirTombs, 0)
+		if err := h.freeAt(t); err != nil {
+			return fmt.Errorf("index: %w", err)
+		}
+	}
+	return nil
+}
+
+// NamedCount is the number of names in the directory (0 when the
+// segment is closed or found corrupt).
 func (s *Segment) NamedCount() int {
-	if s.closed.Load() {
+	var n uint64
+	if s.read("count names", func() error { n = s.h.get(mDirCount); return nil }) != nil {
 		return 0
 	}
-	var n uint64
-	s.lockR(func() { n = s.h.get(mDirCount) })
 	return int(n)
 }
 
 // NamedObjects iterates over the directory: a snapshot taken under the
-// segment lock, in index order. The loop body may use the segment.
+// segment lock, in index order. The loop body may use the segment. A
+// closed segment yields nothing; so does a damaged directory, which marks
+// the segment corrupt (later calls are ErrCorrupt; CheckSanity says what
+// is wrong).
 func (s *Segment) NamedObjects() iter.Seq[Named] {
 	return func(yield func(Named) bool) {
-		if s.closed.Load() {
+		var all []Named
+		err := s.read("list names", func() error {
+			all = all[:0]
+			t, groups, err := s.h.dirTable()
+			if err != nil || t == 0 {
+				return err
+			}
+			limit := s.h.get(mManaged) << pageShift
+			for _, v := range s.h.slots(t, groups) {
+				rec := v & slotOffMask
+				name, ok := s.h.recName(rec, limit)
+				if !ok {
+					return corrupt("name index slot %#x points to offset %d, which holds no whole name record", v, rec)
+				}
+				meta := s.h.get(uintptr(rec))
+				obj, count, esize, ok := s.h.view(rec, meta)
+				if !ok {
+					return corrupt("the record of name %q at offset %d does not fit the segment", name, rec)
+				}
+				all = append(all, s.named(rec, meta, obj, count, esize, strings.Clone(name)))
+			}
+			return nil
+		})
+		if err != nil {
 			return
 		}
-		var all []Named
-		s.lockR(func() {
-			for _, v := range s.h.slots(s.h.get(mDirTable), s.h.get(mDirCap)) {
-				rec := v & slotOffMask
-				all = append(all, s.namedAt(rec, strings.Clone(s.h.recName(rec))))
-			}
-		})
 		for _, n := range all {
 			if !yield(n) {
 				return
@@ -742,7 +834,10 @@ func (h *heap) checkRecord(so uintptr, ct uint64) error {
 	if !ok || hi != 0 || objOffset(meta) > sz || osz > sz-objOffset(meta) {
 		return corrupt("name record at %d does not fit its %d-byte block", rec, sz)
 	}
-	name := h.recName(rec)
+	name, ok := h.recName(rec, rec+sz)
+	if !ok {
+		return corrupt("name record at %d: its name runs past its %d-byte block", rec, sz)
+	}
 	if err := checkName(name); err != nil {
 		return corrupt("name record at %d: %v", rec, err)
 	}

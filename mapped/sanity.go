@@ -8,17 +8,11 @@ import (
 // CheckSanity walks every structure of the allocator and the name
 // directory and returns a description of the first inconsistency (wrapping
 // ErrCorrupt), or nil. It takes the segment lock, so it sees no operation
-// half done; its cost is proportional to the segment's size.
+// half done (a read-only open reads until no writer ran meanwhile); its
+// cost is proportional to the segment's size. A segment found corrupt
+// refuses later calls with ErrCorrupt.
 func (s *Segment) CheckSanity() error {
-	if s.closed.Load() {
-		return s.errClosed("check")
-	}
-	var err error
-	s.lockR(func() { err = s.h.checkSanity(s.env.Size()) })
-	if err != nil {
-		return fmt.Errorf("mapstore: check %s: %w", s.b.Name(), err)
-	}
-	return nil
+	return s.read("check", func() error { return s.h.checkSanity(s.env.Size()) })
 }
 
 func corrupt(format string, args ...any) error {

@@ -3,11 +3,15 @@ package mapped
 import (
 	"errors"
 	"fmt"
+	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/mapstore/mapstore/backing"
 	"github.com/mapstore/mapstore/internal/envelope"
+	"github.com/mapstore/mapstore/internal/journal"
 	"github.com/mapstore/mapstore/internal/region"
 	"github.com/mapstore/mapstore/recovery"
 )
@@ -48,16 +52,18 @@ func (m Mode) String() string {
 // Segment is an open managed segment. Every method is safe for concurrent
 // use by goroutines and, through the segment itself, by processes.
 type Segment struct {
-	b      backing.Backing
-	env    *envelope.Envelope
-	mode   Mode
-	closed atomic.Bool
-	h      *heap
-	lk     segLock
-	tag    uint64 // handle tag, from the creation UUID
+	b     backing.Backing
+	env   *envelope.Envelope
+	mode  Mode
+	state atomic.Uint32 // stClosed, stCorrupt (ops.go)
+	h     *heap
+	lk    segLock
+	tag   uint64 // handle tag, from the creation UUID
 
 	repMu  sync.Mutex
 	report *recovery.Report
+
+	whyCorrupt atomic.Pointer[string] // what the operation that found the segment corrupt said
 }
 
 // Open opens the segment in b as mode says.
@@ -71,7 +77,7 @@ func Open(b backing.Backing, mode Mode, opts ...Option) (*Segment, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := envelope.Params{Size: o.size, MaxSize: o.maxSize, Init: initManager, Check: checkManager, Recover: recoverManager}
+	p := envelope.Params{Size: o.size, MaxSize: o.maxSize, Init: initManager, Check: checkManager, Recover: recoverManager, Claimed: seatClaimed}
 	if o.fixed {
 		p.Flags |= envelope.FlagFixedSize
 	}
@@ -103,7 +109,8 @@ func Open(b backing.Backing, mode Mode, opts ...Option) (*Segment, error) {
 	}
 	s := &Segment{b: b, env: env, mode: mode, report: rep}
 	if err := s.attachManager(); err != nil {
-		_ = env.Close()
+		_ = env.Close(envelope.Closing{})
+		_ = env.Unmap()
 		return nil, fmt.Errorf("mapstore: open: %w", err)
 	}
 	register(s)
@@ -126,41 +133,94 @@ func openOrCreate(b backing.Backing, o options) (*region.Region, error) {
 	}
 }
 
-// Close detaches from the segment and unmaps it. Every slice and pointer
-// into the segment becomes invalid. The last writable process to close a
-// file segment flushes it and marks it closed cleanly. Close is idempotent;
-// afterwards every other method returns ErrClosed.
+// Close detaches from the segment and unmaps it. The last writable
+// process to close a file segment flushes it and marks it closed cleanly.
+// Close is idempotent; afterwards every other method returns ErrClosed.
+//
+// Calls in flight in other goroutines are not cut off: Close waits for
+// every one that holds the segment lock (a change, or a read of the
+// allocator's structures) to end, and those that come later fail with
+// ErrClosed. Lock-free lookups still running see the segment's memory
+// replaced by zeros (they never fault) and say ErrClosed too. Pointers
+// and slices into the segment are dangling once Close returns, a Ptr's
+// target included: reading one yields zeros, writing one changes only
+// this process's memory, and the address range is unmapped once the
+// Segment is garbage.
 func (s *Segment) Close() error {
-	if s.closed.Swap(true) {
+	if s.state.Or(stClosed)&stClosed != 0 {
 		return nil
 	}
 	unregister(s)
-	if err := s.env.Close(); err != nil {
-		return fmt.Errorf("mapstore: close: %w", err)
+	var c envelope.Closing
+	switch s.mode {
+	case OpenReadOnly:
+		// Holds nothing in the segment.
+	case OpenCopyOnWrite:
+		s.lk.lockForClose()
+		c.Release = func([]byte) { s.lk.unlock() }
+	default:
+		s.lk.lockForClose() // every call holding the lock has ended
+		s.finishPending()
+		me := s.lk.me
+		c.Keep = mgrOff + mgrPages*pageSize
+		c.Release = func(side []byte) { unlockWord((*uint64)(unsafe.Pointer(&side[mLock])), me) }
+		c.Quiet = quiet
+	}
+	err := s.env.Close(c)
+	runtime.AddCleanup(s, func(e *envelope.Envelope) { _ = e.Unmap() }, s.env)
+	if err != nil {
+		return fmt.Errorf("mapstore: close %s: %w", s.b.Name(), err)
 	}
 	return nil
 }
 
-func (s *Segment) errClosed(op string) error {
-	return fmt.Errorf("mapstore: %s %s: %w", op, s.b.Name(), ErrClosed)
+// finishPending rolls back an operation of this process that was left
+// half done (none is: every operation ends or rolls back, a panic
+// included), with the lock held, before Close detaches.
+func (s *Segment) finishPending() {
+	if op, _ := s.h.j.Pending(); op != 0 || s.h.fastPending() {
+		s.repMu.Lock()
+		defer s.repMu.Unlock()
+		if err := s.h.rollBack(s.env.Size(), "this process, found at Close", s.report.Addf); err != nil {
+			s.report.Addf("could not roll back an operation found at Close: %v", err)
+		}
+	}
+}
+
+// quiet is envelope.Closing.Quiet: nothing is half done in the segment
+// whose first pages are mem (the segment lock is free, the journal idle,
+// the fast-path intent record clear).
+func quiet(mem []byte) error {
+	base := unsafe.Pointer(unsafe.SliceData(mem))
+	w := func(off uintptr) uint64 { return atomic.LoadUint64((*uint64)(unsafe.Add(base, off))) }
+	j := journal.At(base, mJournal, journalBytes)
+	switch op, _ := j.Pending(); {
+	case w(mLock)&lockOwnerMask != 0:
+		return fmt.Errorf("the segment lock is held (word %#x)", w(mLock))
+	case op != 0:
+		return fmt.Errorf("the undo journal holds operation %d", op)
+	case w(mFast)&fastValid != 0:
+		return fmt.Errorf("the fast-path intent record is set (%#x)", w(mFast))
+	}
+	return nil
 }
 
 // Flush makes everything written to the segment so far durable: msync of
 // the used range and fdatasync. On shared memory, which has no disk behind
 // it, it returns nil at once.
 func (s *Segment) Flush() error {
-	if s.closed.Load() {
+	if st := s.state.Load(); st&stClosed != 0 {
 		return s.errClosed("flush")
 	}
 	if err := s.env.Flush(); err != nil {
-		return fmt.Errorf("mapstore: flush: %w", err)
+		return s.errf("flush", err)
 	}
 	return nil
 }
 
 // Size is the segment's current size in bytes.
 func (s *Segment) Size() int64 {
-	if s.closed.Load() {
+	if s.state.Load()&stClosed != 0 {
 		return 0
 	}
 	return s.env.Size()
@@ -168,7 +228,7 @@ func (s *Segment) Size() int64 {
 
 // MaxSize is the most the segment can grow to: the address space mapped.
 func (s *Segment) MaxSize() int64 {
-	if s.closed.Load() {
+	if s.state.Load()&stClosed != 0 {
 		return 0
 	}
 	return s.env.MaxSize()
@@ -179,26 +239,26 @@ func (s *Segment) MaxSize() int64 {
 // does not move. It fails with ErrNoSpace past the maximum size or when the
 // disk or tmpfs is full, with ErrReadOnly unless the segment is writable.
 func (s *Segment) Grow(extra int64) error {
-	if s.closed.Load() {
-		return s.errClosed("grow")
-	}
 	if extra <= 0 {
 		return fmt.Errorf("mapstore: grow %s by %d bytes: %w", s.b.Name(), extra, ErrInvalidSize)
 	}
-	cur := s.env.Size()
-	if extra > s.env.MaxSize()-cur && s.env.Access() == envelope.ReadWrite {
-		return fmt.Errorf("mapstore: grow %s by %d bytes: past the maximum size %d: %w", s.b.Name(), extra, s.env.MaxSize(), ErrNoSpace)
+	// The size is read under the lock: two Grows at once grow twice.
+	err := s.journaled("grow", opGrow, func() error {
+		cur := s.env.Size()
+		if extra > s.env.MaxSize()-cur && s.env.Access() == envelope.ReadWrite {
+			return fmt.Errorf("past the maximum size %d: %w", s.env.MaxSize(), ErrNoSpace)
+		}
+		got, err := s.env.Grow(cur + extra)
+		if err != nil {
+			return err
+		}
+		s.h.incorporate(uint64(got) >> pageShift)
+		return nil
+	})
+	if err != nil && !errors.Is(err, ErrClosed) && !strings.HasPrefix(err.Error(), "mapstore:") {
+		return s.errf(fmt.Sprintf("grow by %d bytes", extra), err)
 	}
-	if err := s.lockW("grow", opGrow); err != nil {
-		return err
-	}
-	defer s.unlockW()
-	got, err := s.env.Grow(cur + extra)
-	if err != nil {
-		return fmt.Errorf("mapstore: %w", err)
-	}
-	s.h.incorporate(uint64(got) >> pageShift)
-	return nil
+	return err
 }
 
 // Name is the backing's name: the file's path, or "shm:NAME".
@@ -238,12 +298,12 @@ type Info struct {
 
 // Info reads the segment's header.
 func (s *Segment) Info() (Info, error) {
-	if s.closed.Load() {
+	if st := s.state.Load(); st&stClosed != 0 {
 		return Info{}, s.errClosed("info")
 	}
 	h, err := s.env.Header()
 	if err != nil {
-		return Info{}, fmt.Errorf("mapstore: info: %w", err)
+		return Info{}, s.errf("info", err)
 	}
 	return Info{
 		Name: s.b.Name(), Mode: s.mode, Size: s.env.Size(), MaxSize: s.env.MaxSize(),

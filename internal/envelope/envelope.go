@@ -58,6 +58,11 @@ type Params struct {
 	// segment attached (rep says which, and whether any is still alive),
 	// under the meta lock. Its error fails the open.
 	Recover func(e *Envelope, rep *recovery.Report) error
+	// Claimed, if set, runs under the meta lock once this open has taken
+	// seat in the attached-process table, before anything else can use
+	// it: the layers above clear what an earlier occupant left naming
+	// the seat. Its error fails the open.
+	Claimed func(e *Envelope, seat int, rep *recovery.Report) error
 	// OpenWait bounds how long an open waits for a creator that has made
 	// the backing but not yet locked it; 0 means a short default.
 	OpenWait time.Duration
@@ -67,14 +72,14 @@ type Params struct {
 // seat in the attached-process table. Its methods are safe for concurrent use.
 type Envelope struct {
 	region *region.Region
-	mem    []byte // the whole mapping (maximum size; private size for copy-on-write)
+	mem    view // the whole mapping (maximum size; private size for copy-on-write)
 	access Access
 	seat   int // seat in the attached-process table, or -1
 	maxLen int64
 	uuid   [16]byte
 	flags  uint32
 
-	mu     sync.Mutex // in front of the meta OFD lock, which is per descriptor
+	mu     sync.Mutex // in front of the meta OFD lock, which is per descriptor; Close holds it
 	closed atomic.Bool
 }
 
@@ -222,7 +227,7 @@ func (e *Envelope) create(p Params, rep *recovery.Report) error {
 		return err
 	}
 	h.Size = uint64(p.Size)
-	atomic.StoreUint64(e.word(liveSizeOff), h.Size)
+	e.mem.setLiveSize(h.Size)
 	e.writeHeader(&h)
 	if p.Init != nil {
 		if err := p.Init(e); err != nil {
@@ -232,7 +237,7 @@ func (e *Envelope) create(p Params, rep *recovery.Report) error {
 			return err
 		}
 	}
-	if err := e.claimSeat(); err != nil {
+	if err := e.claimSeat(p, rep); err != nil {
 		return err
 	}
 	h.State = recovery.StateAttached
@@ -246,7 +251,7 @@ func (e *Envelope) create(p Params, rep *recovery.Report) error {
 func (e *Envelope) survey(h Header, rep *recovery.Report) (unclean, restarted bool, err error) {
 	live := 0
 	for i := 0; i < MaxSeats; i++ {
-		if i == e.seat || e.seatState(i) == 0 {
+		if i == e.seat || e.mem.seatState(i) == 0 {
 			continue
 		}
 		held, err := e.region.Held(seatLockOff + int64(i))
@@ -257,7 +262,7 @@ func (e *Envelope) survey(h Header, rep *recovery.Report) (unclean, restarted bo
 			live++
 			continue
 		}
-		rep.DeadProcesses = append(rep.DeadProcesses, recovery.Process{Seat: i, PID: int(e.seatPID(i))})
+		rep.DeadProcesses = append(rep.DeadProcesses, recovery.Process{Seat: i, PID: int(e.mem.seatPID(i))})
 	}
 	if h.State == recovery.StateAttached && live == 0 {
 		unclean = true
@@ -277,7 +282,7 @@ func (e *Envelope) attach(h Header, damaged []string, p Params, rep *recovery.Re
 	if unclean {
 		// Nobody alive holds the segment: the header's size is the truth
 		// (a grow may have died between ftruncate and publishing).
-		atomic.StoreUint64(e.word(liveSizeOff), h.Size)
+		e.mem.setLiveSize(h.Size)
 	}
 	if len(rep.DeadProcesses) > 0 || unclean {
 		if p.Recover != nil {
@@ -286,7 +291,7 @@ func (e *Envelope) attach(h Header, damaged []string, p Params, rep *recovery.Re
 			}
 		}
 		for _, d := range rep.DeadProcesses {
-			e.freeSeat(d.Seat)
+			e.freeSeat(e.mem, d.Seat)
 			rep.Addf("released the seat of dead process %d", d.PID)
 		}
 		if h, err = e.current(); err != nil {
@@ -299,7 +304,7 @@ func (e *Envelope) attach(h Header, damaged []string, p Params, rep *recovery.Re
 		}
 		return nil
 	}
-	if err := e.claimSeat(); err != nil {
+	if err := e.claimSeat(p, rep); err != nil {
 		return err
 	}
 	wasClosed := h.State == recovery.StateClosed
@@ -319,52 +324,6 @@ func (e *Envelope) attach(h Header, damaged []string, p Params, rep *recovery.Re
 		return e.region.Sync(e.mem[:PageSize])
 	}
 	return nil
-}
-
-// Close detaches (the last writer flushes and marks the segment closed),
-// unmaps and closes the backing. Any slice into the mapping must no longer
-// be used. Close is idempotent.
-func (e *Envelope) Close() error {
-	if e.closed.Swap(true) {
-		return nil
-	}
-	var err error
-	if e.seat >= 0 {
-		err = e.detach()
-	}
-	if cerr := e.region.Close(); cerr != nil && err == nil {
-		err = cerr
-	}
-	return err
-}
-
-func (e *Envelope) detach() error {
-	if err := e.lockMeta(); err != nil {
-		return err
-	}
-	defer e.unlockMeta()
-	e.freeSeat(e.seat)
-	e.seat = -1
-	h, err := e.current()
-	if err != nil {
-		return err
-	}
-	others := false
-	for i := 0; i < MaxSeats; i++ {
-		if e.seatState(i) != 0 {
-			others = true // alive, or dead and awaiting recovery
-			break
-		}
-	}
-	if others {
-		return nil
-	}
-	if err := e.region.Sync(e.mem[:h.Size]); err != nil {
-		return err
-	}
-	h.State = recovery.StateClosed
-	e.writeHeader(&h)
-	return e.region.Sync(e.mem[:PageSize])
 }
 
 // Grow makes the segment newSize bytes (a page multiple, at most the
@@ -396,7 +355,7 @@ func (e *Envelope) Grow(newSize int64) (int64, error) {
 	}
 	h.Size = uint64(newSize)
 	e.writeHeader(&h)
-	atomic.StoreUint64(e.word(liveSizeOff), h.Size)
+	e.mem.setLiveSize(h.Size)
 	return newSize, nil
 }
 
@@ -414,6 +373,9 @@ func errNotWritable(a Access) error {
 // Flush makes everything written so far durable (msync of the used range
 // and fdatasync); on shared memory it does nothing.
 func (e *Envelope) Flush() error {
+	if e.closed.Load() {
+		return fmt.Errorf("%s: flush: %w", e.region.Name(), ErrClosed)
+	}
 	if e.access != ReadWrite {
 		return nil
 	}
@@ -426,7 +388,7 @@ func (e *Envelope) Size() int64 {
 	if e.access == CopyOnWrite {
 		return e.maxLen
 	}
-	return int64(atomic.LoadUint64(e.word(liveSizeOff)))
+	return int64(e.mem.liveSize())
 }
 
 // MaxSize is the segment's maximum size: the address space mapped.
@@ -505,36 +467,12 @@ func (e *Envelope) Roots() ([NumRoots]uint64, error) {
 	return h.Roots, err
 }
 
-// current decodes the trusted header from the mapping. The meta lock (or
-// exclusive ownership during Open) must be held, so no write is in flight.
-func (e *Envelope) current() (Header, error) {
-	h, _, err := ReadHeaders(e.mem[:PageSize])
-	if err != nil {
-		// Only this package writes headers, under the meta lock, and always
-		// to the copy not trusted: something else wrote over both.
-		return h, fmt.Errorf("%s: header damaged while open: %w", e.region.Name(), err)
-	}
-	return h, nil
-}
-
-// writeHeader writes h with the next generation into the copy that does
-// not hold the current one, so a torn write leaves the other intact.
-func (e *Envelope) writeHeader(h *Header) {
-	h.Generation++
-	off := HeaderOffA
-	if h.Generation%2 == 1 {
-		off = HeaderOffB
-	}
-	if e.access == ReadOnly {
-		panic("mapstore: header write through a read-only mapping")
-	}
-	buf := make([]byte, HeaderLen)
-	h.Encode(buf)
-	copy(e.mem[off:off+HeaderLen], buf)
-}
-
 func (e *Envelope) lockMeta() error {
 	e.mu.Lock()
+	if e.closed.Load() {
+		e.mu.Unlock()
+		return fmt.Errorf("%s: %w", e.region.Name(), ErrClosed)
+	}
 	if _, err := e.region.Lock(metaLockOff, e.access == ReadWrite, true); err != nil {
 		e.mu.Unlock()
 		return err
@@ -545,83 +483,4 @@ func (e *Envelope) lockMeta() error {
 func (e *Envelope) unlockMeta() {
 	_ = e.region.Unlock(metaLockOff)
 	e.mu.Unlock()
-}
-
-func (e *Envelope) word(off int) *uint64 {
-	return (*uint64)(unsafe.Pointer(&e.mem[off]))
-}
-
-// Attached-process seat layout (64 bytes):
-//
-//	0   4  state (0 free, 1 attached)
-//	4   4  pid
-//	8   8  attach id (unique per attach over the segment's life)
-//	16  48 reserved for the layers above (SeatWords)
-func (e *Envelope) seatBase(i int) int { return seatsOff + i*SeatLen }
-
-func (e *Envelope) seatState(i int) uint32 {
-	return atomic.LoadUint32((*uint32)(unsafe.Pointer(&e.mem[e.seatBase(i)])))
-}
-
-func (e *Envelope) seatPID(i int) uint32 {
-	return atomic.LoadUint32((*uint32)(unsafe.Pointer(&e.mem[e.seatBase(i)+4])))
-}
-
-// SeatAlive reports whether the process attached in seat i is alive: it
-// is this open's own seat, or its liveness lock is held. A free seat is
-// not alive.
-func (e *Envelope) SeatAlive(i int) (bool, error) {
-	if i < 0 || i >= MaxSeats {
-		return false, nil
-	}
-	if i == e.seat {
-		return true, nil
-	}
-	if e.seatState(i) == 0 {
-		return false, nil
-	}
-	return e.region.Held(seatLockOff + int64(i))
-}
-
-// SeatPID is the process id recorded in seat i.
-func (e *Envelope) SeatPID(i int) int { return int(e.seatPID(i)) }
-
-// SeatWords are the six words of seat i that the layers above may use
-// (for example to name the operation a process is in).
-func (e *Envelope) SeatWords(i int) *[6]uint64 {
-	return (*[6]uint64)(unsafe.Pointer(&e.mem[e.seatBase(i)+16]))
-}
-
-// claimSeat takes a free seat and its liveness lock. Meta lock held.
-func (e *Envelope) claimSeat() error {
-	for i := 0; i < MaxSeats; i++ {
-		if e.seatState(i) != 0 {
-			continue
-		}
-		ok, err := e.region.Lock(seatLockOff+int64(i), true, false)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			continue
-		}
-		b := e.seatBase(i)
-		clear(e.mem[b : b+SeatLen])
-		id := atomic.AddUint64(e.word(attachSeqOff), 1)
-		atomic.StoreUint64((*uint64)(unsafe.Pointer(&e.mem[b+8])), id)
-		atomic.StoreUint32((*uint32)(unsafe.Pointer(&e.mem[b+4])), uint32(os.Getpid()))
-		atomic.StoreUint32((*uint32)(unsafe.Pointer(&e.mem[b])), 1)
-		e.seat = i
-		return nil
-	}
-	return fmt.Errorf("%s: attach: all %d seats of the attached-process table are taken: %w", e.region.Name(), MaxSeats, region.ErrNoSpace)
-}
-
-// freeSeat clears seat i and, when it is ours, drops its liveness lock.
-func (e *Envelope) freeSeat(i int) {
-	b := e.seatBase(i)
-	atomic.StoreUint32((*uint32)(unsafe.Pointer(&e.mem[b])), 0)
-	if i == e.seat {
-		_ = e.region.Unlock(seatLockOff + int64(i))
-	}
 }

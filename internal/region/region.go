@@ -6,6 +6,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"unsafe"
 
 	mmap "github.com/edsrzf/mmap-go"
 	"golang.org/x/sys/unix"
@@ -27,10 +28,11 @@ const (
 // need it. A Region is safe for concurrent use, except that a mapping must
 // not be used after Unmap or Close.
 type Region struct {
-	name    string
-	f       *os.File
-	created bool
-	durable bool // whether Sync reaches stable storage (false on tmpfs shm)
+	name     string
+	f        *os.File
+	created  bool
+	durable  bool // whether Sync reaches stable storage (false on tmpfs shm)
+	readOnly bool // the descriptor is read-only
 
 	mu sync.Mutex
 	mm mmap.MMap
@@ -40,7 +42,9 @@ type Region struct {
 // file was created by this open; durable says whether syncing it is
 // meaningful (a file on disk) or a no-op (shared memory on tmpfs).
 func New(name string, f *os.File, created, durable bool) *Region {
-	return &Region{name: name, f: f, created: created, durable: durable}
+	fl, err := unix.FcntlInt(f.Fd(), unix.F_GETFL, 0)
+	readOnly := err == nil && fl&unix.O_ACCMODE == unix.O_RDONLY
+	return &Region{name: name, f: f, created: created, durable: durable, readOnly: readOnly}
 }
 
 // Name is the backing's name, as in messages.
@@ -164,6 +168,58 @@ func (r *Region) Sync(mem []byte) error {
 	return nil
 }
 
+// MapSide maps the first n bytes of the backing a second time, shared
+// and (unless the descriptor is read-only) writable, at an address of the
+// kernel's choosing: a view of those bytes that stays valid after Retire.
+// UnmapSide removes it.
+func (r *Region) MapSide(n int64) ([]byte, error) {
+	prot := unix.PROT_READ | unix.PROT_WRITE
+	if r.readOnly {
+		prot = unix.PROT_READ
+	}
+	b, err := unix.Mmap(int(r.f.Fd()), 0, int(n), prot, unix.MAP_SHARED)
+	if err != nil {
+		return nil, r.wrap("map", err)
+	}
+	return b, nil
+}
+
+// UnmapSide removes a mapping made by MapSide.
+func (r *Region) UnmapSide(b []byte) error {
+	if err := unix.Munmap(b); err != nil {
+		return r.wrap("unmap", err)
+	}
+	return nil
+}
+
+// Retire replaces the mapping, in place, with private zero-filled memory
+// that no file backs: goroutines still reading or writing through
+// pointers into it touch nothing shared and never fault, and the
+// backing's pages are no longer referenced from this process. The address
+// range stays reserved until Unmap. Where the kernel will not commit that
+// much private memory, the part beyond keep bytes is made inaccessible
+// instead (every access is bounded by the segment's size, at most keep).
+func (r *Region) Retire(keep int64) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.mm == nil {
+		return nil
+	}
+	base, n := unsafe.Pointer(unsafe.SliceData(r.mm)), uintptr(len(r.mm))
+	const flags = unix.MAP_PRIVATE | unix.MAP_ANONYMOUS | unix.MAP_FIXED | unix.MAP_NORESERVE
+	rw := unix.PROT_READ | unix.PROT_WRITE
+	_, err := unix.MmapPtr(-1, 0, base, n, rw, flags)
+	if errors.Is(err, syscall.ENOMEM) && uintptr(keep) < n {
+		if _, err = unix.MmapPtr(-1, 0, base, uintptr(keep), rw, flags); err == nil {
+			_, err = unix.MmapPtr(-1, 0, unsafe.Add(base, keep), n-uintptr(keep), unix.PROT_NONE, flags)
+		}
+	}
+	if err != nil {
+		return r.wrap("retire the mapping", err)
+	}
+	return nil
+}
+
 // Unmap removes the mapping. Any slice into it must no longer be used.
 func (r *Region) Unmap() error {
 	r.mu.Lock()
@@ -183,10 +239,19 @@ func (r *Region) Unmap() error {
 // through it.
 func (r *Region) Close() error {
 	err := r.Unmap()
-	if cerr := r.f.Close(); cerr != nil && err == nil {
-		err = r.wrap("close", cerr)
+	if cerr := r.CloseFile(); cerr != nil && err == nil {
+		err = cerr
 	}
 	return err
+}
+
+// CloseFile closes the descriptor, releasing every OFD lock taken through
+// it, and leaves the mapping (if any) in place.
+func (r *Region) CloseFile() error {
+	if err := r.f.Close(); err != nil {
+		return r.wrap("close", err)
+	}
+	return nil
 }
 
 // Lock takes an OFD byte-range lock on the single byte at off (which may

@@ -1,0 +1,217 @@
+package mapped
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"time"
+)
+
+// How a segment operation runs: the state guard, the segment lock, the
+// undo journal, and what happens when an operation panics, when the
+// segment closes under it, or when it finds the segment corrupt.
+
+// Segment states (Segment.state). A call checks the word before it
+// touches the mapping and again once it holds the segment lock.
+const (
+	stClosed   = 1 << iota // Close has begun: every call is ErrClosed
+	stCorrupt              // an operation found the segment corrupt: every call that reads or writes its structures is ErrCorrupt
+	stReadOnly             // opened read-only: every change is ErrReadOnly
+
+	stUnusable = stClosed | stCorrupt // refuses reads too
+)
+
+// stateErr is the error of a call refused because of state st.
+func (s *Segment) stateErr(op string, st uint32) error {
+	switch {
+	case st&stClosed != 0:
+		return s.errClosed(op)
+	case st&stCorrupt == 0:
+		return fmt.Errorf("mapstore: %s %s: opened read-only: %w", op, s.b.Name(), ErrReadOnly)
+	}
+	return fmt.Errorf("mapstore: %s %s: the segment was found corrupt (%s); open it again to recover, or read it with OpenReadOnly: %w", op, s.b.Name(), s.corruptWhy(), ErrCorrupt)
+}
+
+func (s *Segment) errClosed(op string) error {
+	return fmt.Errorf("mapstore: %s %s: %w", op, s.b.Name(), ErrClosed)
+}
+
+// corruptWhy is what the first operation that found the segment corrupt
+// said.
+func (s *Segment) corruptWhy() string {
+	if p := s.whyCorrupt.Load(); p != nil {
+		return *p
+	}
+	return "unknown"
+}
+
+// noteCorrupt marks the segment corrupt when err says it is (found with
+// the segment lock held, so not a torn optimistic read): later calls
+// refuse to walk it. It returns err.
+func (s *Segment) noteCorrupt(err error) error {
+	if err != nil && errors.Is(err, ErrCorrupt) && s.state.Load()&stCorrupt == 0 {
+		why := err.Error()
+		s.whyCorrupt.CompareAndSwap(nil, &why)
+		s.state.Or(stCorrupt)
+	}
+	return err
+}
+
+// errf wraps err for op; a corrupt segment is marked so, and an error
+// of a call that Close overtook is ErrClosed.
+func (s *Segment) errf(op string, err error) error {
+	if st := s.state.Load(); st&stClosed != 0 {
+		return s.errClosed(op)
+	}
+	return fmt.Errorf("mapstore: %s %s: %w", op, s.b.Name(), s.noteCorrupt(err))
+}
+
+// lockOnly takes the segment lock for a change without starting a
+// journaled operation: the caller tries the fast path first (fast.go) and
+// runs the slow one with runJournaled. It fails on closed, corrupt and
+// read-only segments; once it holds the lock, Close waits for the caller.
+func (s *Segment) lockOnly(op string) error {
+	if s.state.Load() == 0 && s.lk.tryLock() {
+		if s.state.Load() == 0 {
+			return nil
+		}
+		s.lk.unlock()
+	}
+	return s.lockOnlySlow(op)
+}
+
+func (s *Segment) lockOnlySlow(op string) error {
+	if st := s.state.Load(); st != 0 {
+		return s.stateErr(op, st)
+	}
+	if !s.lk.lock() {
+		return s.stateErr(op, s.state.Load())
+	}
+	if st := s.state.Load(); st != 0 {
+		s.lk.unlock()
+		return s.stateErr(op, st)
+	}
+	return nil
+}
+
+// journaled runs f as the crash-atomic operation op: under the segment
+// lock, with every word it changes recorded in the undo journal.
+func (s *Segment) journaled(what string, op uint64, f func() error) error {
+	if err := s.lockOnly(what); err != nil {
+		return err
+	}
+	return s.runJournaled(op, f)
+}
+
+// runJournaled is journaled with the lock already held (lockOnly). If f
+// panics (a user callback, or an operation that overflows the journal) or
+// its goroutine exits, the operation is rolled back and the lock released
+// before the panic goes on up: no process is left waiting on a lock whose
+// owner is alive, and nothing is half done.
+func (s *Segment) runJournaled(op uint64, f func() error) (err error) {
+	s.h.j.Begin(op)
+	done := false
+	defer func() {
+		if done {
+			return
+		}
+		r := recover()
+		s.abort(fmt.Sprintf("an operation of this process cut short by %s", panicWhat(r)))
+		if r != nil {
+			panic(r)
+		}
+	}()
+	err = f()
+	done = true
+	s.h.j.End()
+	s.lk.unlock()
+	return err
+}
+
+func panicWhat(r any) string {
+	if r == nil {
+		return "its goroutine exiting"
+	}
+	return fmt.Sprintf("a panic (%v)", r)
+}
+
+// abort rolls back the operation in flight, which this process holds the
+// lock for, and releases the lock.
+func (s *Segment) abort(who string) {
+	s.repMu.Lock()
+	if err := s.h.rollBack(s.env.Size(), who, s.report.Addf); err != nil {
+		s.report.Addf("could not roll back %s: %v", who, err)
+		s.noteCorrupt(err)
+	}
+	s.repMu.Unlock()
+	s.lk.unlock()
+}
+
+// read runs f, which only reads the segment's structures, so that it sees
+// no operation half done: under the segment lock in a writable segment;
+// optimistically in a read-only one (which cannot take the lock), run
+// again until no writer took the lock meanwhile. f must bound every read
+// (it may run on a torn state, whose result is then thrown away).
+func (s *Segment) read(op string, f func() error) error {
+	st := s.state.Load()
+	if st&stUnusable != 0 {
+		return s.stateErr(op, st)
+	}
+	if st&stReadOnly != 0 {
+		return s.readOptimistic(op, f)
+	}
+	if !s.lk.lock() {
+		return s.stateErr(op, s.state.Load())
+	}
+	if st := s.state.Load(); st&stUnusable != 0 {
+		s.lk.unlock()
+		return s.stateErr(op, st)
+	}
+	err := f()
+	s.lk.unlock()
+	if err != nil {
+		return s.errf(op, err)
+	}
+	return nil
+}
+
+// readOptimistic is read for a read-only segment: f runs while no writer
+// holds the lock, and its result counts only if none took it meanwhile.
+// While a writer holds the lock the reader backs off (yielding, then
+// sleeping up to a millisecond); a writer that died holding it cannot be
+// rolled back from here, and is reported (ErrCorrupt) once the lock has
+// stood still for a while.
+func (s *Segment) readOptimistic(op string, f func() error) error {
+	var stuck uint64
+	var since time.Time
+	for try := 0; ; try++ {
+		if st := s.state.Load(); st&stUnusable != 0 {
+			return s.stateErr(op, st)
+		}
+		v, ok := s.lk.readBegin()
+		if ok {
+			err := f()
+			if s.lk.readValid(v) {
+				if err != nil {
+					return s.errf(op, err)
+				}
+				return nil
+			}
+			continue // a writer ran meanwhile: read again
+		}
+		switch {
+		case try < 20:
+			runtime.Gosched()
+			continue
+		case v != stuck:
+			stuck, since = v, time.Now()
+		case time.Since(since) > lockPoll:
+			owner := int(v&lockOwnerMask) - 1
+			if alive, err := s.env.SeatAlive(owner); err == nil && !alive {
+				return fmt.Errorf("mapstore: %s %s: process %d (seat %d) died holding the segment lock; a writable Open recovers the segment: %w", op, s.b.Name(), s.env.SeatPID(owner), owner, ErrCorrupt)
+			}
+			since = time.Now()
+		}
+		time.Sleep(min(time.Duration(try)*time.Microsecond, time.Millisecond))
+	}
+}
