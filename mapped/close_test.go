@@ -390,3 +390,64 @@ func TestReadOnlyReadsValidate(t *testing.T) {
 		assert.Zero(t, blockErrs, "Block of a live block failed")
 	})
 }
+
+// OpenCopyOnWrite gives a consistent snapshot: it is refused (ErrBusy)
+// while a writable open is attached, and otherwise copies the segment's
+// pages at open, so that changes made later through the file never show
+// through pages the copy had not written yet.
+func TestCopyOnWriteIsASnapshot(t *testing.T) {
+	forKinds(t, func(t *testing.T, b backing.Backing, _ string) {
+		s := mustOpen(t, b, CreateOnly)
+		var hs []Handle
+		for range 50 {
+			blk, err := s.Allocate(64)
+			require.NoError(t, err)
+			blk[0] = 9
+			h, _ := s.Handle(blk)
+			hs = append(hs, h)
+		}
+		_, err := Open(b, OpenCopyOnWrite)
+		require.ErrorIs(t, err, ErrBusy, "a writer is attached")
+		assert.Contains(t, err.Error(), strings.TrimPrefix(b.Name(), "shm:"))
+		require.NoError(t, s.Close())
+
+		c := mustOpen(t, b, OpenCopyOnWrite)
+		extra, err := c.Allocate(64) // the copy writes one block
+		require.NoError(t, err)
+		w := mustOpen(t, b, OpenOnly)
+		for _, h := range hs[:40] {
+			blk, err := w.Block(h)
+			require.NoError(t, err)
+			require.NoError(t, w.Deallocate(blk))
+		}
+		require.NoError(t, w.Close())
+
+		require.NoError(t, c.CheckSanity(), "the copy still sees the segment as it was")
+		for _, h := range hs {
+			blk, err := c.Block(h)
+			require.NoError(t, err)
+			assert.Equal(t, byte(9), blk[0])
+		}
+		require.NoError(t, c.Deallocate(extra))
+	})
+}
+
+// Two Grows at once grow twice: the size is read under the lock.
+func TestConcurrentGrowsAllCount(t *testing.T) {
+	b, _ := newShm(t)
+	s := mustOpen(t, b, CreateOnly, WithSize(64<<10))
+	size0 := s.Size()
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 25 {
+				assert.NoError(t, s.Grow(64<<10))
+			}
+		}()
+	}
+	wg.Wait()
+	assert.Equal(t, size0+100*(64<<10), s.Size())
+	require.NoError(t, s.CheckSanity())
+}

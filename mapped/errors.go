@@ -33,7 +33,10 @@ var (
 	// that copy-on-write cannot make, such as growing).
 	ErrReadOnly = envelope.ErrReadOnly
 	// ErrClosed: the segment was closed.
-	ErrClosed = errors.New("segment is closed")
+	ErrClosed = envelope.ErrClosed
+	// ErrBusy: other processes' use of the segment forbids the call (a
+	// copy-on-write snapshot while writable opens are attached).
+	ErrBusy = envelope.ErrBusy
 	// ErrInvalidHandle: a handle or block that is not a live block of this segment.
 	ErrInvalidHandle = errors.New("invalid handle")
 	// ErrInvalidSize: a size option out of range (see WithSize), or a

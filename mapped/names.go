@@ -391,7 +391,7 @@ func (s *Segment) CreateNamed(name string, unique bool, spec NameSpec, init func
 	}
 	hi, size := bits.Mul64(uint64(spec.Count), uint64(spec.ElemSize))
 	switch {
-	case spec.Count < 0 || spec.ElemSize < 0 || hi != 0 || size > MaxMaxSize:
+	case spec.Count < 0 || spec.ElemSize < 0 || spec.Count > MaxMaxSize || hi != 0 || size > MaxMaxSize:
 		return Named{}, fmt.Errorf("mapstore: create %q in %s: %d elements of %d bytes: %w", name, s.b.Name(), spec.Count, spec.ElemSize, ErrInvalidSize)
 	case align&(align-1) != 0 || align > pageSize:
 		return Named{}, fmt.Errorf("mapstore: create %q in %s: alignment %d: %w", name, s.b.Name(), spec.Align, ErrInvalidSize)

@@ -88,6 +88,9 @@ func Construct[T any](seg *mapped.Segment, name string, v T) (*T, error) {
 // mapped.ErrInvalidSize.
 func ConstructArray[T any](seg *mapped.Segment, name string, n int, v T) ([]T, error) {
 	return constructArray(seg, name, n, func(a []T) {
+		if unsafe.Sizeof(v) == 0 {
+			return // nothing to write, however many
+		}
 		for i := range a {
 			a[i] = v
 		}
@@ -113,7 +116,7 @@ func constructArray[T any](seg *mapped.Segment, name string, n int, fill func([]
 	if err != nil {
 		return nil, err
 	}
-	if hi, lo := bits.Mul64(uint64(max(n, 0)), uint64(ti.size)); n < 0 || hi != 0 || lo > mapped.MaxMaxSize {
+	if hi, lo := bits.Mul64(uint64(max(n, 0)), uint64(ti.size)); n < 0 || n > mapped.MaxMaxSize || hi != 0 || lo > mapped.MaxMaxSize {
 		return nil, fmt.Errorf("mapstore: construct %q in %s: %d elements of %d bytes: %w", name, seg.Name(), n, ti.size, mapped.ErrInvalidSize)
 	}
 	got, err := seg.CreateNamed(name, false, ti.nameSpec(int64(n)), func(obj []byte) {
@@ -297,7 +300,7 @@ func NewArray[T any](seg *mapped.Segment, n int) ([]T, error) {
 		return nil, err
 	}
 	hi, size := bits.Mul64(uint64(max(n, 0)), uint64(ti.size))
-	if n < 1 || hi != 0 || size > mapped.MaxMaxSize {
+	if n < 1 || n > mapped.MaxMaxSize || hi != 0 || size > mapped.MaxMaxSize {
 		return nil, fmt.Errorf("mapstore: new in %s: %d elements of %d bytes: %w", seg.Name(), n, ti.size, mapped.ErrInvalidSize)
 	}
 	var b []byte

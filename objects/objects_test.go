@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/stretchr/testify/assert"
@@ -428,3 +429,30 @@ func TestClosedSegment(t *testing.T) {
 }
 
 func TestMain(m *testing.M) { mainWithChildren(m) }
+
+// Arrays of a zero-size type hold no bytes: any count up to the segment
+// size limit is built at once (nothing to fill), and a larger one is
+// ErrInvalidSize; neither runs a loop under the segment lock.
+func TestZeroSizeArrays(t *testing.T) {
+	seg := newSeg(t)
+	done := make(chan error, 1)
+	go func() {
+		_, err := ConstructArray(seg, "huge", 1<<50, struct{}{})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		require.ErrorIs(t, err, mapped.ErrInvalidSize)
+	case <-time.After(5 * time.Second):
+		t.Fatal("ConstructArray of 2^50 empty structs did not return")
+	}
+	a, err := ConstructArray(seg, "many", 1<<40, struct{}{})
+	require.NoError(t, err)
+	assert.Len(t, a, 1<<40)
+	b, err := FindArray[struct{}](seg, "many")
+	require.NoError(t, err)
+	assert.Len(t, b, 1<<40)
+	require.NoError(t, Destroy[struct{}](seg, "many"))
+	_, err = NewArray[struct{}](seg, 1<<41)
+	require.ErrorIs(t, err, mapped.ErrInvalidSize)
+}

@@ -10,6 +10,10 @@ import (
 // ErrClosed is wrapped by calls on an envelope after Close.
 var ErrClosed = errors.New("segment is closed")
 
+// ErrBusy is wrapped by an open that other processes' use of the segment
+// forbids (a copy-on-write snapshot while writers are attached).
+var ErrBusy = errors.New("segment is in use")
+
 // Closing says what the layers above need while an envelope closes.
 type Closing struct {
 	// Keep is how many bytes from the segment's start Release and Quiet

@@ -180,15 +180,29 @@ func (e *Envelope) open(p Params, rep *recovery.Report) (retry bool, err error) 
 		return false, err
 	}
 	e.maxLen = mapLen
+	live, err := e.survey(h, rep)
+	if err != nil {
+		return false, err
+	}
+	if p.Access == CopyOnWrite {
+		// A snapshot: no writer may be attached, and none can attach while
+		// this open holds the meta lock; every page is copied before it
+		// lets go, so that no later write through the file shows through.
+		if live > 0 {
+			return false, fmt.Errorf("%s: a copy-on-write open is a snapshot, and %d writable opens are attached: %w", r.Name(), live, ErrBusy)
+		}
+		if err := r.Populate(e.mem); err != nil {
+			return false, err
+		}
+	}
 	if p.Check != nil {
 		if err := p.Check(e); err != nil {
 			return false, fmt.Errorf("%s: %w", r.Name(), err)
 		}
 	}
 	if p.Access == ReadOnly {
-		rep.UncleanShutdown, rep.MachineRestarted, err = e.survey(h, rep)
 		rep.RecoveryNeeded = rep.UncleanShutdown
-		return false, err
+		return false, nil
 	}
 	return false, e.attach(h, damaged, p, rep)
 }
@@ -247,16 +261,17 @@ func (e *Envelope) create(p Params, rep *recovery.Report) error {
 }
 
 // survey looks at the attached-process table: which attached processes are
-// dead, and whether the segment was left attached with none alive.
-func (e *Envelope) survey(h Header, rep *recovery.Report) (unclean, restarted bool, err error) {
-	live := 0
+// dead (rep.DeadProcesses), how many are alive, and whether the segment was
+// left attached with none alive (rep.UncleanShutdown, and whether by
+// another boot of the machine, rep.MachineRestarted).
+func (e *Envelope) survey(h Header, rep *recovery.Report) (live int, err error) {
 	for i := 0; i < MaxSeats; i++ {
 		if i == e.seat || e.mem.seatState(i) == 0 {
 			continue
 		}
 		held, err := e.region.Held(seatLockOff + int64(i))
 		if err != nil {
-			return false, false, err
+			return 0, err
 		}
 		if held {
 			live++
@@ -265,20 +280,16 @@ func (e *Envelope) survey(h Header, rep *recovery.Report) (unclean, restarted bo
 		rep.DeadProcesses = append(rep.DeadProcesses, recovery.Process{Seat: i, PID: int(e.mem.seatPID(i))})
 	}
 	if h.State == recovery.StateAttached && live == 0 {
-		unclean = true
-		restarted = h.BootID != bootID()
+		rep.UncleanShutdown = true
+		rep.MachineRestarted = h.BootID != bootID()
 	}
-	return unclean, restarted, nil
+	return live, nil
 }
 
 // attach joins a writable segment: reap dead seats (after the layers above
 // have recovered), claim a seat, mark the segment attached.
 func (e *Envelope) attach(h Header, damaged []string, p Params, rep *recovery.Report) error {
-	unclean, restarted, err := e.survey(h, rep)
-	if err != nil {
-		return err
-	}
-	rep.UncleanShutdown, rep.MachineRestarted = unclean, restarted
+	unclean := rep.UncleanShutdown
 	if unclean {
 		// Nobody alive holds the segment: the header's size is the truth
 		// (a grow may have died between ftruncate and publishing).
@@ -294,6 +305,7 @@ func (e *Envelope) attach(h Header, damaged []string, p Params, rep *recovery.Re
 			e.freeSeat(e.mem, d.Seat)
 			rep.Addf("released the seat of dead process %d", d.PID)
 		}
+		var err error
 		if h, err = e.current(); err != nil {
 			return err
 		}
