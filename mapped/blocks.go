@@ -31,6 +31,20 @@ type blockRef struct {
 	cell uint64
 }
 
+// blockPages is how many pages the block whose first page's descriptor
+// word is w0 covers (0 if w0 starts no block).
+func blockPages(w0 uint64) uint64 {
+	switch dKind(w0) {
+	case kLarge:
+		return dPages(w0)
+	case kRun:
+		if c := dClass(w0); c < uint64(len(classes)) {
+			return classes[c].pages
+		}
+	}
+	return 0
+}
+
 // size is the block's usable size.
 func (b blockRef) size() uint64 {
 	if dKind(b.w0) == kLarge {
@@ -49,14 +63,26 @@ func (h *heap) blockAt(off uint64) (blockRef, error) {
 	d := h.desc(page)
 	w0 := h.get(d)
 	if dKind(w0) == kCont {
-		page = dPages(w0)
-		d = h.desc(page)
+		// Continues the block at the head page it names, which must lie
+		// before it and reach it.
+		head := dPages(w0)
+		if head >= page {
+			return blockRef{}, corrupt("page %d continues a block at page %d, which is not before it", page, head)
+		}
+		d = h.desc(head)
 		w0 = h.get(d)
+		if span := blockPages(w0); page-head >= span {
+			return blockRef{}, corrupt("page %d continues a block at page %d, whose descriptor (kind %d) covers %d pages", page, head, dKind(w0), span)
+		}
+		page = head
 	}
 	switch dKind(w0) {
 	case kLarge:
 		if off != page<<pageShift {
 			return blockRef{}, fmt.Errorf("offset %d is inside the %d-page block at %d, not at its start: %w", off, dPages(w0), page<<pageShift, ErrInvalidHandle)
+		}
+		if n := dPages(w0); n == 0 || n > h.managed()-page {
+			return blockRef{}, corrupt("block at page %d has %d pages, past the %d managed", page, n, h.managed())
 		}
 		return blockRef{page: page, d: d, w0: w0}, nil
 	case kRun:

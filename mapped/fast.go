@@ -34,6 +34,7 @@ const (
 
 	fastValid    = uint64(1) << 63
 	fastAlloc    = uint64(1) << 62
+	fastUnused   = uint64(0x3ff) << 52 // bits 52-61
 	fastCellMask = 0xfff
 	fastPageMask = 1<<40 - 1
 )
@@ -56,13 +57,13 @@ func (h *heap) allocFast(n uint64, ref uintptr, tag uint64) (off, usable uint64,
 	c := classOf[(n+15)>>4]
 	cl := &classes[c]
 	run := *h.w(mClasses + uintptr(c)*8)
-	if run == 0 {
-		return 0, 0, false
+	if run == 0 || run >= *h.w(mManaged) {
+		return 0, 0, false // no run, or a bad head the slow path reports
 	}
 	d := h.desc(run)
 	w0 := *h.w(d)
-	if dLive(w0)+1 >= cl.ncells || dKind(w0) != kRun {
-		return 0, 0, false // would fill the run: the slow path unlinks it
+	if dLive(w0)+1 >= cl.ncells || w0&0xffff != kRun|uint64(c)<<8 {
+		return 0, 0, false // would fill the run (the slow path unlinks it), or not a run of the class
 	}
 	roff := run << pageShift
 	for i := uint64(0); i < cl.words; i++ {
@@ -99,7 +100,11 @@ func (h *heap) freeFast(off uint64, ref uintptr) bool {
 	d := h.desc(page)
 	w0 := *h.w(d)
 	if dKind(w0) == kCont {
-		page = dPages(w0)
+		if head := dPages(w0); head < page {
+			page = head
+		} else {
+			return false // a bad continuation: the slow path reports it
+		}
 		d = h.desc(page)
 		w0 = *h.w(d)
 	}
@@ -109,8 +114,8 @@ func (h *heap) freeFast(off uint64, ref uintptr) bool {
 	}
 	cl := &classes[c]
 	live := dLive(w0)
-	if live >= cl.ncells || (live <= 1 && *h.w(mClasses + uintptr(c)*8) != page) {
-		return false // was full, or becomes empty: list changes
+	if live-1 >= cl.ncells-1 || (live == 1 && *h.w(mClasses + uintptr(c)*8) != page) {
+		return false // was full or says none are live, or becomes empty: list changes (or the slow path reports the count)
 	}
 	cell, ok := cl.cellOf(off - page<<pageShift)
 	if !ok {

@@ -1,6 +1,7 @@
 package mapped
 
 import (
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/mapstore/mapstore/internal/envelope"
@@ -14,10 +15,10 @@ import (
 // Manager area (mgrOff, two pages; every field an 8-byte word):
 //
 //	offset  what
-//	0       magic "MSHEAP03" (the format of the manager area, heap and
-//	        name directory; "MSHEAP01" and "MSHEAP02" segments are
+//	0       magic "MSHEAP04" (the format of the manager area, heap and
+//	        name directory; "MSHEAP01" to "MSHEAP03" segments are
 //	        ErrVersion)
-//	8       segment lock (32-bit futex word, see lock.go)
+//	8       segment lock (64-bit word, its low half a futex; see lock.go)
 //	16      descriptor table offset
 //	24      descriptor table capacity, in pages described
 //	32      managed pages: the page heap covers pages [0, managed)
@@ -33,6 +34,14 @@ import (
 //	256     free-span bins: 64 list heads (page index; 0 = empty)
 //	768     size classes: 32 partial-run list heads (page index; 0 = empty)
 //	4096    undo journal (journal.Journal), 4096 bytes
+//
+// Every value read from these words or the tables below that steers a
+// read, a write or a loop is checked first (a page below the managed
+// ones, a list that ends within as many steps, a descriptor of the kind
+// its use needs); validate checks the fixed fields at every open. A bad
+// value found in an operation fails it with ErrCorrupt: the helpers that
+// cannot return an error record it (heap.fail) and skip the access, and
+// the operation is rolled back when it ends.
 //
 // Page descriptor table: 16 bytes per page, indexed by page number:
 //
@@ -73,7 +82,7 @@ const (
 
 	numBins  = 64
 	descLen  = 16
-	mgrMagic = 0x33305041454853_4d // "MSHEAP03" little-endian
+	mgrMagic = 0x34305041454853_4d // "MSHEAP04" little-endian
 
 	rootManager = 0 // the header root that holds mgrOff
 )
@@ -107,6 +116,7 @@ var opNames = map[uint64]string{
 // change anything run with the segment lock held, inside a journaled
 // operation (j.Begin ... j.End).
 type heap struct {
+	fault atomic.Pointer[error] // what an operation in flight found corrupt (fail)
 	base  unsafe.Pointer
 	j     journal.Journal
 	fixed bool
@@ -119,6 +129,27 @@ func (h *heap) w(off uintptr) *uint64     { return (*uint64)(unsafe.Add(h.base, 
 func (h *heap) get(off uintptr) uint64    { return *h.w(off) }
 func (h *heap) set(off uintptr, v uint64) { h.j.Set64(off, v) }
 func (h *heap) add(off uintptr, d uint64) { h.j.Set64(off, *h.w(off)+d) }
+
+// fail records that the operation in flight found the segment corrupt.
+// The caller skips the access the bad value would have steered; the
+// operation goes on (every access stays bounded) and is rolled back when
+// it ends (runJournaled takes the fault).
+func (h *heap) fail(format string, args ...any) {
+	err := corrupt(format, args...)
+	h.fault.CompareAndSwap(nil, &err)
+}
+
+// takeFault returns and clears what fail recorded.
+func (h *heap) takeFault() error {
+	if p := h.fault.Swap(nil); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// managed is the number of pages the page heap covers: every page index
+// read from the segment must be below it.
+func (h *heap) managed() uint64 { return h.get(mManaged) }
 
 func (h *heap) desc(page uint64) uintptr {
 	return uintptr(h.get(mTable) + page*descLen)

@@ -30,11 +30,30 @@ func initManager(e *envelope.Envelope) error {
 }
 
 // checkManager refuses, before an open changes anything, a segment whose
-// manager this build cannot read.
-func checkManager(e *envelope.Envelope) error { return newHeap(e).validate(e.Size()) }
+// manager this build cannot read, or whose manager's fields do not fit
+// the segment (envelope.Params.Check). A segment closed cleanly must have
+// nothing half done.
+func checkManager(e *envelope.Envelope, hd envelope.Header) error {
+	h := newHeap(e)
+	if err := h.validate(e.Size()); err != nil {
+		return err
+	}
+	if hd.State != recovery.StateClosed {
+		// Processes may be attached and in the middle of changing the
+		// words validateWords reads; recovery checks them once it knows
+		// nobody is (recoverManager).
+		return nil
+	}
+	if err := quiet(e.Mem()); err != nil {
+		return fmt.Errorf("closed cleanly, yet %w", corrupt("%v", err))
+	}
+	return h.validateWords()
+}
 
-// validate checks the manager's fixed fields against the segment's size,
-// so that no later access can leave the mapped, backed range.
+// validate checks the manager's format and fixed fields (the descriptor
+// table and the pages it covers) against the segment's size, so that no
+// access through the table can leave the mapped, backed range. It reads
+// a few words: cheap enough for every open.
 func (h *heap) validate(size int64) error {
 	if m := h.get(mMagic); m != mgrMagic {
 		if m&(1<<48-1) == mgrMagic&(1<<48-1) {
@@ -49,9 +68,43 @@ func (h *heap) validate(size int64) error {
 	t, tcap, managed := h.get(mTable), h.get(mTableCap), h.get(mManaged)
 	switch {
 	case t < firstTable || t%pageSize != 0 || tcap%256 != 0 || tcap > uint64(size) || t+tcap*descLen > uint64(size):
-		return fmt.Errorf("descriptor table at %d for %d pages does not fit the segment's %d bytes: %w", t, tcap, size, ErrCorrupt)
-	case managed > tcap || managed<<pageShift > uint64(size):
-		return fmt.Errorf("manager covers %d pages, the segment has %d and the table %d: %w", managed, size>>pageShift, tcap, ErrCorrupt)
+		return corrupt("descriptor table at %d for %d pages does not fit the segment's %d bytes", t, tcap, size)
+	case managed > tcap || managed<<pageShift > uint64(size) || managed < firstTable>>pageShift:
+		return corrupt("manager covers %d pages, the segment has %d and the table %d", managed, size>>pageShift, tcap)
+	}
+	return nil
+}
+
+// validateWords checks the words every operation starts from (counters,
+// list heads, the name index, the fast-path intent record) against the
+// managed pages. They change under the segment lock, so it runs only when
+// no process can be in the middle of an operation: on a segment closed
+// cleanly, or in recovery when nobody alive holds it.
+func (h *heap) validateWords() error {
+	managed := h.managed()
+	if h.get(mCapacity) > managed*pageSize || h.get(mInUse) > h.get(mCapacity) {
+		return corrupt("capacity %d and in-use %d bytes do not fit %d managed pages", h.get(mCapacity), h.get(mInUse), managed)
+	}
+	mask := h.get(mBinMask)
+	for b := uint64(0); b < numBins; b++ {
+		if head := h.get(binHead(b)); head >= managed || (head != 0) != (mask&(1<<b) != 0) {
+			return corrupt("free-span bin %d: head page %d (of %d managed), mask bit %v", b, head, managed, mask&(1<<b) != 0)
+		}
+	}
+	for c := range uint64(len(classes)) {
+		if head := h.get(classHead(c)); head >= managed {
+			return corrupt("size class %d: head page %d, beyond the %d managed", classes[c].size, head, managed)
+		}
+	}
+	dt, groups, err := h.dirTable()
+	if err != nil {
+		return err
+	}
+	if count, tombs := h.get(mDirCount), h.get(mDirTombs); (dt == 0 && count|tombs != 0) || count+tombs > groups*groupSlots {
+		return corrupt("name directory counts %d names and %d tombstones for an index of %d groups", count, tombs, groups)
+	}
+	if v := h.get(mFast); v&fastUnused != 0 {
+		return corrupt("fast-path intent record %#x has bits set that no record uses", v)
 	}
 	return nil
 }
@@ -72,7 +125,7 @@ func (h *heap) rollBack(size int64, who string, add func(string, ...any)) error 
 		}
 		add("rolled back an interrupted small-block %s of %s", what, who)
 	}
-	op, n, err := h.j.Replay(uintptr(size))
+	op, n, err := h.j.Replay(mgrOff, uintptr(size))
 	if err != nil {
 		return err
 	}
@@ -107,9 +160,16 @@ func recoverManager(e *envelope.Envelope, rep *recovery.Report) error {
 		dead = !alive
 	}
 	// A live process may take the lock and begin an operation at any
-	// moment: the journal is only ours to replay when its owner is dead,
-	// or when nobody is alive at all.
-	if op, _ := h.j.Pending(); dead || (owner < 0 && (op != 0 || h.fastPending()) && rep.UncleanShutdown) {
+	// moment: the journal is only ours to read and replay when its owner
+	// is dead, or when nobody is alive at all.
+	if !dead && (owner >= 0 || !rep.UncleanShutdown) {
+		return nil
+	}
+	op, _, err := h.j.Pending()
+	if err != nil {
+		return err
+	}
+	if dead || op != 0 || h.fastPending() {
 		who := "a process"
 		if owner >= 0 {
 			who = fmt.Sprintf("process %d (seat %d)", e.SeatPID(owner), owner)

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"iter"
 	"math/bits"
 	"strings"
@@ -32,11 +33,16 @@ import (
 //	2       2     layout length
 //	4       1     flags: bit 0 unique-instance namespace, bit 1 wide sizes
 //	5       1     log2 of the object's alignment
-//	6       2     zero
+//	6       2     check: 16 bits of the CRC-32C of the header (with these
+//	              bits zero), the name and the layout blob
 //	8       8     element count (low 32 bits) and element size (high 32
 //	              bits); with wide sizes, the count, then at 16 the size
 //	16 (24)       name bytes, then the layout blob, then the object at the
 //	              next multiple of its alignment
+//
+// The check lets CheckSanity find a record damaged in a way that still
+// fits its block (a count or a name byte changed), which lookups would
+// otherwise believe; lookups do not compute it.
 //
 // The short header keeps a small named object and its name in one small
 // block: "obj_12345" holding a uint64 with objects' 11-byte layout is 48
@@ -178,6 +184,20 @@ func objOffset(meta uint64) uint64 {
 	al := uint64(1) << (meta >> 40 & 0xff)
 	return (hdrLen(meta) + meta&0xffff + meta>>16&0xffff + al - 1) &^ (al - 1)
 }
+
+// recCheck is the check of the record at rec whose first word is meta:
+// 16 bits of the CRC-32C of its header (check bits zero), name and layout
+// blob. The caller has made sure they lie in the record's block.
+func (h *heap) recCheck(rec, meta uint64) uint64 {
+	var first [8]byte
+	binary.LittleEndian.PutUint64(first[:], meta&(1<<48-1))
+	c := crc32.Update(0, castagnoli, first[:])
+	n := hdrLen(meta) - 8 + meta&0xffff + meta>>16&0xffff
+	c = crc32.Update(c, castagnoli, unsafe.Slice((*byte)(unsafe.Add(h.base, rec+8)), n))
+	return uint64(c^c>>16) & 0xffff
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // recName is the name the record at rec holds (a string into the
 // segment), if its header and name lie below limit.
@@ -444,6 +464,7 @@ func (h *heap) insert(name string, meta, size uint64, spec NameSpec, init func([
 	hl := hdrLen(meta)
 	copy(b[hl:], name)
 	copy(b[hl+uint64(len(name)):], spec.Layout)
+	*h.w(uintptr(rec)) = meta | h.recCheck(rec, meta)<<48
 	if init != nil {
 		init(b[objOff : objOff+size])
 	}
@@ -826,8 +847,14 @@ func (h *heap) checkRecord(so uintptr, ct uint64) error {
 		return corrupt("name index slot at %d: record at %d: %v", so, rec, err)
 	}
 	meta := h.get(uintptr(rec))
-	if meta>>48 != 0 || meta>>32&0xff&^(flagUnique|flagWide) != 0 || meta>>40&0xff > pageShift || sz < hdrLen(meta) {
+	if meta>>32&0xff&^(flagUnique|flagWide) != 0 || meta>>40&0xff > pageShift || sz < hdrLen(meta) {
 		return corrupt("name record at %d: bad flags or alignment in %#x", rec, meta)
+	}
+	if hl := hdrLen(meta); meta&0xffff+meta>>16&0xffff > sz-hl {
+		return corrupt("name record at %d: a %d-byte name and a %d-byte layout do not fit its %d-byte block", rec, meta&0xffff, meta>>16&0xffff, sz)
+	}
+	if c := h.recCheck(rec, meta); c != meta>>48 {
+		return corrupt("name record at %d: check %#04x, its bytes give %#04x", rec, meta>>48, c)
 	}
 	_, count, esize, ok := h.view(rec, meta)
 	hi, osz := bits.Mul64(count, esize)

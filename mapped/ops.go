@@ -123,6 +123,11 @@ func (s *Segment) runJournaled(op uint64, f func() error) (err error) {
 	}()
 	err = f()
 	done = true
+	if fault := s.h.takeFault(); fault != nil {
+		// A bad value met on the way: undo what the operation changed.
+		s.abort("this process, which found the segment corrupt")
+		return fault
+	}
 	s.h.j.End()
 	s.lk.unlock()
 	return err
@@ -175,6 +180,13 @@ func (s *Segment) read(op string, f func() error) error {
 	return nil
 }
 
+// heldByDead is the error of a read-only read that found the segment lock
+// (word v) held by a process that died.
+func (s *Segment) heldByDead(op string, v uint64) error {
+	owner := int(v&lockOwnerMask) - 1
+	return fmt.Errorf("mapstore: %s %s: process %d (seat %d) died holding the segment lock; a writable Open recovers the segment: %w", op, s.b.Name(), s.env.SeatPID(owner), owner, ErrCorrupt)
+}
+
 // readOptimistic is read for a read-only segment: f runs while no writer
 // holds the lock, and its result counts only if none took it meanwhile.
 // While a writer holds the lock the reader backs off (yielding, then
@@ -200,6 +212,8 @@ func (s *Segment) readOptimistic(op string, f func() error) error {
 			continue // a writer ran meanwhile: read again
 		}
 		switch {
+		case v == s.deadLock.Load():
+			return s.heldByDead(op, v)
 		case try < 20:
 			runtime.Gosched()
 			continue
@@ -208,7 +222,10 @@ func (s *Segment) readOptimistic(op string, f func() error) error {
 		case time.Since(since) > lockPoll:
 			owner := int(v&lockOwnerMask) - 1
 			if alive, err := s.env.SeatAlive(owner); err == nil && !alive {
-				return fmt.Errorf("mapstore: %s %s: process %d (seat %d) died holding the segment lock; a writable Open recovers the segment: %w", op, s.b.Name(), s.env.SeatPID(owner), owner, ErrCorrupt)
+				// Until someone recovers the segment (the word changes),
+				// later reads fail at once.
+				s.deadLock.Store(v)
+				return s.heldByDead(op, v)
 			}
 			since = time.Now()
 		}

@@ -48,14 +48,28 @@ func (h *heap) alignFit(p, size, n, alignBytes uint64) (uint64, bool) {
 }
 
 // findSpan finds a free span that can hold n pages at the alignment.
+// A bin list that leaves the managed pages, names a page that is not a
+// free span of the bin's sizes, or does not end within as many steps as
+// there are pages, is corrupt.
 func (h *heap) findSpan(n, alignBytes uint64) (p, size, q uint64, ok bool) {
 	b := binOf(n)
+	managed := h.managed()
 	mask := h.get(mBinMask) >> b << b
 	for mask != 0 {
 		bb := uint64(bits.TrailingZeros64(mask))
 		mask &^= 1 << bb
+		steps := uint64(0)
 		for s := h.get(binHead(bb)); s != 0; s = lNext(h.get(h.desc(s) + 8)) {
-			sz := dPages(h.get(h.desc(s)))
+			if steps++; s >= managed || steps > managed {
+				h.fail("free-span bin %d leads to page %d after %d steps (%d pages managed)", bb, s, steps, managed)
+				return 0, 0, 0, false
+			}
+			w := h.get(h.desc(s))
+			sz := dPages(w)
+			if dKind(w) != kFree || sz == 0 || sz > managed-s || binOf(sz) != bb {
+				h.fail("free-span bin %d lists page %d, whose descriptor (kind %d, %d pages) is not a free span of the bin's sizes", bb, s, dKind(w), sz)
+				return 0, 0, 0, false
+			}
 			if sz < n {
 				continue
 			}
@@ -99,9 +113,10 @@ func (h *heap) pageAlloc(n, alignBytes uint64) (uint64, error) {
 }
 
 // pageFree returns pages [p, p+n) to the page heap, merging them with free
-// neighbours.
+// neighbours (whose descriptors are checked before they are trusted).
 func (h *heap) pageFree(p, n uint64) {
 	start, cnt := p, n
+	managed := h.managed()
 	if p > 0 {
 		l := h.get(h.desc(p - 1))
 		switch {
@@ -110,13 +125,21 @@ func (h *heap) pageFree(p, n uint64) {
 			start, cnt = p-1, cnt+1
 		case dKind(l) == kFreeTail:
 			ln := dPages(l)
+			if ln < 2 || ln > p || h.get(h.desc(p-ln)) != mkDesc(kFree, 0, 0, ln) {
+				h.fail("page %d ends a free span of %d pages whose first page does not say so", p-1, ln)
+				return
+			}
 			h.spanRemove(p-ln, ln)
 			start, cnt = p-ln, cnt+ln
 		}
 	}
-	if r := p + n; r < h.get(mManaged) {
+	if r := p + n; r < managed {
 		if rw := h.get(h.desc(r)); dKind(rw) == kFree {
 			rn := dPages(rw)
+			if rn == 0 || rn > managed-r {
+				h.fail("free span at page %d has %d pages, past the %d managed", r, rn, managed)
+				return
+			}
 			h.spanRemove(r, rn)
 			h.set(h.desc(r), 0)
 			cnt += rn

@@ -46,8 +46,14 @@ func (h *heap) allocSmall(c int) (uint64, error) {
 			return 0, err
 		}
 	}
+	if managed := h.managed(); run >= managed || cl.pages > managed-run {
+		return 0, corrupt("size class %d starts at page %d, beyond the %d managed", cl.size, run, h.managed())
+	}
 	d := h.desc(run)
 	w0 := h.get(d)
+	if dKind(w0) != kRun || dClass(w0) != uint64(c) {
+		return 0, corrupt("size class %d starts at page %d, whose descriptor (kind %d, class %d) is not a run of the class", cl.size, run, dKind(w0), dClass(w0))
+	}
 	roff := run << pageShift
 	for i := uint64(0); i < cl.words; i++ {
 		wo := uintptr(roff + i*8)
@@ -74,6 +80,10 @@ func (h *heap) allocSmall(c int) (uint64, error) {
 // its cells was freed.
 func (h *heap) freeCell(page uint64, d uintptr, w0 uint64, c uint64) {
 	cl := &classes[c]
+	if dLive(w0) == 0 || dLive(w0) > cl.ncells {
+		h.fail("run at page %d of %d-byte cells says %d cells are live, freeing one", page, cl.size, dLive(w0))
+		return
+	}
 	live := dLive(w0) - 1
 	h.set(d, w0&^(0xffff<<16)|live<<16)
 	h.add(mInUse, -cl.size)

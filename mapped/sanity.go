@@ -26,6 +26,9 @@ func (h *heap) checkSanity(size int64) error {
 	if err := h.validate(size); err != nil {
 		return err
 	}
+	if err := h.validateWords(); err != nil {
+		return err
+	}
 	if err := h.checkIdle(); err != nil {
 		return err
 	}
@@ -50,7 +53,10 @@ func (h *heap) checkSanity(size int64) error {
 
 // checkIdle checks that no operation was left half done.
 func (h *heap) checkIdle() error {
-	if op, n := h.j.Pending(); op != 0 {
+	if op, n, err := h.j.Pending(); op != 0 || err != nil {
+		if err != nil {
+			return err
+		}
 		return corrupt("undo journal holds an unfinished operation %d (%d words)", op, n)
 	}
 	if h.fastPending() {

@@ -64,6 +64,7 @@ type Segment struct {
 	report *recovery.Report
 
 	whyCorrupt atomic.Pointer[string] // what the operation that found the segment corrupt said
+	deadLock   atomic.Uint64          // a read-only open: the lock word last found held by a dead process
 }
 
 // Open opens the segment in b as mode says.
@@ -178,7 +179,7 @@ func (s *Segment) Close() error {
 // half done (none is: every operation ends or rolls back, a panic
 // included), with the lock held, before Close detaches.
 func (s *Segment) finishPending() {
-	if op, _ := s.h.j.Pending(); op != 0 || s.h.fastPending() {
+	if op, _, err := s.h.j.Pending(); op != 0 || err != nil || s.h.fastPending() {
 		s.repMu.Lock()
 		defer s.repMu.Unlock()
 		if err := s.h.rollBack(s.env.Size(), "this process, found at Close", s.report.Addf); err != nil {
@@ -194,12 +195,14 @@ func quiet(mem []byte) error {
 	base := unsafe.Pointer(unsafe.SliceData(mem))
 	w := func(off uintptr) uint64 { return atomic.LoadUint64((*uint64)(unsafe.Add(base, off))) }
 	j := journal.At(base, mJournal, journalBytes)
-	switch op, _ := j.Pending(); {
-	case w(mLock)&lockOwnerMask != 0:
+	switch op, _, err := j.Pending(); {
+	case err != nil:
+		return err
+	case w(mLock)&(lockOwnerMask|lockWaiters) != 0:
 		return fmt.Errorf("the segment lock is held (word %#x)", w(mLock))
 	case op != 0:
 		return fmt.Errorf("the undo journal holds operation %d", op)
-	case w(mFast)&fastValid != 0:
+	case w(mFast) != 0:
 		return fmt.Errorf("the fast-path intent record is set (%#x)", w(mFast))
 	}
 	return nil

@@ -281,12 +281,17 @@ func TestBadFiles(t *testing.T) {
 			src := writeSegmentFile(t)
 			require.NoError(t, os.Rename(src, p))
 			patchFile(t, p, mgrOff, []byte("MSHEAP01"))
-		}, ErrVersion, `segment manager format "01", this build reads "03"`},
-		{"previous manager format", func(t *testing.T, p string) {
+		}, ErrVersion, `segment manager format "01", this build reads "04"`},
+		{"manager format 02", func(t *testing.T, p string) {
 			src := writeSegmentFile(t)
 			require.NoError(t, os.Rename(src, p))
 			patchFile(t, p, mgrOff, []byte("MSHEAP02"))
-		}, ErrVersion, `segment manager format "02", this build reads "03"`},
+		}, ErrVersion, `segment manager format "02", this build reads "04"`},
+		{"previous manager format", func(t *testing.T, p string) {
+			src := writeSegmentFile(t)
+			require.NoError(t, os.Rename(src, p))
+			patchFile(t, p, mgrOff, []byte("MSHEAP03"))
+		}, ErrVersion, `segment manager format "03", this build reads "04"`},
 		{"no segment manager", func(t *testing.T, p string) {
 			src := writeSegmentFile(t)
 			require.NoError(t, os.Rename(src, p))

@@ -1,6 +1,7 @@
 package envelope
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 
@@ -71,6 +72,16 @@ func (e *Envelope) Close(c Closing) error {
 			errs = append(errs, e.region.UnmapSide(side))
 		} else {
 			errs = append(errs, e.region.Retire(e.Size()))
+		}
+	}
+	// Give back the address space beyond the segment's size now (nothing
+	// can reach it: every access is bounded by a size read before the
+	// mapping was retired, and the size only grows), and the rest when
+	// Unmap runs.
+	if e.fixedSize == 0 {
+		var word [8]byte
+		if _, err := e.region.ReadAt(word[:], liveSizeOff); err == nil {
+			errs = append(errs, e.region.Trim(int64(min(binary.LittleEndian.Uint64(word[:]), uint64(e.maxLen)))))
 		}
 	}
 	errs = append(errs, e.region.CloseFile())

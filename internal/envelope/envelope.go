@@ -53,7 +53,7 @@ type Params struct {
 	// after it is mapped and before the open changes anything, so that a
 	// segment of a format they cannot read is refused with the backing
 	// left exactly as it was. Its error fails the open.
-	Check func(e *Envelope) error
+	Check func(e *Envelope, h Header) error
 	// Recover repairs the layers above after processes died with the
 	// segment attached (rep says which, and whether any is still alive),
 	// under the meta lock. Its error fails the open.
@@ -76,8 +76,12 @@ type Envelope struct {
 	access Access
 	seat   int // seat in the attached-process table, or -1
 	maxLen int64
-	uuid   [16]byte
-	flags  uint32
+	// fixedSize, when not 0, is the size whatever the live-size word says:
+	// a copy-on-write open's private copy, or a read-only open of a
+	// segment whose word disagrees with the header.
+	fixedSize int64
+	uuid      [16]byte
+	flags     uint32
 
 	mu     sync.Mutex // in front of the meta OFD lock, which is per descriptor; Close holds it
 	closed atomic.Bool
@@ -180,8 +184,14 @@ func (e *Envelope) open(p Params, rep *recovery.Report) (retry bool, err error) 
 		return false, err
 	}
 	e.maxLen = mapLen
+	if p.Access == CopyOnWrite {
+		e.fixedSize = mapLen
+	}
 	live, err := e.survey(h, rep)
 	if err != nil {
+		return false, err
+	}
+	if err := e.checkLiveSize(h, live, rep); err != nil {
 		return false, err
 	}
 	if p.Access == CopyOnWrite {
@@ -196,7 +206,7 @@ func (e *Envelope) open(p Params, rep *recovery.Report) (retry bool, err error) 
 		}
 	}
 	if p.Check != nil {
-		if err := p.Check(e); err != nil {
+		if err := p.Check(e, h); err != nil {
 			return false, fmt.Errorf("%s: %w", r.Name(), err)
 		}
 	}
@@ -286,15 +296,35 @@ func (e *Envelope) survey(h Header, rep *recovery.Report) (live int, err error) 
 	return live, nil
 }
 
+// checkLiveSize checks the live-size word against the header, under the
+// meta lock (so no growth is half published): they must agree. Where they
+// do not and nobody alive holds the segment, the header (checksummed) is
+// the truth, and the word is rewritten from it (a growth may have died
+// between ftruncate and publishing); a read-only open cannot, and while
+// writers are attached a disagreement is damage.
+func (e *Envelope) checkLiveSize(h Header, live int, rep *recovery.Report) error {
+	word := e.mem.liveSize()
+	if word == h.Size {
+		return nil
+	}
+	if live > 0 {
+		return fmt.Errorf("%s: the live-size word says %d bytes, the header %d: %w", e.region.Name(), word, h.Size, recovery.ErrCorrupt)
+	}
+	if e.access == ReadOnly {
+		// Cannot rewrite it: this open keeps to the header's size.
+		e.fixedSize = int64(h.Size)
+		rep.Addf("the live-size word says %d bytes, the header %d: read with the header's size, and a writable open rewrites the word", word, h.Size)
+		return nil
+	}
+	e.mem.setLiveSize(h.Size)
+	rep.Addf("rewrote the live-size word from the header (it said %d bytes, the header %d)", word, h.Size)
+	return nil
+}
+
 // attach joins a writable segment: reap dead seats (after the layers above
 // have recovered), claim a seat, mark the segment attached.
 func (e *Envelope) attach(h Header, damaged []string, p Params, rep *recovery.Report) error {
 	unclean := rep.UncleanShutdown
-	if unclean {
-		// Nobody alive holds the segment: the header's size is the truth
-		// (a grow may have died between ftruncate and publishing).
-		e.mem.setLiveSize(h.Size)
-	}
 	if len(rep.DeadProcesses) > 0 || unclean {
 		if p.Recover != nil {
 			if err := p.Recover(e, rep); err != nil {
@@ -353,6 +383,9 @@ func (e *Envelope) Grow(newSize int64) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
+	if word := e.mem.liveSize(); word != h.Size {
+		return int64(h.Size), fmt.Errorf("%s: grow: the live-size word says %d bytes, the header %d: %w", e.region.Name(), word, h.Size, recovery.ErrCorrupt)
+	}
 	if uint64(newSize) <= h.Size {
 		return int64(h.Size), nil
 	}
@@ -397,10 +430,10 @@ func (e *Envelope) Flush() error {
 // Size is the segment's current size in bytes. Every access must stay
 // below it: the mapping beyond it has no backing pages.
 func (e *Envelope) Size() int64 {
-	if e.access == CopyOnWrite {
-		return e.maxLen
+	if e.fixedSize != 0 {
+		return e.fixedSize
 	}
-	return int64(e.mem.liveSize())
+	return int64(min(e.mem.liveSize(), uint64(e.maxLen)))
 }
 
 // MaxSize is the segment's maximum size: the address space mapped.

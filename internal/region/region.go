@@ -5,24 +5,10 @@ import (
 	"fmt"
 	"os"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"unsafe"
 
-	mmap "github.com/edsrzf/mmap-go"
 	"golang.org/x/sys/unix"
-)
-
-// MapMode says how a region is mapped.
-type MapMode uint8
-
-const (
-	// MapShared maps read-write; writes reach the backing and every process.
-	MapShared MapMode = iota
-	// MapReadOnly maps read-only and shared.
-	MapReadOnly
-	// MapPrivate maps copy-on-write: writes stay in this process.
-	MapPrivate
 )
 
 // Region is an open backing: a file descriptor and the operations that
@@ -35,8 +21,9 @@ type Region struct {
 	durable  bool // whether Sync reaches stable storage (false on tmpfs shm)
 	readOnly bool // the descriptor is read-only
 
-	mu sync.Mutex
-	mm mmap.MMap
+	mu   sync.Mutex
+	base unsafe.Pointer // the mapping (see mapping.go), or nil
+	len  uintptr
 }
 
 // New wraps an open file. name is used in messages; created says the
@@ -119,39 +106,6 @@ func fallocate(fd int, off, n int64) error {
 	}
 }
 
-// Map maps length bytes from the start of the backing. length may be far
-// larger than the backing: the address space is reserved, and pages appear
-// as the backing grows, in this process and every other one that mapped it,
-// without remapping. Touching a page beyond the end of the backing raises
-// SIGBUS, so callers bound every access by the backing's current size.
-// A Region holds one mapping at a time.
-func (r *Region) Map(length int64, mode MapMode) ([]byte, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.mm != nil {
-		return nil, fmt.Errorf("%s: map: already mapped", r.name)
-	}
-	if length <= 0 || int64(int(length)) != length {
-		return nil, fmt.Errorf("%s: map %d bytes: %w", r.name, length, ErrNoSpace)
-	}
-	prot := mmap.RDWR
-	switch mode {
-	case MapReadOnly:
-		prot = mmap.RDONLY
-	case MapPrivate:
-		prot = mmap.COPY
-	}
-	m, err := mmap.MapRegion(r.f, int(length), prot, 0, 0)
-	if err != nil {
-		if errors.Is(err, syscall.ENOMEM) {
-			return nil, fmt.Errorf("%s: map %d bytes of address space: %w (%w)", r.name, length, ErrNoSpace, err)
-		}
-		return nil, r.wrap("map", err)
-	}
-	r.mm = m
-	return []byte(m), nil
-}
-
 // Sync makes mem (a part of the mapping) and the backing's data durable:
 // msync then fdatasync. On a backing that is not durable it does nothing.
 func (r *Region) Sync(mem []byte) error {
@@ -165,92 +119,6 @@ func (r *Region) Sync(mem []byte) error {
 	}
 	if err := unix.Fdatasync(int(r.f.Fd())); err != nil {
 		return r.wrap("fdatasync", err)
-	}
-	return nil
-}
-
-// Populate faults in every page of mem, a part of a private mapping, for
-// writing: each gets its own copy now, so that later writes to the file
-// by others no longer show through. One madvise(MADV_POPULATE_WRITE) call
-// (Linux 5.14 and later); a page at a time where that is missing.
-func (r *Region) Populate(mem []byte) error {
-	err := unix.Madvise(mem, unix.MADV_POPULATE_WRITE)
-	if errors.Is(err, syscall.EINVAL) {
-		for i := 0; i < len(mem); i += os.Getpagesize() {
-			p := (*uint32)(unsafe.Pointer(&mem[i&^3]))
-			atomic.AddUint32(p, 0)
-		}
-		return nil
-	}
-	if err != nil {
-		return r.wrap("copy the pages", err)
-	}
-	return nil
-}
-
-// MapSide maps the first n bytes of the backing a second time, shared
-// and (unless the descriptor is read-only) writable, at an address of the
-// kernel's choosing: a view of those bytes that stays valid after Retire.
-// UnmapSide removes it.
-func (r *Region) MapSide(n int64) ([]byte, error) {
-	prot := unix.PROT_READ | unix.PROT_WRITE
-	if r.readOnly {
-		prot = unix.PROT_READ
-	}
-	b, err := unix.Mmap(int(r.f.Fd()), 0, int(n), prot, unix.MAP_SHARED)
-	if err != nil {
-		return nil, r.wrap("map", err)
-	}
-	return b, nil
-}
-
-// UnmapSide removes a mapping made by MapSide.
-func (r *Region) UnmapSide(b []byte) error {
-	if err := unix.Munmap(b); err != nil {
-		return r.wrap("unmap", err)
-	}
-	return nil
-}
-
-// Retire replaces the mapping, in place, with private zero-filled memory
-// that no file backs: goroutines still reading or writing through
-// pointers into it touch nothing shared and never fault, and the
-// backing's pages are no longer referenced from this process. The address
-// range stays reserved until Unmap. Where the kernel will not commit that
-// much private memory, the part beyond keep bytes is made inaccessible
-// instead (every access is bounded by the segment's size, at most keep).
-func (r *Region) Retire(keep int64) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.mm == nil {
-		return nil
-	}
-	base, n := unsafe.Pointer(unsafe.SliceData(r.mm)), uintptr(len(r.mm))
-	const flags = unix.MAP_PRIVATE | unix.MAP_ANONYMOUS | unix.MAP_FIXED | unix.MAP_NORESERVE
-	rw := unix.PROT_READ | unix.PROT_WRITE
-	_, err := unix.MmapPtr(-1, 0, base, n, rw, flags)
-	if errors.Is(err, syscall.ENOMEM) && uintptr(keep) < n {
-		if _, err = unix.MmapPtr(-1, 0, base, uintptr(keep), rw, flags); err == nil {
-			_, err = unix.MmapPtr(-1, 0, unsafe.Add(base, keep), n-uintptr(keep), unix.PROT_NONE, flags)
-		}
-	}
-	if err != nil {
-		return r.wrap("retire the mapping", err)
-	}
-	return nil
-}
-
-// Unmap removes the mapping. Any slice into it must no longer be used.
-func (r *Region) Unmap() error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.mm == nil {
-		return nil
-	}
-	err := r.mm.Unmap()
-	r.mm = nil
-	if err != nil {
-		return r.wrap("unmap", err)
 	}
 	return nil
 }
