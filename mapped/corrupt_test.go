@@ -1,0 +1,146 @@
+package mapped
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/mapstore/mapstore/backing/file"
+	"github.com/mapstore/mapstore/internal/proctest"
+)
+
+func init() {
+	// corruptop: args spec op offset. Opens the segment and runs op on
+	// it, printing "err <error>" or "ok"; a fault kills it, a hang stalls it.
+	children["corruptop"] = childCorruptOp
+}
+
+func childCorruptOp(args []string) int {
+	seg, err := Open(parseSpec(args[0]), OpenOnly)
+	if err != nil {
+		fmt.Println("err", err)
+		return 0
+	}
+	var off int64
+	fmt.Sscan(args[2], &off)
+	switch args[1] {
+	case "block":
+		_, err = seg.Block(seg.handle(uint64(off)))
+	case "free":
+		err = seg.Deallocate(seg.env.Mem()[off : off+1])
+	case "aligned":
+		var b []byte
+		if b, err = seg.AllocateAligned(2*pageSize, 1<<20); err == nil {
+			err = seg.Deallocate(b)
+		}
+	}
+	if err != nil {
+		fmt.Println("err", err)
+	} else {
+		fmt.Println("ok")
+	}
+	return 0
+}
+
+// corruptFile makes a file segment, lets build fill it, closes it, and
+// returns its path with patch applied to its bytes.
+func corruptFile(t *testing.T, build func(s *Segment) uint64, patch func(data []byte, at uint64)) (string, uint64) {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "seg")
+	s, err := Open(file.Path(p), CreateOnly, WithSize(256<<10))
+	require.NoError(t, err)
+	at := build(s)
+	require.NoError(t, s.Close())
+	data, err := os.ReadFile(p)
+	require.NoError(t, err)
+	patch(data, at)
+	require.NoError(t, os.WriteFile(p, data, 0o600))
+	return p, at
+}
+
+func descOffset(data []byte, page uint64) uint64 {
+	return binary.LittleEndian.Uint64(data[mTable:]) + page*descLen
+}
+
+// A continuation descriptor that names a head page far beyond the table
+// (or after itself) is ErrCorrupt for Block and Deallocate, never a fault.
+func TestWildContinuationIsErrCorrupt(t *testing.T) {
+	for _, head := range []uint64{1 << 31, 1<<32 - 1, 60} {
+		p, at := corruptFile(t, func(s *Segment) uint64 {
+			b, err := s.Allocate(3 * pageSize)
+			require.NoError(t, err)
+			h, _ := s.Handle(b)
+			return uint64(h.Offset()) + pageSize // inside the block: a continuation page
+		}, func(data []byte, at uint64) {
+			binary.LittleEndian.PutUint64(data[descOffset(data, at>>pageShift):], mkDesc(kCont, 0, 0, head))
+		})
+		for _, op := range []string{"block", "free"} {
+			c := proctest.Start(t, "corruptop", "file:"+p, op, fmt.Sprint(at))
+			line := c.Expect("")
+			assert.Contains(t, line, "corrupt segment", "head %d, %s", head, op)
+			assert.Contains(t, line, fmt.Sprint(at>>pageShift), "the error names the page")
+			require.Equal(t, 0, c.Wait(), c.Stderr())
+		}
+	}
+}
+
+// A free span linked to itself makes a bin walk go round for ever under
+// the segment lock; the walk is bounded and reports it.
+func TestSelfLinkedFreeSpanIsErrCorrupt(t *testing.T) {
+	p, _ := corruptFile(t, func(s *Segment) uint64 {
+		// A two-page hole between two blocks: a free span in bin 1.
+		a, err := s.Allocate(pageSize * 2)
+		require.NoError(t, err)
+		b, err := s.Allocate(pageSize * 2)
+		require.NoError(t, err)
+		_, err = s.Allocate(pageSize * 2)
+		require.NoError(t, err)
+		require.NoError(t, s.Deallocate(b))
+		_ = a
+		return 0
+	}, func(data []byte, _ uint64) {
+		span := binary.LittleEndian.Uint64(data[mBins+8:]) // bin 1: two pages
+		require.NotZero(t, span)
+		binary.LittleEndian.PutUint64(data[descOffset(data, span)+8:], mkLinks(0, span))
+	})
+	c := proctest.Start(t, "corruptop", "file:"+p, "aligned", "0")
+	line := c.Expect("")
+	assert.Contains(t, line, "corrupt segment")
+	assert.Contains(t, line, "free-span bin 1")
+	require.Equal(t, 0, c.Wait(), c.Stderr())
+}
+
+// Once an operation finds the segment corrupt, later calls that would walk
+// its structures fail with ErrCorrupt, naming what was found; Close and
+// the accessors still work.
+func TestCorruptSegmentRefusesLaterCalls(t *testing.T) {
+	p, _ := corruptFile(t, func(s *Segment) uint64 {
+		b, err := s.Allocate(64)
+		require.NoError(t, err)
+		h, _ := s.Handle(b)
+		return uint64(h.Offset())
+	}, func(data []byte, at uint64) {
+		d := descOffset(data, at>>pageShift)
+		w := binary.LittleEndian.Uint64(data[d:])
+		binary.LittleEndian.PutUint64(data[d:], w+5<<16) // the live count lies
+	})
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	s := mustOpen(t, file.Path(p), OpenOnly)
+	err := s.CheckSanity()
+	require.ErrorIs(t, err, ErrCorrupt)
+	_, err = s.Allocate(64)
+	require.ErrorIs(t, err, ErrCorrupt)
+	assert.Contains(t, err.Error(), "live cells", "the refusal says what was found")
+	_, err = s.LookupNamed("x", false)
+	require.ErrorIs(t, err, ErrCorrupt)
+	assert.False(t, errors.Is(err, ErrNotFound))
+	assert.NotZero(t, s.Size())
+	require.NoError(t, s.Close())
+}
