@@ -1,18 +1,22 @@
 package mapped
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/mapstore/mapstore/backing"
 	"github.com/mapstore/mapstore/backing/file"
+	"github.com/mapstore/mapstore/backing/shm"
 	"github.com/mapstore/mapstore/internal/proctest"
 )
 
@@ -143,4 +147,87 @@ func TestCorruptSegmentRefusesLaterCalls(t *testing.T) {
 	assert.False(t, errors.Is(err, ErrNotFound))
 	assert.NotZero(t, s.Size())
 	require.NoError(t, s.Close())
+}
+
+// osPath is where b's bytes are on the OS filesystem.
+func osPath(b backing.Backing) string {
+	if n, ok := strings.CutPrefix(b.Name(), "shm:"); ok {
+		return filepath.Join(shm.Dir, n)
+	}
+	return b.Name()
+}
+
+// A recovery that fails (the segment was left unclean, and its check
+// finds damage) fails a writable Open with ErrCorrupt saying what failed,
+// every time, and changes nothing; OpenReadOnly still opens the segment,
+// says recovery is needed, and reads what is whole.
+func TestFailedRecoveryLeavesReadOnlyInspection(t *testing.T) {
+	forKinds(t, func(t *testing.T, b backing.Backing, spec string) {
+		s := mustOpen(t, b, CreateOnly, WithSize(256<<10))
+		_, err := s.CreateNamed("keep", false, NameSpec{Count: 1, ElemSize: 8}, func(obj []byte) { obj[0] = 42 })
+		require.NoError(t, err)
+		blk, err := s.Allocate(64)
+		require.NoError(t, err)
+		h, _ := s.Handle(blk)
+		require.NoError(t, s.Close())
+		// Left unclean: a process attached and was killed.
+		c := proctest.Start(t, "attach", spec)
+		c.Expect("ready")
+		c.Kill()
+		// Then damage behind everyone's back: a run's live count.
+		data, err := os.ReadFile(osPath(b))
+		require.NoError(t, err)
+		d := descOffset(data, uint64(h.Offset())>>pageShift)
+		binary.LittleEndian.PutUint64(data[d:], binary.LittleEndian.Uint64(data[d:])+3<<16)
+		require.NoError(t, os.WriteFile(osPath(b), data, 0o600))
+		before := sha256.Sum256(data)
+
+		for range 2 {
+			_, err := Open(b, OpenOnly)
+			require.ErrorIs(t, err, ErrCorrupt)
+			assert.Contains(t, err.Error(), "recovery")
+			assert.Contains(t, err.Error(), "live cells")
+		}
+		after, err := os.ReadFile(osPath(b))
+		require.NoError(t, err)
+		assert.Equal(t, before, sha256.Sum256(after), "a failed recovery changes nothing")
+
+		ro := mustOpen(t, b, OpenReadOnly)
+		rep := ro.RecoveryReport()
+		assert.True(t, rep.RecoveryNeeded, "%s", rep)
+		n, err := ro.LookupNamed("keep", false)
+		require.NoError(t, err)
+		assert.Equal(t, byte(42), n.Obj[0])
+		require.ErrorIs(t, ro.CheckSanity(), ErrCorrupt)
+	})
+}
+
+// A segment closed cleanly whose manager words are damaged: a writable
+// Open is ErrCorrupt; OpenReadOnly opens it for inspection, its report
+// says what is wrong, and every call that would walk it refuses with
+// ErrCorrupt.
+func TestDamagedManagerOpensReadOnlyForInspection(t *testing.T) {
+	forKinds(t, func(t *testing.T, b backing.Backing, _ string) {
+		s := mustOpen(t, b, CreateOnly, WithSize(256<<10))
+		_, err := s.CreateNamed("keep", false, NameSpec{Count: 1, ElemSize: 8}, nil)
+		require.NoError(t, err)
+		require.NoError(t, s.Close())
+		data, err := os.ReadFile(osPath(b))
+		require.NoError(t, err)
+		binary.LittleEndian.PutUint64(data[mTable:], 1<<40) // the descriptor table, far away
+		require.NoError(t, os.WriteFile(osPath(b), data, 0o600))
+
+		_, err = Open(b, OpenOnly)
+		require.ErrorIs(t, err, ErrCorrupt)
+		assert.Contains(t, err.Error(), "descriptor table")
+		ro := mustOpen(t, b, OpenReadOnly)
+		assert.Contains(t, strings.Join(ro.RecoveryReport().Actions, "\n"), "descriptor table")
+		info, err := ro.Info()
+		require.NoError(t, err)
+		assert.Equal(t, int64(256<<10), info.Size)
+		_, err = ro.LookupNamed("keep", false)
+		require.ErrorIs(t, err, ErrCorrupt)
+		require.ErrorIs(t, ro.CheckSanity(), ErrCorrupt)
+		assert.Zero(t, ro.FreeMemory())
+	})
 }

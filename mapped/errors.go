@@ -39,6 +39,8 @@ var (
 	ErrBusy = envelope.ErrBusy
 	// ErrInvalidHandle: a handle or block that is not a live block of this segment.
 	ErrInvalidHandle = errors.New("invalid handle")
+	// ErrInvalidOption: an option Open cannot use (see WithPerm).
+	ErrInvalidOption = errors.New("invalid option")
 	// ErrInvalidSize: a size option out of range (see WithSize), or a
 	// request size that is zero, negative or overflows.
 	ErrInvalidSize = errors.New("invalid size")

@@ -63,7 +63,7 @@ func (h *heap) validate(size int64) error {
 			binary.LittleEndian.PutUint64(ours[:], mgrMagic)
 			return fmt.Errorf("segment manager format %q, this build reads %q: %w", got[6:], ours[6:], ErrVersion)
 		}
-		return fmt.Errorf("no segment manager at offset %d: %w", mgrOff, ErrCorrupt)
+		return &envelope.Fatal{Err: fmt.Errorf("no segment manager at offset %d: %w", mgrOff, ErrCorrupt)}
 	}
 	t, tcap, managed := h.get(mTable), h.get(mTableCap), h.get(mManaged)
 	switch {
@@ -231,8 +231,17 @@ func (s *Segment) attachManager() error {
 		return fmt.Errorf("%s: root %d is %d, not the manager's offset %d: %w", s.b.Name(), rootManager, roots[rootManager], mgrOff, ErrCorrupt)
 	}
 	h := newHeap(e)
-	if err := h.validate(e.Size()); err != nil {
-		return fmt.Errorf("%s: %w", s.b.Name(), err)
+	damage := e.Damage()
+	if damage == nil {
+		damage = h.validate(e.Size())
+	}
+	if damage != nil {
+		if s.mode != OpenReadOnly {
+			return fmt.Errorf("%s: %w", s.b.Name(), damage)
+		}
+		// Opened for inspection: every call that would walk the segment's
+		// structures says what is wrong instead.
+		s.noteCorrupt(damage)
 	}
 	u := e.UUID()
 	s.tag = uint64(u[0]) | uint64(u[1])<<8 | uint64(u[2])<<16
@@ -246,7 +255,7 @@ func (s *Segment) attachManager() error {
 	s.lk.takeover = s.takeover
 	s.lk.stop = &s.state
 	if s.mode == OpenReadOnly {
-		s.state.Store(stReadOnly)
+		s.state.Or(stReadOnly)
 	}
 	if s.mode == OpenCopyOnWrite {
 		// The private copy may hold an operation in flight in another

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"strings"
 	"time"
 )
 
@@ -63,8 +64,22 @@ func (s *Segment) errf(op string, err error) error {
 	if st := s.state.Load(); st&stClosed != 0 {
 		return s.errClosed(op)
 	}
-	return fmt.Errorf("mapstore: %s %s: %w", op, s.b.Name(), s.noteCorrupt(err))
+	return &opError{op: op, name: s.b.Name(), err: s.noteCorrupt(err)}
 }
+
+// opError is an error of operation op on the segment name: "mapstore: op
+// name: " and err, whose own text does not say the name again (the lower
+// layers put it first, for their callers that do not).
+type opError struct {
+	op, name string
+	err      error
+}
+
+func (e *opError) Error() string {
+	return "mapstore: " + e.op + " " + e.name + ": " + strings.TrimPrefix(e.err.Error(), e.name+": ")
+}
+
+func (e *opError) Unwrap() error { return e.err }
 
 // lockOnly takes the segment lock for a change without starting a
 // journaled operation: the caller tries the fast path first (fast.go) and

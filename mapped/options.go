@@ -56,7 +56,9 @@ func WithFixedSize() Option {
 }
 
 // WithPerm sets the permission bits of a new backing (default 0o600;
-// 0o666 lets every user share it, subject to the umask).
+// 0o666 lets every user share it, subject to the umask). Only read and
+// write bits are allowed: anything else (execute, setuid, setgid, sticky,
+// a file type) is ErrInvalidOption.
 func WithPerm(perm fs.FileMode) Option {
 	return func(o *options) { o.perm = perm }
 }
@@ -73,6 +75,9 @@ func buildOptions(name string, opts []Option) (options, error) {
 	o := options{size: DefaultSize, perm: 0o600}
 	for _, f := range opts {
 		f(&o)
+	}
+	if o.perm&^0o666 != 0 {
+		return o, fmt.Errorf("mapstore: open %s: WithPerm(%v): only read and write bits (0o666) may be set: %w", name, o.perm, ErrInvalidOption)
 	}
 	if o.size < MinSize || o.size > MaxMaxSize {
 		return o, fmt.Errorf("mapstore: open %s: WithSize(%d): %w: want %d to %d bytes", name, o.size, ErrInvalidSize, MinSize, int64(MaxMaxSize))

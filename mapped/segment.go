@@ -82,29 +82,24 @@ func Open(b backing.Backing, mode Mode, opts ...Option) (*Segment, error) {
 	if o.fixed {
 		p.Flags |= envelope.FlagFixedSize
 	}
-	var r *region.Region
+	var env *envelope.Envelope
+	var rep *recovery.Report
 	switch mode {
 	case CreateOnly:
-		p.Create, p.Exclusive = true, true
-		r, err = b.Open(region.Create|region.Exclusive, o.perm)
+		env, rep, err = openEnvelope(b, region.Create, o, p)
 	case OpenOnly:
-		r, err = b.Open(0, o.perm)
+		env, rep, err = openEnvelope(b, 0, o, p)
 	case OpenOrCreate:
-		p.Create = true
-		r, err = openOrCreate(b, o)
+		env, rep, err = openOrCreate(b, o, p)
 	case OpenReadOnly:
 		p.Access = envelope.ReadOnly
-		r, err = b.Open(region.ReadOnly, o.perm)
+		env, rep, err = openEnvelope(b, region.ReadOnly, o, p)
 	case OpenCopyOnWrite:
 		p.Access = envelope.CopyOnWrite
-		r, err = b.Open(region.ReadOnly, o.perm)
+		env, rep, err = openEnvelope(b, region.ReadOnly, o, p)
 	default:
 		return nil, fmt.Errorf("mapstore: open %s: unknown mode %d", b.Name(), mode)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("mapstore: open: %w", err)
-	}
-	env, rep, err := envelope.Open(r, p)
 	if err != nil {
 		return nil, fmt.Errorf("mapstore: open: %w", err)
 	}
@@ -118,19 +113,32 @@ func Open(b backing.Backing, mode Mode, opts ...Option) (*Segment, error) {
 	return s, nil
 }
 
-// openOrCreate creates the backing if it can, and opens it otherwise, so
-// that the envelope knows whether this open made the file.
-func openOrCreate(b backing.Backing, o options) (*region.Region, error) {
-	for {
-		r, err := b.Open(region.Create|region.Exclusive, o.perm)
-		if !errors.Is(err, backing.ErrExists) {
-			return r, err
+// openEnvelope opens b as flags say and the envelope in it.
+func openEnvelope(b backing.Backing, flags region.Flags, o options, p envelope.Params) (*envelope.Envelope, *recovery.Report, error) {
+	r, err := b.Open(flags, o.perm)
+	if err != nil {
+		return nil, nil, err
+	}
+	return envelope.Open(r, p)
+}
+
+// openOrCreate opens the segment in b, or creates it if there is none. A
+// creation that finds another process's segment published first opens
+// that one.
+func openOrCreate(b backing.Backing, o options, p envelope.Params) (*envelope.Envelope, *recovery.Report, error) {
+	for try := 0; ; try++ {
+		env, rep, err := openEnvelope(b, 0, o, p)
+		if !errors.Is(err, ErrNotFound) {
+			return env, rep, err
 		}
-		r, err = b.Open(0, o.perm)
-		if !errors.Is(err, backing.ErrNotFound) {
-			return r, err
+		env, rep, err = openEnvelope(b, region.Create, o, p)
+		if !errors.Is(err, ErrExists) {
+			return env, rep, err
 		}
-		// Removed between the two opens: try again.
+		if try == 3 {
+			// Something is at the path, and opening it finds nothing.
+			return nil, nil, fmt.Errorf("%s: exists, yet opening it finds no file (a symbolic link to a missing file?): %w", b.Name(), ErrNotFound)
+		}
 	}
 }
 

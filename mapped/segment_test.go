@@ -37,6 +37,8 @@ func TestOpenModes(t *testing.T) {
 		s, err := Open(b, CreateOnly, WithSize(64<<10))
 		require.NoError(t, err)
 		assert.True(t, s.RecoveryReport().Created)
+		assert.Equal(t, "new", s.RecoveryReport().State.String())
+		assert.NotContains(t, s.RecoveryReport().String(), "State(")
 		assert.Equal(t, int64(64<<10), s.Size())
 		assert.Equal(t, int64(DefaultMaxSize), s.MaxSize())
 		assert.Equal(t, CreateOnly, s.Mode())
@@ -79,7 +81,6 @@ func TestOpenOrCreateCreates(t *testing.T) {
 		s := mustOpen(t, b, OpenOrCreate, WithSize(100<<10), WithMaxSize(1<<30))
 		rep := s.RecoveryReport()
 		assert.True(t, rep.Created)
-		assert.False(t, rep.TookOver)
 		assert.Equal(t, int64(100<<10), s.Size())
 		assert.Equal(t, int64(1<<30), s.MaxSize())
 	})
@@ -323,42 +324,33 @@ func TestBadFiles(t *testing.T) {
 				assert.Contains(t, err.Error(), p)
 				assert.Contains(t, err.Error(), c.text)
 			}
-			if c.name != "empty" {
-				_, err := Open(file.Path(p), OpenOrCreate)
-				require.ErrorIs(t, err, c.want, "OpenOrCreate never overwrites what is there")
-			}
-			_, err := Open(file.Path(p), CreateOnly)
+			_, err := Open(file.Path(p), OpenOrCreate)
+			require.ErrorIs(t, err, c.want, "OpenOrCreate never overwrites what is there")
+			_, err = Open(file.Path(p), CreateOnly)
 			require.ErrorIs(t, err, ErrExists)
-			if c.name != "empty" {
-				assert.Equal(t, before, fileHash(t, p), "a refused open leaves the file as it was")
-			}
+			assert.Equal(t, before, fileHash(t, p), "a refused open leaves the file as it was")
 		})
 	}
 }
 
-func TestEmptyFileOpenOrCreateInitialises(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "empty.seg")
-	require.NoError(t, os.WriteFile(p, nil, 0o600))
-	s := mustOpen(t, file.Path(p), OpenOrCreate, WithSize(64<<10))
-	assert.True(t, s.RecoveryReport().Created)
-	assert.True(t, s.RecoveryReport().TookOver)
-	assert.Equal(t, int64(64<<10), s.Size())
-}
-
-func TestInterruptedCreationIsTakenOver(t *testing.T) {
+// A creation that never finished (a header in state "creating", as older
+// builds left one) is not a segment, and is not taken over: creations are
+// built out of sight and linked into place whole.
+func TestUnfinishedCreationIsRefused(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "half.seg")
 	p2 := writeSegmentFile(t)
-	// Make the header say "creating", as a creator that died would leave it.
 	for _, off := range []int64{0, 2048} {
 		patchFile(t, p2, off+64, []byte{byte(recovery.StateCreating), 0, 0, 0})
 		resum(t, p2, off)
 	}
 	require.NoError(t, os.Rename(p2, p))
-	_, err := Open(file.Path(p), OpenOnly)
-	require.ErrorIs(t, err, ErrNotFound)
-	assert.Contains(t, err.Error(), "interrupted")
-	s := mustOpen(t, file.Path(p), OpenOrCreate)
-	assert.True(t, s.RecoveryReport().TookOver)
+	before := fileHash(t, p)
+	for _, mode := range []Mode{OpenOnly, OpenOrCreate, OpenReadOnly, OpenCopyOnWrite} {
+		_, err := Open(file.Path(p), mode)
+		require.ErrorIs(t, err, ErrCorrupt, "%v", mode)
+		assert.Contains(t, err.Error(), "never finished")
+	}
+	assert.Equal(t, before, fileHash(t, p))
 }
 
 func TestOneHeaderCopyDamaged(t *testing.T) {
@@ -470,6 +462,7 @@ func TestSIGKILLWhileAttachedIsUncleanShutdown(t *testing.T) {
 		require.NoError(t, err)
 		assert.True(t, ro.RecoveryReport().UncleanShutdown)
 		assert.True(t, ro.RecoveryReport().RecoveryNeeded, "read-only cannot recover")
+		assert.Contains(t, ro.RecoveryReport().String(), "unclean shutdown: recovery needed")
 		require.NoError(t, ro.Close())
 
 		s, err = Open(b, OpenOnly)
@@ -479,7 +472,8 @@ func TestSIGKILLWhileAttachedIsUncleanShutdown(t *testing.T) {
 		assert.False(t, rep.MachineRestarted)
 		require.Len(t, rep.DeadProcesses, 1)
 		assert.Equal(t, pid, rep.DeadProcesses[0].PID)
-		assert.Contains(t, rep.String(), "unclean shutdown, recovery needed")
+		assert.Contains(t, rep.String(), "unclean shutdown: recovered")
+		assert.NotContains(t, rep.String(), "needed", "a writable open recovered it")
 		assert.Contains(t, rep.String(), "process "+strconv.Itoa(pid)+" ")
 		require.NoError(t, s.Close())
 

@@ -1,6 +1,7 @@
 package mapped
 
 import (
+	"errors"
 	"fmt"
 	"unsafe"
 )
@@ -22,12 +23,17 @@ func (h *heap) growBy(n uint64) error {
 	if tcap := h.get(mTableCap); want > tcap {
 		want += (want*descLen+pageSize-1)/pageSize + 1 // room for a bigger table
 	}
-	newSize := max(want<<pageShift, cur+min(cur, 1<<30)) // double, by at most 1 GiB
+	need := want << pageShift
+	newSize := max(need, cur+min(cur, 1<<30)) // double, by at most 1 GiB
 	newSize = min(newSize, uint64(h.max))
-	if newSize < want<<pageShift {
+	if newSize < need {
 		return fmt.Errorf("%d more pages needed, past the maximum size %d: %w", n, h.max, ErrNoSpace)
 	}
 	got, err := h.grow(int64(newSize))
+	if errors.Is(err, ErrNoSpace) && newSize > need {
+		// The disk or tmpfs has no room to double: grow by what is needed.
+		got, err = h.grow(int64(need))
+	}
 	if err != nil {
 		return err
 	}

@@ -293,14 +293,15 @@ func New[T any](seg *mapped.Segment) (*T, error) {
 	return &a[0], nil
 }
 
-// NewArray allocates an anonymous, zeroed array of n T (n >= 1).
+// NewArray allocates an anonymous, zeroed array of n T (n >= 0, as for
+// ConstructArray). Even an empty one owns a block: DeleteArray frees it.
 func NewArray[T any](seg *mapped.Segment, n int) ([]T, error) {
 	ti, err := info[T]("new", "")
 	if err != nil {
 		return nil, err
 	}
 	hi, size := bits.Mul64(uint64(max(n, 0)), uint64(ti.size))
-	if n < 1 || n > mapped.MaxMaxSize || hi != 0 || size > mapped.MaxMaxSize {
+	if n < 0 || n > mapped.MaxMaxSize || hi != 0 || size > mapped.MaxMaxSize {
 		return nil, fmt.Errorf("mapstore: new in %s: %d elements of %d bytes: %w", seg.Name(), n, ti.size, mapped.ErrInvalidSize)
 	}
 	var b []byte
@@ -322,6 +323,17 @@ func NewArray[T any](seg *mapped.Segment, n int) ([]T, error) {
 func Delete[T any](seg *mapped.Segment, p *T) error {
 	if p == nil {
 		return fmt.Errorf("mapstore: delete in %s: nil pointer: %w", seg.Name(), mapped.ErrInvalidHandle)
+	}
+	return seg.Deallocate(unsafe.Slice((*byte)(unsafe.Pointer(p)), 1))
+}
+
+// DeleteArray frees what NewArray returned (any length, empty too). A
+// slice that does not start a block of the segment is
+// mapped.ErrInvalidHandle and nothing changes.
+func DeleteArray[T any](seg *mapped.Segment, a []T) error {
+	p := unsafe.SliceData(a)
+	if p == nil {
+		return fmt.Errorf("mapstore: delete in %s: nil slice: %w", seg.Name(), mapped.ErrInvalidHandle)
 	}
 	return seg.Deallocate(unsafe.Slice((*byte)(unsafe.Pointer(p)), 1))
 }

@@ -216,8 +216,15 @@ func TestBadInput(t *testing.T) {
 		require.ErrorIs(t, err, mapped.ErrInvalidSize)
 		_, err = NewArray[point](seg, math.MaxInt/8)
 		require.ErrorIs(t, err, mapped.ErrInvalidSize)
-		_, err = NewArray[point](seg, 0)
-		require.ErrorIs(t, err, mapped.ErrInvalidSize)
+		// One rule for both: zero elements is an (empty) array.
+		free0 := seg.FreeMemory()
+		z, err := NewArray[point](seg, 0)
+		require.NoError(t, err)
+		assert.Empty(t, z)
+		assert.NotNil(t, z)
+		require.NoError(t, DeleteArray(seg, z))
+		assert.Equal(t, free0, seg.FreeMemory())
+		require.ErrorIs(t, DeleteArray[point](seg, nil), mapped.ErrInvalidHandle)
 		e, err := ConstructArray(seg, "empty", 0, point{})
 		require.NoError(t, err)
 		assert.Empty(t, e)
@@ -312,7 +319,7 @@ func TestNewDeleteHandles(t *testing.T) {
 	}
 	require.NoError(t, Delete(seg, p))
 	require.NoError(t, Delete(seg, big))
-	require.NoError(t, Delete(seg, &a[0]))
+	require.NoError(t, DeleteArray(seg, a))
 	assert.Equal(t, free0, seg.FreeMemory())
 	assert.True(t, seg.AllMemoryDeallocated())
 }

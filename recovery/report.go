@@ -19,9 +19,6 @@ type Report struct {
 	Name string
 	// Created: this open created the segment.
 	Created bool
-	// TookOver: this open finished a creation that another process began
-	// and did not complete (it died, or the file was empty).
-	TookOver bool
 	// State is the shutdown state the header held when the open found it.
 	State State
 	// DamagedHeaders lists header copies that failed validation; the
@@ -48,7 +45,7 @@ type Report struct {
 // Clean reports whether the open found nothing to recover or repair.
 func (r *Report) Clean() bool {
 	return r == nil || (len(r.DamagedHeaders) == 0 && !r.UncleanShutdown && !r.MachineRestarted &&
-		len(r.DeadProcesses) == 0 && !r.RecoveryNeeded && !r.TookOver)
+		len(r.DeadProcesses) == 0 && !r.RecoveryNeeded)
 }
 
 // Addf records an action.
@@ -71,14 +68,14 @@ func (r *Report) String() string {
 	default:
 		fmt.Fprintf(&b, "opened (found %s)", r.State)
 	}
-	if r.TookOver {
-		b.WriteString("; finished an interrupted creation")
-	}
 	for _, d := range r.DamagedHeaders {
 		fmt.Fprintf(&b, "\n  damaged %s", d)
 	}
-	if r.UncleanShutdown {
-		b.WriteString("\n  unclean shutdown, recovery needed")
+	switch {
+	case r.UncleanShutdown && r.RecoveryNeeded:
+		b.WriteString("\n  unclean shutdown: recovery needed")
+	case r.UncleanShutdown:
+		b.WriteString("\n  unclean shutdown: recovered")
 	}
 	if r.MachineRestarted {
 		b.WriteString("\n  the machine restarted while the segment was in use: writes after the last Flush may be lost")
@@ -87,7 +84,7 @@ func (r *Report) String() string {
 		fmt.Fprintf(&b, "\n  process %d (seat %d) died while attached", p.PID, p.Seat)
 	}
 	if r.RecoveryNeeded {
-		b.WriteString("\n  recovery not performed: opened read-only")
+		b.WriteString("\n  recovery not performed: opened read-only (a writable open recovers it)")
 	}
 	for _, a := range r.Actions {
 		fmt.Fprintf(&b, "\n  %s", a)

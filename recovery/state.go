@@ -6,7 +6,10 @@ import "fmt"
 type State uint32
 
 const (
-	// StateCreating: creation began and has not finished.
+	// StateNew: no state; the open that reports it created the segment.
+	StateNew State = 0
+	// StateCreating: creation began and has not finished (older builds
+	// wrote it; a segment found in it is refused).
 	StateCreating State = 1
 	// StateAttached: writable processes have it open (or died with it open).
 	StateAttached State = 2
@@ -16,6 +19,8 @@ const (
 
 func (s State) String() string {
 	switch s {
+	case StateNew:
+		return "new"
 	case StateCreating:
 		return "creating"
 	case StateAttached:

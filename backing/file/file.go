@@ -50,29 +50,31 @@ func Path(path string, opts ...Option) *File {
 // Name is the file's path.
 func (f *File) Name() string { return f.path }
 
-// Open opens the file, creating it as flags say.
+// Open opens the file as flags say (see region.Open; mapped.Open calls
+// it).
 func (f *File) Open(flags region.Flags, perm fs.FileMode) (*region.Region, error) {
 	if f.path == "" {
-		return nil, fmt.Errorf("file backing: empty path: %w", backing.ErrInvalidName)
+		return nil, fmt.Errorf("file backing: empty path: %w", region.ErrInvalidName)
 	}
-	af, err := f.fs.OpenFile(f.path, region.OpenFlags(flags), perm)
+	return region.Open(region.Spec{Name: f.path, Path: f.path, Open: f.openOS, Durable: true}, flags, perm)
+}
+
+// openOS opens path through the filesystem and hands out its *os.File,
+// or ErrNoDescriptor when the filesystem has none.
+func (f *File) openOS(path string, flag int, perm fs.FileMode) (*os.File, error) {
+	af, err := f.fs.OpenFile(path, flag, perm)
 	if err != nil {
-		return nil, region.OpenError(f.path, err)
+		return nil, err
 	}
 	osf, ok := osFile(af)
 	if !ok {
 		_ = af.Close()
-		if flags&region.Create != 0 && flags&region.Exclusive != 0 {
-			_ = f.fs.Remove(f.path)
+		if flag&os.O_CREATE != 0 {
+			_ = f.fs.Remove(path)
 		}
-		return nil, fmt.Errorf("%s: %w (filesystem %T, file %T)", f.path, backing.ErrNoDescriptor, f.fs, af)
+		return nil, fmt.Errorf("%w (filesystem %T, file %T)", region.ErrNoDescriptor, f.fs, af)
 	}
-	if err := region.CheckRegular(f.path, osf); err != nil {
-		_ = osf.Close()
-		return nil, err
-	}
-	created := flags&region.Create != 0 && flags&region.Exclusive != 0
-	return region.New(f.path, osf, created, true), nil
+	return osf, nil
 }
 
 // osFile finds the *os.File under an afero file, looking through

@@ -21,13 +21,25 @@ func TestOpenCreateRemove(t *testing.T) {
 	require.ErrorIs(t, err, os.ErrNotExist)
 	assert.Contains(t, err.Error(), p)
 
-	r, err := file.Path(p).Open(region.Create|region.Exclusive, 0o600)
+	// A new backing is seen by nobody until it is published.
+	r, err := file.Path(p).Open(region.Create, 0o600)
 	require.NoError(t, err)
 	assert.True(t, r.Created())
 	assert.True(t, r.Durable())
+	_, err = os.Stat(p)
+	require.ErrorIs(t, err, os.ErrNotExist, "not before Publish")
+	require.NoError(t, r.Publish())
 	require.NoError(t, r.Close())
-	_, err = file.Path(p).Open(region.Create|region.Exclusive, 0o600)
-	require.ErrorIs(t, err, backing.ErrExists)
+	_, err = os.Stat(p)
+	require.NoError(t, err)
+	// A second one cannot be published over it; closing it leaves nothing.
+	r, err = file.Path(p).Open(region.Create, 0o600)
+	require.NoError(t, err)
+	require.ErrorIs(t, r.Publish(), backing.ErrExists)
+	require.NoError(t, r.Close())
+	ents, err := os.ReadDir(filepath.Dir(p))
+	require.NoError(t, err)
+	assert.Len(t, ents, 1, "no temporary file left behind")
 
 	require.NoError(t, file.Remove(p))
 	require.ErrorIs(t, file.Remove(p), backing.ErrNotFound)
@@ -37,7 +49,7 @@ func TestOpenCreateRemove(t *testing.T) {
 
 func TestDirectoryIsNotRegular(t *testing.T) {
 	dir := t.TempDir()
-	for _, fl := range []region.Flags{0, region.ReadOnly, region.Create} {
+	for _, fl := range []region.Flags{0, region.ReadOnly} {
 		_, err := file.Path(dir).Open(fl, 0o600)
 		require.ErrorIs(t, err, backing.ErrNotRegular, "flags %d", fl)
 		assert.Contains(t, err.Error(), dir)
@@ -46,23 +58,24 @@ func TestDirectoryIsNotRegular(t *testing.T) {
 
 func TestMemMapFsHasNoDescriptor(t *testing.T) {
 	fs := afero.NewMemMapFs()
-	_, err := file.Path("x.seg", file.WithFs(fs)).Open(region.Create|region.Exclusive, 0o600)
+	_, err := file.Path("x.seg", file.WithFs(fs)).Open(region.Create, 0o600)
 	require.ErrorIs(t, err, backing.ErrNoDescriptor)
 	assert.Contains(t, err.Error(), "x.seg")
-	ok, _ := afero.Exists(fs, "x.seg")
-	assert.False(t, ok, "a refused create leaves nothing behind")
+	ents, _ := afero.ReadDir(fs, ".")
+	assert.Empty(t, ents, "a refused create leaves nothing behind")
 }
 
 func TestBasePathFsIsUnwrapped(t *testing.T) {
 	dir := t.TempDir()
 	fs := afero.NewBasePathFs(afero.NewOsFs(), dir)
 	b := file.Path("/inner.seg", file.WithFs(fs))
-	r, err := b.Open(region.Create|region.Exclusive, 0o600)
+	r, err := b.Open(region.Create, 0o600)
 	require.NoError(t, err)
 	require.NoError(t, r.Resize(8192))
 	mem, err := r.Map(1<<20, region.MapShared)
 	require.NoError(t, err)
 	mem[8191] = 42
+	require.NoError(t, r.Publish())
 	require.NoError(t, r.Close())
 	data, err := os.ReadFile(filepath.Join(dir, "inner.seg"))
 	require.NoError(t, err)
@@ -88,6 +101,7 @@ func TestOFDLocksBetweenOpens(t *testing.T) {
 	a, err := file.Path(p).Open(region.Create, 0o600)
 	require.NoError(t, err)
 	defer a.Close()
+	require.NoError(t, a.Publish())
 	b, err := file.Path(p).Open(0, 0)
 	require.NoError(t, err)
 	const off = int64(1) << 60

@@ -69,22 +69,15 @@ func (o Object) path() (string, error) {
 	return filepath.Join(Dir, strings.TrimPrefix(o.name, "/")), nil
 }
 
-// Open opens the shared memory object, creating it as flags say.
+// Open opens the shared memory object as flags say (see region.Open;
+// mapped.Open calls it). Like shm_open(3), it never follows a symbolic
+// link.
 func (o Object) Open(flags region.Flags, perm fs.FileMode) (*region.Region, error) {
 	p, err := o.path()
 	if err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(p, region.OpenFlags(flags), perm)
-	if err != nil {
-		return nil, region.OpenError(o.Name(), err)
-	}
-	if err := region.CheckRegular(o.Name(), f); err != nil {
-		_ = f.Close()
-		return nil, err
-	}
-	created := flags&region.Create != 0 && flags&region.Exclusive != 0
-	return region.New(o.Name(), f, created, false), nil
+	return region.Open(region.Spec{Name: o.Name(), Path: p, Open: os.OpenFile, NoFollow: true}, flags, perm)
 }
 
 // Remove deletes the shared memory object. A missing one is ErrNotFound.

@@ -32,15 +32,19 @@ func TestValidate(t *testing.T) {
 func TestCreateListRemove(t *testing.T) {
 	name := fmt.Sprintf("mapstore-shmtest-%d", os.Getpid())
 	t.Cleanup(func() { _ = shm.Remove(name) })
-	r, err := shm.Named("/"+name).Open(region.Create|region.Exclusive, 0o600)
+	r, err := shm.Named("/"+name).Open(region.Create, 0o600)
 	require.NoError(t, err)
 	assert.True(t, r.Created())
 	assert.False(t, r.Durable(), "shm has no disk behind it")
+	require.NoError(t, r.Publish())
 	require.NoError(t, r.Close())
 
-	_, err = shm.Named(name).Open(region.Create|region.Exclusive, 0o600)
+	r, err = shm.Named(name).Open(region.Create, 0o600)
+	require.NoError(t, err)
+	err = r.Publish()
 	require.ErrorIs(t, err, backing.ErrExists)
 	assert.Contains(t, err.Error(), name)
+	require.NoError(t, r.Close())
 
 	names, err := shm.List()
 	require.NoError(t, err)
@@ -57,9 +61,10 @@ func TestCreateListRemove(t *testing.T) {
 func TestGrowPastTmpfsIsErrNoSpace(t *testing.T) {
 	name := fmt.Sprintf("mapstore-shmfull-%d", os.Getpid())
 	t.Cleanup(func() { _ = shm.Remove(name) })
-	r, err := shm.Named(name).Open(region.Create|region.Exclusive, 0o600)
+	r, err := shm.Named(name).Open(region.Create, 0o600)
 	require.NoError(t, err)
 	defer r.Close()
+	require.NoError(t, r.Publish())
 	require.NoError(t, r.Resize(1<<20))
 	// More than the whole tmpfs: fallocate refuses at once, and the size
 	// stays as it was (ftruncate alone would have succeeded and SIGBUSed later).

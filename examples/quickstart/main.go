@@ -9,7 +9,9 @@
 //	go run ./examples/quickstart
 //	go run ./examples/quickstart -path /tmp/other.seg
 //
-// Remove the file to start again from run 1.
+// The segment is yours alone: by default it lives in your user cache
+// directory (~/.cache/mapstore/quickstart.seg on Linux), and each run
+// prints where. Remove the file to start again from run 1.
 package main
 
 import (
@@ -33,8 +35,21 @@ type lastRun struct {
 }
 
 func main() {
-	path := flag.String("path", filepath.Join(os.TempDir(), "mapstore-quickstart.seg"), "segment file")
+	path := flag.String("path", "", "segment file (default: quickstart.seg in your user cache directory)")
 	flag.Parse()
+	if *path == "" {
+		dir, err := os.UserCacheDir()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "quickstart: no user cache directory (use -path):", err)
+			os.Exit(1)
+		}
+		dir = filepath.Join(dir, "mapstore")
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			fmt.Fprintln(os.Stderr, "quickstart:", err)
+			os.Exit(1)
+		}
+		*path = filepath.Join(dir, "quickstart.seg")
+	}
 	if err := run(*path); err != nil {
 		fmt.Fprintln(os.Stderr, "quickstart:", err)
 		os.Exit(1)

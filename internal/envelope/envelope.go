@@ -1,13 +1,11 @@
 package envelope
 
 import (
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"os"
 	"sync"
 	"sync/atomic"
-	"time"
 	"unsafe"
 
 	"github.com/mapstore/mapstore/internal/region"
@@ -36,18 +34,15 @@ const (
 // Params say how Open treats a segment.
 type Params struct {
 	Access Access
-	// Create allows a new segment to be made when the backing is new or
-	// empty, or holds an interrupted creation.
-	Create bool
-	// Exclusive makes an existing segment ErrExists (with Create).
-	Exclusive bool
 	// Size and MaxSize are a new segment's size and maximum size, page
-	// multiples with EnvelopeSize <= Size <= MaxSize <= MaxMaxSize.
+	// multiples with EnvelopeSize <= Size <= MaxSize <= MaxMaxSize. A
+	// process that cannot reserve MaxSize bytes of address space makes
+	// the segment with a smaller maximum (at least Size), and says so.
 	Size, MaxSize int64
 	// Flags are a new segment's header flags.
 	Flags uint32
-	// Init lays out the layers above in a new segment. It runs under the
-	// meta lock, before any other process can open the segment.
+	// Init lays out the layers above in a new segment, before any other
+	// process can see it.
 	Init func(e *Envelope) error
 	// Check, if set, verifies the layers above in an existing segment
 	// after it is mapped and before the open changes anything, so that a
@@ -63,10 +58,15 @@ type Params struct {
 	// it: the layers above clear what an earlier occupant left naming
 	// the seat. Its error fails the open.
 	Claimed func(e *Envelope, seat int, rep *recovery.Report) error
-	// OpenWait bounds how long an open waits for a creator that has made
-	// the backing but not yet locked it; 0 means a short default.
-	OpenWait time.Duration
 }
+
+// Fatal wraps an error of Params.Check that no open may get past, not
+// even a read-only one for inspection (the segment is not one the layers
+// above can read at all).
+type Fatal struct{ Err error }
+
+func (f *Fatal) Error() string { return f.Err.Error() }
+func (f *Fatal) Unwrap() error { return f.Err }
 
 // Envelope is an open segment's envelope: its mapping, header and
 // seat in the attached-process table. Its methods are safe for concurrent use.
@@ -76,6 +76,9 @@ type Envelope struct {
 	access Access
 	seat   int // seat in the attached-process table, or -1
 	maxLen int64
+	// damage is what Params.Check found wrong with a segment a read-only
+	// open opened anyway.
+	damage error
 	// fixedSize, when not 0, is the size whatever the live-size word says:
 	// a copy-on-write open's private copy, or a read-only open of a
 	// segment whose word disagrees with the header.
@@ -87,9 +90,10 @@ type Envelope struct {
 	closed atomic.Bool
 }
 
-// Open validates (or creates) the segment in r, maps it, attaches to it
-// when writable, and runs recovery when it was left dirty. On error, r is
-// closed.
+// Open validates the segment in r, maps it, attaches to it when writable,
+// and runs recovery when it was left dirty; or, when r is a new backing
+// (r.Created), builds a segment in it and publishes it. On error, r is
+// closed (a new backing is then gone).
 func Open(r *region.Region, p Params) (e *Envelope, rep *recovery.Report, err error) {
 	if os.Getpagesize() != PageSize {
 		_ = r.Close()
@@ -103,73 +107,46 @@ func Open(r *region.Region, p Params) (e *Envelope, rep *recovery.Report, err er
 			e, rep = nil, nil
 		}
 	}()
-	wait := p.OpenWait
-	if wait <= 0 {
-		wait = 200 * time.Millisecond
+	if r.Created() {
+		rep.Created = true
+		return e, rep, e.create(p, rep)
 	}
-	deadline := time.Now().Add(wait)
-	for {
-		if err := e.lockMeta(); err != nil {
-			return nil, nil, err
-		}
-		retry, err := e.open(p, rep)
-		e.unlockMeta()
-		if err != nil {
-			return nil, nil, err
-		}
-		if !retry {
-			return e, rep, nil
-		}
-		if time.Now().After(deadline) {
-			return nil, nil, fmt.Errorf("%s: empty file, not a mapstore segment: %w", r.Name(), recovery.ErrCorrupt)
-		}
-		time.Sleep(2 * time.Millisecond)
+	if err := e.lockMeta(); err != nil {
+		return nil, nil, err
 	}
+	defer e.unlockMeta()
+	return e, rep, e.open(p, rep)
 }
 
-// open does the work of Open under the meta lock. retry asks the caller
-// to wait and try again: the backing is empty and may be a creation that
-// has not yet taken the lock.
-func (e *Envelope) open(p Params, rep *recovery.Report) (retry bool, err error) {
+// open does the work of Open for an existing segment, under the meta lock.
+func (e *Envelope) open(p Params, rep *recovery.Report) error {
 	r := e.region
 	size, err := r.Size()
 	if err != nil {
-		return false, err
+		return err
 	}
-	if size == 0 {
-		if !p.Create || p.Access != ReadWrite {
-			return true, nil
-		}
-		rep.Created = true
-		rep.TookOver = !r.Created()
-		return false, e.create(p, rep)
-	}
-	if size < PageSize {
-		return false, fmt.Errorf("%s: %d bytes, shorter than a segment header: %w", r.Name(), size, recovery.ErrCorrupt)
+	switch {
+	// Segments are built elsewhere and linked into place whole, so a
+	// file this short was never one; nor is it formatted now.
+	case size == 0:
+		return fmt.Errorf("%s: empty file (%s), not a mapstore segment, and mapstore formats only files it creates: %w", r.Name(), r.Owner(), recovery.ErrCorrupt)
+	case size < PageSize:
+		return fmt.Errorf("%s: %d bytes, shorter than a segment header: %w", r.Name(), size, recovery.ErrCorrupt)
 	}
 	page := make([]byte, PageSize)
 	if _, err := r.ReadAt(page, 0); err != nil {
-		return false, err
+		return err
 	}
 	h, damaged, err := ReadHeaders(page)
 	if err != nil {
-		return false, fmt.Errorf("%s: %w", r.Name(), err)
+		return fmt.Errorf("%s: %w", r.Name(), err)
 	}
 	rep.State = h.State
 	if h.State == recovery.StateCreating {
-		// The creator holds the meta lock until creation ends, and we hold
-		// it now: the creator died.
-		if !p.Create || p.Access != ReadWrite {
-			return false, fmt.Errorf("%s: its creation was interrupted: %w", r.Name(), region.ErrNotFound)
-		}
-		rep.Created, rep.TookOver = true, true
-		return false, e.create(p, rep)
-	}
-	if p.Exclusive {
-		return false, fmt.Errorf("%s: %w", r.Name(), region.ErrExists)
+		return fmt.Errorf("%s: a creation that never finished (state %s): %w", r.Name(), h.State, recovery.ErrCorrupt)
 	}
 	if uint64(size) < h.Size {
-		return false, fmt.Errorf("%s: header says %d bytes, the backing has %d: %w", r.Name(), h.Size, size, recovery.ErrCorrupt)
+		return fmt.Errorf("%s: header says %d bytes, the backing has %d: %w", r.Name(), h.Size, size, recovery.ErrCorrupt)
 	}
 	rep.DamagedHeaders = damaged
 	e.uuid, e.flags = h.UUID, h.Flags
@@ -181,7 +158,10 @@ func (e *Envelope) open(p Params, rep *recovery.Report) (retry bool, err error) 
 		mapLen, mode = int64(h.Size), region.MapPrivate
 	}
 	if e.mem, err = r.Map(mapLen, mode); err != nil {
-		return false, err
+		if errors.Is(err, region.ErrNoSpace) {
+			return fmt.Errorf("%s: cannot reserve the segment's %d bytes of address space (is it limited, as by ulimit -v?): %w", r.Name(), mapLen, err)
+		}
+		return err
 	}
 	e.maxLen = mapLen
 	if p.Access == CopyOnWrite {
@@ -189,85 +169,40 @@ func (e *Envelope) open(p Params, rep *recovery.Report) (retry bool, err error) 
 	}
 	live, err := e.survey(h, rep)
 	if err != nil {
-		return false, err
+		return err
 	}
 	if err := e.checkLiveSize(h, live, rep); err != nil {
-		return false, err
+		return err
 	}
 	if p.Access == CopyOnWrite {
 		// A snapshot: no writer may be attached, and none can attach while
 		// this open holds the meta lock; every page is copied before it
 		// lets go, so that no later write through the file shows through.
 		if live > 0 {
-			return false, fmt.Errorf("%s: a copy-on-write open is a snapshot, and %d writable opens are attached: %w", r.Name(), live, ErrBusy)
+			return fmt.Errorf("%s: a copy-on-write open is a snapshot, and %d writable opens are attached: %w", r.Name(), live, ErrBusy)
 		}
 		if err := r.Populate(e.mem); err != nil {
-			return false, err
+			return err
 		}
 	}
 	if p.Check != nil {
 		if err := p.Check(e, h); err != nil {
-			return false, fmt.Errorf("%s: %w", r.Name(), err)
+			var f *Fatal
+			if p.Access != ReadOnly || errors.Is(err, recovery.ErrVersion) || errors.As(err, &f) {
+				return fmt.Errorf("%s: %w", r.Name(), err)
+			}
+			// A read-only open is for inspection: it opens a damaged
+			// segment, says so, and the layers above refuse what the
+			// damage makes unsafe (Damage).
+			e.damage = fmt.Errorf("%s: %w", r.Name(), err)
+			rep.Addf("found the segment damaged: %v", err)
 		}
 	}
 	if p.Access == ReadOnly {
 		rep.RecoveryNeeded = rep.UncleanShutdown
-		return false, nil
+		return nil
 	}
-	return false, e.attach(h, damaged, p, rep)
-}
-
-// create makes a new segment: header page first (state creating), then
-// the full size, then the layers above, then the attached state.
-func (e *Envelope) create(p Params, rep *recovery.Report) error {
-	r := e.region
-	h := Header{
-		Version:   FormatVersion,
-		ByteOrder: NativeByteOrder(),
-		PtrWidth:  uint8(unsafe.Sizeof(uintptr(0))),
-		PageSize:  PageSize,
-		Flags:     p.Flags,
-		Size:      EnvelopeSize,
-		MaxSize:   uint64(p.MaxSize),
-		State:     recovery.StateCreating,
-		BootID:    bootID(),
-		DataStart: EnvelopeSize,
-	}
-	if _, err := rand.Read(h.UUID[:]); err != nil {
-		return fmt.Errorf("%s: create: %w", r.Name(), err)
-	}
-	if err := r.Resize(EnvelopeSize); err != nil {
-		return err
-	}
-	mem, err := r.Map(p.MaxSize, region.MapShared)
-	if err != nil {
-		return err
-	}
-	e.mem, e.maxLen, e.uuid, e.flags = mem, p.MaxSize, h.UUID, h.Flags
-	clear(mem[:EnvelopeSize])
-	h.Generation = 1
-	h.Encode(mem[HeaderOffB:])
-	if err := r.Resize(p.Size); err != nil {
-		return err
-	}
-	h.Size = uint64(p.Size)
-	e.mem.setLiveSize(h.Size)
-	e.writeHeader(&h)
-	if p.Init != nil {
-		if err := p.Init(e); err != nil {
-			return fmt.Errorf("%s: create: %w", r.Name(), err)
-		}
-		if h, err = e.current(); err != nil {
-			return err
-		}
-	}
-	if err := e.claimSeat(p, rep); err != nil {
-		return err
-	}
-	h.State = recovery.StateAttached
-	h.Opens = 1
-	e.writeHeader(&h)
-	return nil
+	return e.attach(h, damaged, p, rep)
 }
 
 // survey looks at the attached-process table: which attached processes are
@@ -435,6 +370,10 @@ func (e *Envelope) Size() int64 {
 	}
 	return int64(min(e.mem.liveSize(), uint64(e.maxLen)))
 }
+
+// Damage is what the open's check found wrong with a segment that a
+// read-only open opened anyway (nil when it found nothing).
+func (e *Envelope) Damage() error { return e.damage }
 
 // MaxSize is the segment's maximum size: the address space mapped.
 func (e *Envelope) MaxSize() int64 { return e.maxLen }

@@ -30,10 +30,9 @@ var (
 type Flags uint8
 
 const (
-	// Create creates the backing if it does not exist.
+	// Create makes a new backing, seen by nobody until Region.Publish
+	// links it into place (see Open).
 	Create Flags = 1 << iota
-	// Exclusive, with Create, fails with ErrExists if it exists.
-	Exclusive
 	// ReadOnly opens the descriptor for reading only.
 	ReadOnly
 )

@@ -17,9 +17,11 @@ import (
 type Region struct {
 	name     string
 	f        *os.File
-	created  bool
-	durable  bool // whether Sync reaches stable storage (false on tmpfs shm)
-	readOnly bool // the descriptor is read-only
+	created  bool   // a new file, made by Open with Create
+	target   string // where Publish links it (the real path), until it has
+	temp     string // its hidden temporary name, where there is one, until published
+	durable  bool   // whether Sync reaches stable storage (false on tmpfs shm)
+	readOnly bool   // the descriptor is read-only
 
 	mu   sync.Mutex
 	base unsafe.Pointer // the mapping (see mapping.go), or nil
@@ -38,11 +40,25 @@ func New(name string, f *os.File, created, durable bool) *Region {
 // Name is the backing's name, as in messages.
 func (r *Region) Name() string { return r.name }
 
-// Created reports whether this open created the backing.
+// Created reports whether this open made the backing (Open with Create):
+// a new file, seen by nobody until Publish.
 func (r *Region) Created() bool { return r.created }
 
 // Durable reports whether Sync writes to stable storage.
 func (r *Region) Durable() bool { return r.durable }
+
+// Owner describes who owns the backing's file, for messages: "owned by
+// uid N, mode M".
+func (r *Region) Owner() string {
+	fi, err := r.f.Stat()
+	if err != nil {
+		return "owner unknown"
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return fmt.Sprintf("owned by uid %d, mode %v", st.Uid, fi.Mode().Perm())
+	}
+	return fmt.Sprintf("mode %v", fi.Mode().Perm())
+}
 
 // Size is the current size of the backing in bytes.
 func (r *Region) Size() (int64, error) {
@@ -72,38 +88,61 @@ func (r *Region) Resize(size int64) error {
 		return err
 	}
 	if size > old {
-		err := fallocate(int(r.f.Fd()), old, size-old)
-		if err != nil {
+		if err := r.reserve(old, size); err != nil {
 			_ = r.f.Truncate(old)
-			if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EFBIG) || errors.Is(err, syscall.EDQUOT) {
+			if noSpace(err) {
 				return fmt.Errorf("%s: grow to %d bytes: %w (%w)", r.name, size, ErrNoSpace, err)
 			}
 			return r.wrap(fmt.Sprintf("grow to %d bytes", size), err)
 		}
 	}
 	if err := r.f.Truncate(size); err != nil {
-		if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EFBIG) {
-			return fmt.Errorf("%s: resize to %d bytes: %w (%w)", r.name, size, ErrNoSpace, err)
+		if noSpace(err) {
+			return fmt.Errorf("%s: resize to %d bytes: %w (%w)", r.name, size, ErrNoSpace, unwrapPath(err))
 		}
-		return r.wrap(fmt.Sprintf("resize to %d bytes", size), err)
+		return r.wrap(fmt.Sprintf("resize to %d bytes", size), unwrapPath(err))
 	}
 	return nil
 }
 
-func fallocate(fd int, off, n int64) error {
+func noSpace(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EFBIG) || errors.Is(err, syscall.EDQUOT)
+}
+
+// fallocateFunc is unix.Fallocate; tests replace it.
+var fallocateFunc = unix.Fallocate
+
+// reserve gives bytes [from, to) of the file blocks of their own, so that
+// no later write to the mapping can find the disk or tmpfs full (SIGBUS):
+// with fallocate, or where the filesystem has none, by writing zeros.
+func (r *Region) reserve(from, to int64) error {
 	for {
-		err := unix.Fallocate(fd, 0, off, n)
+		err := fallocateFunc(int(r.f.Fd()), 0, from, to-from)
 		switch {
 		case err == nil:
 			return nil
 		case errors.Is(err, syscall.EINTR):
 			continue
 		case errors.Is(err, syscall.EOPNOTSUPP):
-			return nil // the filesystem cannot reserve; ftruncate alone
+			return r.writeZeros(from, to)
 		default:
 			return err
 		}
 	}
+}
+
+// writeZeros writes zeros over [from, to) of the file, a megabyte at a
+// time.
+func (r *Region) writeZeros(from, to int64) error {
+	zeros := make([]byte, min(to-from, 1<<20))
+	for off := from; off < to; {
+		n, err := r.f.WriteAt(zeros[:min(int64(len(zeros)), to-off)], off)
+		if err != nil {
+			return unwrapPath(err)
+		}
+		off += int64(n)
+	}
+	return nil
 }
 
 // Sync makes mem (a part of the mapping) and the backing's data durable:
@@ -134,8 +173,10 @@ func (r *Region) Close() error {
 }
 
 // CloseFile closes the descriptor, releasing every OFD lock taken through
-// it, and leaves the mapping (if any) in place.
+// it, and leaves the mapping (if any) in place. A new file that was never
+// published is gone with it.
 func (r *Region) CloseFile() error {
+	r.abandon()
 	if err := r.f.Close(); err != nil {
 		return r.wrap("close", err)
 	}
