@@ -26,7 +26,9 @@
 // intent record instead. If its process is killed at any instruction, the
 // next process to want the lock finds the owner dead, takes the lock over
 // and rolls the operation back; an Open that finds it first does the same.
-// Both say what they did in RecoveryReport.
+// Both say what they did in RecoveryReport. An operation cut short by a
+// panic in this process (a callback's, say) is rolled back and the lock
+// released before the panic goes on.
 //
 // LookupNamed takes no lock: it reads optimistically and retries (then
 // locks) if a writer took the lock meanwhile. LookupNamedAs and
@@ -38,6 +40,26 @@
 // is refused with ErrVersion before the open changes anything. SegmentAt finds the open
 // segment holding an address, for values in a segment (objects.Ptr) that
 // must find their segment.
+//
+// # Modes, Close and damage
+//
+// OpenReadOnly maps the segment read-only and validates every read
+// against writers (a write through a pointer it returned faults, as any
+// write to read-only memory). OpenCopyOnWrite takes a private snapshot,
+// copying every page at open; it is ErrBusy while writable opens are
+// attached. Close waits for the calls in flight that hold the segment
+// lock, and later calls are ErrClosed; pointers into the segment are
+// dangling once it returns (the mapping is replaced by private zeros, and
+// unmapped when the Segment is garbage).
+//
+// Nothing read from the segment is trusted: a value that would steer an
+// access out of bounds, or a loop for ever, is ErrCorrupt, and once an
+// operation finds the segment corrupt, later calls that would walk it are
+// ErrCorrupt too. A read-only open of a damaged segment opens for
+// inspection and says what is wrong in RecoveryReport.
+//
+// A new segment is built in an unnamed file and linked into place whole;
+// an existing file is never formatted.
 //
 // # Growth
 //

@@ -11,6 +11,8 @@
 //	err     = objects.Destroy[Counter](seg, "counter")
 //	q, err := objects.New[Node](seg)                               // anonymous, zeroed
 //	err     = objects.Delete(seg, q)
+//	b, err := objects.NewArray[Node](seg, 8)                       // anonymous array
+//	err     = objects.DeleteArray(seg, b)
 //	c, err := objects.ConstructUnique(seg, Config{})               // one per type
 //	h, err := objects.HandleOf(seg, q)                             // mapped.Handle, for another process
 //	q, err  = objects.At[Node](seg, h)
@@ -44,5 +46,7 @@
 // releases provide one).
 //
 // Pointers returned by this package point into the segment: valid while
-// the object exists and the segment is open in this process.
+// the object exists and the segment is open in this process. After Close
+// they are dangling (reads see zeros; see mapped.Segment.Close), and
+// through a segment opened read-only a write faults.
 package objects

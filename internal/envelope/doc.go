@@ -8,6 +8,11 @@
 // offsets in the header and use the envelope to make their own operations
 // recoverable.
 //
+// A new segment is built in a file no other process can see and published
+// whole (create.go); an existing one is validated, attached and recovered
+// under the meta lock (envelope.go); Close retires the mapping so that
+// calls still in flight never fault, then detaches (close.go).
+//
 // # Layout
 //
 // The envelope occupies the first EnvelopeSize bytes of every segment:
