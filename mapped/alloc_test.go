@@ -121,8 +121,7 @@ func TestSpaceOverhead64(t *testing.T) {
 	if testing.Short() {
 		t.Skip("allocates 64 MB")
 	}
-	b, _ := newShm(t)
-	s := mustOpen(t, b, CreateOnly, WithSize(128<<20))
+	s := newShmSeg(t, WithSize(128<<20))
 	const n = 1_000_000
 	for i := 0; i < n; i++ {
 		_, err := s.Allocate(64)

@@ -164,11 +164,7 @@ func osPath(b backing.Backing) string {
 func TestFailedRecoveryLeavesReadOnlyInspection(t *testing.T) {
 	forKinds(t, func(t *testing.T, b backing.Backing, spec string) {
 		s := mustOpen(t, b, CreateOnly, WithSize(256<<10))
-		_, err := s.CreateNamed("keep", false, NameSpec{Count: 1, ElemSize: 8}, func(obj []byte) { obj[0] = 42 })
-		require.NoError(t, err)
-		blk, err := s.Allocate(64)
-		require.NoError(t, err)
-		h, _ := s.Handle(blk)
+		h := keepAndBlock(t, s)
 		require.NoError(t, s.Close())
 		// Left unclean: a process attached and was killed.
 		c := proctest.Start(t, "attach", spec)

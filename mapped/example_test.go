@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"github.com/mapstore/mapstore/backing/file"
+	"github.com/mapstore/mapstore/backing/shm"
 	"github.com/mapstore/mapstore/mapped"
 )
 
@@ -80,12 +81,13 @@ func ExampleSegment_AllocateInto() {
 }
 
 func ExampleSegment_CreateNamed() {
-	dir, _ := os.MkdirTemp("", "mapped-example")
-	defer os.RemoveAll(dir)
-	seg, err := mapped.Open(file.Path(filepath.Join(dir, "state.seg")), mapped.CreateOnly)
+	// Shared memory this time: a name under /dev/shm, gone at reboot.
+	name := fmt.Sprintf("mapped-example-%d", os.Getpid())
+	seg, err := mapped.Open(shm.Named(name), mapped.CreateOnly, mapped.WithSize(256<<10))
 	if err != nil {
 		panic(err)
 	}
+	defer shm.Remove(name)
 	defer seg.Close()
 
 	// Three 8-byte counters under one name, filled before the name is

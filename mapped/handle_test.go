@@ -78,8 +78,7 @@ func TestBadHandlesAndSizes(t *testing.T) {
 }
 
 func TestFixedSizeAllocationIsErrNoSpace(t *testing.T) {
-	b, _ := newShm(t)
-	s := mustOpen(t, b, CreateOnly, WithSize(64<<10), WithFixedSize())
+	s := newShmSeg(t, WithSize(64<<10), WithFixedSize())
 	var n int
 	for {
 		_, err := s.Allocate(1000)

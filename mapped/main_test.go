@@ -54,6 +54,17 @@ var children = map[string]func(args []string) int{
 	},
 }
 
+// childOpen opens the segment a child's spec argument names, OpenOnly; a
+// child that cannot says why and exits with status 2.
+func childOpen(spec string) *Segment {
+	seg, err := Open(parseSpec(spec), OpenOnly)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	return seg
+}
+
 func parseSpec(s string) backing.Backing {
 	if len(s) > 4 && s[:4] == "shm:" {
 		return shm.Named(s[4:])
@@ -111,6 +122,12 @@ func newShm(t *testing.T) (backing.Backing, string) {
 	return shm.Named(name), "shm:" + name
 }
 
+// newShmSeg creates a shared memory segment for one test.
+func newShmSeg(t *testing.T, opts ...Option) *Segment {
+	b, _ := newShm(t)
+	return mustOpen(t, b, CreateOnly, opts...)
+}
+
 func newFile(t *testing.T) (backing.Backing, string) {
 	p := filepath.Join(t.TempDir(), "test.seg")
 	return file.Path(p), "file:" + p
@@ -133,4 +150,25 @@ func mustOpen(t *testing.T, b backing.Backing, mode Mode, opts ...Option) *Segme
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = s.Close() })
 	return s
+}
+
+// keepAndBlock creates the name "keep" (one word, first byte 42) and a
+// live 64-byte block in s, and returns the block's handle.
+func keepAndBlock(t *testing.T, s *Segment) Handle {
+	t.Helper()
+	_, err := s.CreateNamed("keep", false, NameSpec{Count: 1, ElemSize: 8}, func(obj []byte) { obj[0] = 42 })
+	require.NoError(t, err)
+	blk, err := s.Allocate(64)
+	require.NoError(t, err)
+	h, err := s.Handle(blk)
+	require.NoError(t, err)
+	return h
+}
+
+// orShort is n, or short with -short.
+func orShort(n, short int) int {
+	if testing.Short() {
+		return short
+	}
+	return n
 }

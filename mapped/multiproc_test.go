@@ -24,11 +24,7 @@ import (
 // blocks tagged with (id, goroutine, serial), check the tags before
 // freeing, and free everything at the end.
 func childChurn(args []string) int {
-	seg, err := Open(parseSpec(args[0]), OpenOnly)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 2
-	}
+	seg := childOpen(args[0])
 	id, _ := strconv.Atoi(args[1])
 	rounds, _ := strconv.Atoi(args[2])
 	var wg sync.WaitGroup
@@ -119,23 +115,29 @@ func TestMultiProcessChurn(t *testing.T) {
 	})
 }
 
-func childHoldLock(args []string) int {
-	seg, err := Open(parseSpec(args[0]), OpenOnly)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 2
-	}
+// childLock takes seg's lock for a child that will die holding it.
+func childLock(seg *Segment) {
 	if err := seg.lockOnly("test"); err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		return 2
+		os.Exit(2)
 	}
+}
+
+// holdUntilKilled says "holding" and waits for the parent's SIGKILL.
+func holdUntilKilled() int {
+	fmt.Println("holding")
+	time.Sleep(time.Hour)
+	return 0
+}
+
+func childHoldLock(args []string) int {
+	seg := childOpen(args[0])
+	childLock(seg)
 	seg.h.j.Begin(opAllocate)
 	// Half an allocation: counters and a class head changed, nothing else.
 	seg.h.add(mInUse, 4096)
 	seg.h.set(mClasses+8, 12345)
-	fmt.Println("holding")
-	time.Sleep(time.Hour)
-	return 0
+	return holdUntilKilled()
 }
 
 func TestDeadLockOwnerIsTakenOverAndRolledBack(t *testing.T) {
@@ -173,21 +175,14 @@ func TestDeadLockOwnerIsTakenOverAndRolledBack(t *testing.T) {
 }
 
 func childHoldFast(args []string) int {
-	seg, err := Open(parseSpec(args[0]), OpenOnly)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 2
-	}
+	seg := childOpen(args[0])
 	hd, _ := ParseHandle(args[2])
 	off, err := seg.resolve(hd)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	if err := seg.lockOnly("test"); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 2
-	}
+	childLock(seg)
 	h := seg.h
 	c := classOf[64/16]
 	if args[1] == "alloc" {
@@ -209,9 +204,7 @@ func childHoldFast(args []string) int {
 		*h.w(h.desc(page)) -= 1 << 16
 		*h.w(mInUse) -= 64
 	}
-	fmt.Println("holding")
-	time.Sleep(time.Hour)
-	return 0
+	return holdUntilKilled()
 }
 
 // A process killed in the middle of a fast-path (intent record) small
@@ -260,11 +253,7 @@ func TestDeadFastPathOwnerIsRolledBack(t *testing.T) {
 // named ledger_<id> until it is killed: nearly every operation takes the
 // fast path.
 func childSmallChurn(args []string) int {
-	seg, err := Open(parseSpec(args[0]), OpenOnly)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 2
-	}
+	seg := childOpen(args[0])
 	ledger, err := seg.LookupNamed("ledger_"+args[1], false)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -294,10 +283,7 @@ func childSmallChurn(args []string) int {
 // fast-path rollbacks (at least 200 kills in all), checking after each
 // kill that every block is accounted for.
 func TestSIGKILLDuringSmallBlockChurn(t *testing.T) {
-	minKills, wantFast := 200, 3
-	if testing.Short() {
-		minKills, wantFast = 40, 1
-	}
+	minKills, wantFast := orShort(200, 40), orShort(3, 1)
 	forKinds(t, func(t *testing.T, b backing.Backing, spec string) {
 		s := mustOpen(t, b, CreateOnly, WithSize(256<<10))
 		_, err := s.CreateNamed("ledger_1", false, NameSpec{Count: ledgerWords, ElemSize: 8, Align: 8}, nil)
@@ -333,11 +319,7 @@ func nameValue(name string, i int) uint64 { return nameHash(name, false) + uint6
 const indexChurnNames = 300
 
 func childIndexChurn(args []string) int {
-	seg, err := Open(parseSpec(args[0]), OpenOnly)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 2
-	}
+	seg := childOpen(args[0])
 	rng := rand.New(rand.NewPCG(parseSeed(args[1]), 3))
 	fmt.Println("ready")
 	for {
@@ -376,10 +358,7 @@ func parseSeed(s string) uint64 {
 // the run the index must have been seen at several sizes, so kills landed
 // among rebuilds.
 func TestSIGKILLDuringIndexRebuilds(t *testing.T) {
-	kills := 200
-	if testing.Short() {
-		kills = 40
-	}
+	kills := orShort(200, 40)
 	forKinds(t, func(t *testing.T, b backing.Backing, spec string) {
 		s := mustOpen(t, b, CreateOnly, WithSize(256<<10))
 		rng := rand.New(rand.NewPCG(13, 13))
@@ -403,11 +382,7 @@ func TestSIGKILLDuringIndexRebuilds(t *testing.T) {
 }
 
 func childKillChurn(args []string) int {
-	seg, err := Open(parseSpec(args[0]), OpenOnly)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 2
-	}
+	seg := childOpen(args[0])
 	id, _ := strconv.Atoi(args[1])
 	seed := parseSeed(args[2])
 	ledger, err := seg.LookupNamed("ledger_"+args[1], false)
@@ -534,10 +509,7 @@ func verifyKilled(t *testing.T, s *Segment) {
 }
 
 func TestSIGKILLDuringAllocatorAndDirectoryChurn(t *testing.T) {
-	kills := 240
-	if testing.Short() {
-		kills = 40
-	}
+	kills := orShort(240, 40)
 	forKinds(t, func(t *testing.T, b backing.Backing, spec string) {
 		s := mustOpen(t, b, CreateOnly, WithSize(256<<10))
 		const procs = 2

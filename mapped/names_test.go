@@ -109,8 +109,7 @@ func TestNameDirectory(t *testing.T) {
 func TestWideSizesRecord(t *testing.T) {
 	// Counts or element sizes of 2^32 or more take the record's wide
 	// header; zero-byte objects keep the test small.
-	b, _ := newShm(t)
-	s := mustOpen(t, b, CreateOnly, WithSize(1<<20))
+	s := newShmSeg(t, WithSize(1<<20))
 	free0 := s.FreeMemory()
 	specs := map[string]NameSpec{
 		"many":   {Count: 1 << 40, ElemSize: 0, Align: 16, Layout: []byte("zero-size elements")},

@@ -120,8 +120,7 @@ func TestGrowInPlace(t *testing.T) {
 }
 
 func TestGrowPastFullTmpfsIsErrNoSpace(t *testing.T) {
-	b, _ := newShm(t)
-	s := mustOpen(t, b, CreateOnly, WithMaxSize(MaxMaxSize))
+	s := newShmSeg(t, WithMaxSize(MaxMaxSize))
 	err := s.Grow(1 << 39) // far more than the tmpfs holds
 	require.ErrorIs(t, err, ErrNoSpace)
 	assert.Equal(t, int64(DefaultSize), s.Size(), "size unchanged after a failed grow")
@@ -278,21 +277,6 @@ func TestBadFiles(t *testing.T) {
 				resum(t, p, off)
 			}
 		}, ErrVersion, "format version 2"},
-		{"older manager format", func(t *testing.T, p string) {
-			src := writeSegmentFile(t)
-			require.NoError(t, os.Rename(src, p))
-			patchFile(t, p, mgrOff, []byte("MSHEAP01"))
-		}, ErrVersion, `segment manager format "01", this build reads "04"`},
-		{"manager format 02", func(t *testing.T, p string) {
-			src := writeSegmentFile(t)
-			require.NoError(t, os.Rename(src, p))
-			patchFile(t, p, mgrOff, []byte("MSHEAP02"))
-		}, ErrVersion, `segment manager format "02", this build reads "04"`},
-		{"previous manager format", func(t *testing.T, p string) {
-			src := writeSegmentFile(t)
-			require.NoError(t, os.Rename(src, p))
-			patchFile(t, p, mgrOff, []byte("MSHEAP03"))
-		}, ErrVersion, `segment manager format "03", this build reads "04"`},
 		{"no segment manager", func(t *testing.T, p string) {
 			src := writeSegmentFile(t)
 			require.NoError(t, os.Rename(src, p))
@@ -309,6 +293,17 @@ func TestBadFiles(t *testing.T) {
 			require.NoError(t, os.Rename(src, p))
 			require.NoError(t, os.Truncate(p, 32<<10))
 		}, ErrCorrupt, "the backing has 32768"},
+	}
+	for _, old := range []string{"01", "02", "03"} {
+		cases = append(cases, struct {
+			name  string
+			setup func(t *testing.T, p string)
+			want  error
+			text  string
+		}{"manager format " + old, func(t *testing.T, p string) {
+			require.NoError(t, os.Rename(writeSegmentFile(t), p))
+			patchFile(t, p, mgrOff, []byte("MSHEAP"+old))
+		}, ErrVersion, `segment manager format "` + old + `", this build reads "04"`})
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
