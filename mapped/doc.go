@@ -31,13 +31,13 @@
 // released before the panic goes on.
 //
 // LookupNamed takes no lock: it reads optimistically and retries (then
-// locks) if a writer took the lock meanwhile. LookupNamedAs and
-// RemoveNamedAs are the typed layer's fast paths: they compare the stored
-// layout blob with the expected one in the same step and return only
-// what that layer needs. A segment written by a build with another
-// manager format (the directory's hash, index and record layout are part
-// of it)
-// is refused with ErrVersion before the open changes anything. SegmentAt finds the open
+// locks) if a writer took the lock meanwhile. CreateNamedAs,
+// LookupNamedAs and RemoveNamedAs are the typed layer's fast paths: they
+// compare the stored layout blob with the expected one in the same step
+// and return only what that layer needs. A segment written by a build
+// with another manager format (the directory's hash, index and record
+// layout are part of it) is refused with ErrVersion before the open
+// changes anything. SegmentAt finds the open
 // segment holding an address, for values in a segment (objects.Ptr) that
 // must find their segment.
 //

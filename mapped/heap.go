@@ -141,6 +141,9 @@ func (h *heap) fail(format string, args ...any) {
 
 // takeFault returns and clears what fail recorded.
 func (h *heap) takeFault() error {
+	if h.fault.Load() == nil { // a plain load: the common case costs no locked instruction
+		return nil
+	}
 	if p := h.fault.Swap(nil); p != nil {
 		return *p
 	}

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"iter"
 	"math/bits"
 	"strings"
@@ -33,7 +32,7 @@ import (
 //	2       2     layout length
 //	4       1     flags: bit 0 unique-instance namespace, bit 1 wide sizes
 //	5       1     log2 of the object's alignment
-//	6       2     check: 16 bits of the CRC-32C of the header (with these
+//	6       2     check: 16 bits of a hash of the header (with these
 //	              bits zero), the name and the layout blob
 //	8       8     element count (low 32 bits) and element size (high 32
 //	              bits); with wide sizes, the count, then at 16 the size
@@ -186,18 +185,14 @@ func objOffset(meta uint64) uint64 {
 }
 
 // recCheck is the check of the record at rec whose first word is meta:
-// 16 bits of the CRC-32C of its header (check bits zero), name and layout
-// blob. The caller has made sure they lie in the record's block.
+// 16 bits of a hash (nameHash's, one pass a word at a time) of its header
+// (check bits zero), name and layout blob. The caller has made sure they
+// lie in the record's block.
 func (h *heap) recCheck(rec, meta uint64) uint64 {
-	var first [8]byte
-	binary.LittleEndian.PutUint64(first[:], meta&(1<<48-1))
-	c := crc32.Update(0, castagnoli, first[:])
 	n := hdrLen(meta) - 8 + meta&0xffff + meta>>16&0xffff
-	c = crc32.Update(c, castagnoli, unsafe.Slice((*byte)(unsafe.Add(h.base, rec+8)), n))
-	return uint64(c^c>>16) & 0xffff
+	x := fold(nameHash(unsafe.String((*byte)(unsafe.Add(h.base, rec+8)), n), false)^meta&(1<<48-1), hashK2)
+	return (x ^ x>>16 ^ x>>32 ^ x>>48) & 0xffff
 }
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // recName is the name the record at rec holds (a string into the
 // segment), if its header and name lie below limit.
@@ -402,8 +397,27 @@ func (s *Segment) namedAt(rec uint64, name string) Named {
 // ErrExists and the existing object is untouched. unique selects a
 // namespace of its own, for one-per-type instances.
 func (s *Segment) CreateNamed(name string, unique bool, spec NameSpec, init func(obj []byte)) (Named, error) {
+	rec, err := s.createNamed(name, unique, spec, init)
+	if err != nil {
+		return Named{}, err
+	}
+	return s.namedAt(rec, name), nil
+}
+
+// CreateNamedAs is CreateNamed for the typed layer, which needs only the
+// object's address: it builds no Named.
+func (s *Segment) CreateNamedAs(name string, unique bool, spec NameSpec, init func(obj []byte)) (obj unsafe.Pointer, err error) {
+	rec, err := s.createNamed(name, unique, spec, init)
+	if err != nil {
+		return nil, err
+	}
+	return unsafe.Add(s.h.base, rec+objOffset(s.h.get(uintptr(rec)))), nil
+}
+
+// createNamed does CreateNamed's work; it returns the record's offset.
+func (s *Segment) createNamed(name string, unique bool, spec NameSpec, init func(obj []byte)) (rec uint64, err error) {
 	if err := checkName(name); err != nil {
-		return Named{}, fmt.Errorf("mapstore: create %q in %s: %w", name, s.b.Name(), err)
+		return 0, fmt.Errorf("mapstore: create %q in %s: %w", name, s.b.Name(), err)
 	}
 	align := uint64(spec.Align)
 	if align == 0 {
@@ -412,29 +426,25 @@ func (s *Segment) CreateNamed(name string, unique bool, spec NameSpec, init func
 	hi, size := bits.Mul64(uint64(spec.Count), uint64(spec.ElemSize))
 	switch {
 	case spec.Count < 0 || spec.ElemSize < 0 || spec.Count > MaxMaxSize || hi != 0 || size > MaxMaxSize:
-		return Named{}, fmt.Errorf("mapstore: create %q in %s: %d elements of %d bytes: %w", name, s.b.Name(), spec.Count, spec.ElemSize, ErrInvalidSize)
+		return 0, fmt.Errorf("mapstore: create %q in %s: %d elements of %d bytes: %w", name, s.b.Name(), spec.Count, spec.ElemSize, ErrInvalidSize)
 	case align&(align-1) != 0 || align > pageSize:
-		return Named{}, fmt.Errorf("mapstore: create %q in %s: alignment %d: %w", name, s.b.Name(), spec.Align, ErrInvalidSize)
+		return 0, fmt.Errorf("mapstore: create %q in %s: alignment %d: %w", name, s.b.Name(), spec.Align, ErrInvalidSize)
 	case len(spec.Layout) > MaxLayoutLen:
-		return Named{}, fmt.Errorf("mapstore: create %q in %s: layout of %d bytes: %w", name, s.b.Name(), len(spec.Layout), ErrInvalidSize)
+		return 0, fmt.Errorf("mapstore: create %q in %s: layout of %d bytes: %w", name, s.b.Name(), len(spec.Layout), ErrInvalidSize)
 	}
 	wide := spec.Count >= 1<<32 || spec.ElemSize >= 1<<32
 	meta := recMeta(len(name), len(spec.Layout), unique, wide, uint(bits.TrailingZeros64(align)))
-	var n Named
-	err := s.journaled("create", opInsertName, func() error {
-		rec, err := s.h.insert(name, meta, size, spec, init)
-		if err == nil {
-			n = s.namedAt(rec, name)
-		}
+	err = s.journaled("create", opInsertName, func() (err error) {
+		rec, err = s.h.insert(name, meta, size, spec, init)
 		return err
 	})
 	if err != nil {
 		if st := s.state.Load(); st&stClosed != 0 {
-			return Named{}, s.errClosed("create")
+			return 0, s.errClosed("create")
 		}
-		return Named{}, fmt.Errorf("mapstore: create %q in %s: %w", name, s.b.Name(), s.noteCorrupt(err))
+		return 0, fmt.Errorf("mapstore: create %q in %s: %w", name, s.b.Name(), s.noteCorrupt(err))
 	}
-	return n, nil
+	return rec, nil
 }
 
 func (h *heap) insert(name string, meta, size uint64, spec NameSpec, init func([]byte)) (uint64, error) {

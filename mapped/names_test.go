@@ -402,3 +402,21 @@ func TestIndexOverflowAndTombstones(t *testing.T) {
 		check(live)
 	})
 }
+
+// CreateNamedAs creates the name as CreateNamed does and returns only the
+// object's address: the one LookupNamedAs and LookupNamed give.
+func TestCreateNamedAs(t *testing.T) {
+	s := newShmSeg(t)
+	obj, err := s.CreateNamedAs("aligned", false, NameSpec{Count: 3, ElemSize: 8, Align: 64, Layout: []byte("u64")}, func(b []byte) { b[16] = 9 })
+	require.NoError(t, err)
+	assert.Zero(t, uintptr(obj)%64, "aligned as asked")
+	n, err := s.LookupNamed("aligned", false)
+	require.NoError(t, err)
+	assert.Equal(t, unsafe.Pointer(&n.Obj[0]), obj)
+	assert.Equal(t, byte(9), n.Obj[16])
+	_, err = s.CreateNamedAs("aligned", false, NameSpec{Count: 1, ElemSize: 8}, nil)
+	require.ErrorIs(t, err, ErrExists)
+	_, err = s.CreateNamedAs("", false, NameSpec{Count: 1, ElemSize: 8}, nil)
+	require.ErrorIs(t, err, ErrInvalidName)
+	require.NoError(t, s.CheckSanity())
+}

@@ -76,11 +76,11 @@ func Construct[T any](seg *mapped.Segment, name string, v T) (*T, error) {
 	if err != nil {
 		return nil, err
 	}
-	n, err := seg.CreateNamed(name, false, ti.nameSpec(1), func(obj []byte) { *ptrOf[T](obj) = v })
+	obj, err := seg.CreateNamedAs(name, false, ti.nameSpec(1), func(obj []byte) { *ptrOf[T](obj) = v })
 	if err != nil {
 		return nil, err
 	}
-	return ptrOf[T](n.Obj), nil
+	return (*T)(obj), nil
 }
 
 // ConstructArray creates the array name of n copies of v (n >= 0), as one
@@ -119,7 +119,7 @@ func constructArray[T any](seg *mapped.Segment, name string, n int, fill func([]
 	if hi, lo := bits.Mul64(uint64(max(n, 0)), uint64(ti.size)); n < 0 || n > mapped.MaxMaxSize || hi != 0 || lo > mapped.MaxMaxSize {
 		return nil, fmt.Errorf("mapstore: construct %q in %s: %d elements of %d bytes: %w", name, seg.Name(), n, ti.size, mapped.ErrInvalidSize)
 	}
-	got, err := seg.CreateNamed(name, false, ti.nameSpec(int64(n)), func(obj []byte) {
+	obj, err := seg.CreateNamedAs(name, false, ti.nameSpec(int64(n)), func(obj []byte) {
 		if fill != nil {
 			fill(unsafe.Slice((*T)(unsafe.Pointer(unsafe.SliceData(obj))), n))
 		}
@@ -127,7 +127,7 @@ func constructArray[T any](seg *mapped.Segment, name string, n int, fill func([]
 	if err != nil {
 		return nil, err
 	}
-	return sliceOf[T](got), nil
+	return unsafe.Slice((*T)(obj), n), nil
 }
 
 // FindOrConstruct finds the object name, or constructs it holding v if it
@@ -244,11 +244,11 @@ func ConstructUnique[T any](seg *mapped.Segment, v T) (*T, error) {
 	if err != nil {
 		return nil, err
 	}
-	n, err := seg.CreateNamed(ti.name, true, ti.nameSpec(1), func(obj []byte) { *ptrOf[T](obj) = v })
+	obj, err := seg.CreateNamedAs(ti.name, true, ti.nameSpec(1), func(obj []byte) { *ptrOf[T](obj) = v })
 	if err != nil {
 		return nil, err
 	}
-	return ptrOf[T](n.Obj), nil
+	return (*T)(obj), nil
 }
 
 // FindUnique finds the one instance of T; mapped.ErrNotFound if there is

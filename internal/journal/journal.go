@@ -26,7 +26,9 @@ import (
 //	0       8     active: 0 idle, else the operation in flight: its code
 //	              (bits 0-15) and its sequence number (bits 16-63)
 //	8       8     entries written by the operation in flight (the owner's
-//	              count; a replay scans the entries instead)
+//	              count, bits 0-31; a replay scans the entries instead) and
+//	              the low 23 bits of its sequence number (bits 32-54), so
+//	              that one load gives Set64 both
 //	16      8     the sequence number of the last operation begun, with
 //	              bit 63 set once it ended
 //	24      8     zero
@@ -55,6 +57,7 @@ import (
 type Journal struct {
 	base unsafe.Pointer // segment base
 	at   uintptr        // offset of the journal
+	hdr  unsafe.Pointer // base + at
 	max  int            // capacity in entries
 }
 
@@ -79,12 +82,10 @@ const (
 // At is the journal of size bytes at offset at of the mapping that
 // starts at base.
 func At(base unsafe.Pointer, at uintptr, size int) Journal {
-	return Journal{base: base, at: at, max: (size-HeaderLen)/EntryLen - 1}
+	return Journal{base: base, at: at, hdr: unsafe.Add(base, at), max: (size-HeaderLen)/EntryLen - 1}
 }
 
-func (j *Journal) word(off uintptr) *uint64 {
-	return (*uint64)(unsafe.Add(j.base, j.at+off))
-}
+func (j *Journal) word(off uintptr) *uint64 { return (*uint64)(unsafe.Add(j.hdr, off)) }
 
 func (j *Journal) entry(i uintptr) uintptr { return entriesOff + i*EntryLen }
 
@@ -96,14 +97,15 @@ func (j *Journal) Begin(op uint64) {
 	}
 	*j.word(lastOff) = seq
 	*j.word(j.entry(0)) = 0
-	*j.word(countOff) = 0
+	*j.word(countOff) = (seq & seqMask) << 32
 	StoreOrdered(j.word(activeOff), op&opMask|seq<<16)
 }
 
 // Set64 records the word at off and then sets it to v.
 func (j *Journal) Set64(off uintptr, v uint64) {
 	cnt := j.word(countOff)
-	n := *cnt
+	c := *cnt
+	n := c & (1<<32 - 1)
 	if n >= uint64(j.max) {
 		journalFull(j.max)
 	}
@@ -111,9 +113,8 @@ func (j *Journal) Set64(off uintptr, v uint64) {
 	e := j.entry(uintptr(n))
 	*j.word(e + EntryLen) = 0 // the next entry ends a replay
 	*j.word(e + 8) = *p
-	seq := *j.word(activeOff) >> 16 & seqMask
-	StoreOrdered(j.word(e), entryValid|seq<<seqShift|uint64(off))
-	*cnt = n + 1
+	StoreOrdered(j.word(e), entryValid|c>>32<<seqShift|uint64(off))
+	*cnt = c + 1
 	*p = v
 }
 
@@ -132,7 +133,7 @@ func (j *Journal) End() {
 }
 
 // Entries is how many words the operation in flight has recorded.
-func (j *Journal) Entries() int { return int(*j.word(countOff)) }
+func (j *Journal) Entries() int { return int(*j.word(countOff) & (1<<32 - 1)) }
 
 // Pending reports the operation a dead owner left in flight (0 if none)
 // and how many words it recorded. An active word that does not name the
