@@ -72,7 +72,9 @@ func (h *heap) blockAt(off uint64) (blockRef, error) {
 		d = h.desc(head)
 		w0 = h.get(d)
 		if span := blockPages(w0); page-head >= span {
-			return blockRef{}, corrupt("page %d continues a block at page %d, whose descriptor (kind %d) covers %d pages", page, head, dKind(w0), span)
+			// A continuation left inside a free span by a block since freed
+			// (those descriptors mean nothing): off is in no live block.
+			return blockRef{}, fmt.Errorf("offset %d is not in a live block: %w", off, ErrInvalidHandle)
 		}
 		page = head
 	}

@@ -35,7 +35,8 @@ var (
 	// ErrClosed: the segment was closed.
 	ErrClosed = envelope.ErrClosed
 	// ErrBusy: other processes' use of the segment forbids the call (a
-	// copy-on-write snapshot while writable opens are attached).
+	// copy-on-write snapshot while writable opens are attached), or kept a
+	// read-only open's read from ever seeing a consistent view.
 	ErrBusy = envelope.ErrBusy
 	// ErrInvalidHandle: a handle or block that is not a live block of this segment.
 	ErrInvalidHandle = errors.New("invalid handle")

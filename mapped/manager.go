@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"github.com/mapstore/mapstore/internal/envelope"
@@ -35,14 +36,14 @@ func initManager(e *envelope.Envelope) error {
 // nothing half done.
 func checkManager(e *envelope.Envelope, hd envelope.Header) error {
 	h := newHeap(e)
-	if err := h.validate(e.Size()); err != nil {
-		return err
-	}
 	if hd.State != recovery.StateClosed {
-		// Processes may be attached and in the middle of changing the
-		// words validateWords reads; recovery checks them once it knows
-		// nobody is (recoverManager).
-		return nil
+		// Processes may be attached, in the middle of operations: read the
+		// fixed fields between them. The words validateWords reads are
+		// checked by recovery once it knows nobody is (recoverManager).
+		return h.validateStable(e.Size)
+	}
+	if err := h.validate(e.Size); err != nil {
+		return err
 	}
 	if err := quiet(e.Mem()); err != nil {
 		return fmt.Errorf("closed cleanly, yet %w", corrupt("%v", err))
@@ -54,7 +55,11 @@ func checkManager(e *envelope.Envelope, hd envelope.Header) error {
 // table and the pages it covers) against the segment's size, so that no
 // access through the table can leave the mapped, backed range. It reads
 // a few words: cheap enough for every open.
-func (h *heap) validate(size int64) error {
+//
+// sizeOf gives the segment's size; it is called after the table's words
+// are read, so that a growth published meanwhile (the size first, the
+// table after) cannot make a size older than the table.
+func (h *heap) validate(sizeOf func() int64) error {
 	if m := h.get(mMagic); m != mgrMagic {
 		if m&(1<<48-1) == mgrMagic&(1<<48-1) {
 			// "MSHEAP" and two other digits: another build's format.
@@ -65,7 +70,8 @@ func (h *heap) validate(size int64) error {
 		}
 		return &envelope.Fatal{Err: fmt.Errorf("no segment manager at offset %d: %w", mgrOff, ErrCorrupt)}
 	}
-	t, tcap, managed := h.get(mTable), h.get(mTableCap), h.get(mManaged)
+	t, tcap, managed := atomic.LoadUint64(h.w(mTable)), atomic.LoadUint64(h.w(mTableCap)), atomic.LoadUint64(h.w(mManaged))
+	size := sizeOf()
 	switch {
 	case t < firstTable || t%pageSize != 0 || tcap%256 != 0 || tcap > uint64(size) || t+tcap*descLen > uint64(size):
 		return corrupt("descriptor table at %d for %d pages does not fit the segment's %d bytes", t, tcap, size)
@@ -73,6 +79,34 @@ func (h *heap) validate(size int64) error {
 		return corrupt("manager covers %d pages, the segment has %d and the table %d", managed, size>>pageShift, tcap)
 	}
 	return nil
+}
+
+// validateStable is validate for a segment other processes may be
+// changing: the descriptor table moves under the segment lock (incorporate)
+// and a read without it can see its words half changed. A pass stands (the
+// words it read were each valid, and operations read them under the lock);
+// a failure is confirmed by reading as an optimistic reader does, between
+// writers' operations, checking the lock word did not change meanwhile. It
+// waits (a millisecond or so) while a writer holds the lock, and takes the
+// failure as it is once it has waited 20 ms (a writer that died holding
+// the lock changes nothing more).
+func (h *heap) validateStable(size func() int64) error {
+	err := h.validate(size)
+	if err == nil {
+		return nil
+	}
+	w := lockWord(h)
+	for try := 0; ; try++ {
+		v := atomic.LoadUint64(w)
+		if v&lockOwnerMask != 0 && try < 200 {
+			time.Sleep(100 * time.Microsecond)
+			continue
+		}
+		err := h.validate(size)
+		if err == nil || try >= 200 || atomic.LoadUint64(w)&^lockWaiters == v&^lockWaiters {
+			return err
+		}
+	}
 }
 
 // validateWords checks the words every operation starts from (counters,
@@ -145,7 +179,7 @@ func (h *heap) rollBack(size int64, who string, add func(string, ...any)) error 
 // unclean shutdown the whole manager is checked.
 func recoverManager(e *envelope.Envelope, rep *recovery.Report) error {
 	h := newHeap(e)
-	if err := h.validate(e.Size()); err != nil {
+	if err := h.validateStable(e.Size); err != nil {
 		return err
 	}
 	w := lockWord(h)
@@ -233,7 +267,7 @@ func (s *Segment) attachManager() error {
 	h := newHeap(e)
 	damage := e.Damage()
 	if damage == nil {
-		damage = h.validate(e.Size())
+		damage = h.validateStable(e.Size)
 	}
 	if damage != nil {
 		if s.mode != OpenReadOnly {
@@ -290,7 +324,11 @@ func (s *Segment) takeover(v uint64, owner int) bool {
 		s.repMu.Lock()
 		defer s.repMu.Unlock()
 		if err := s.h.rollBack(s.env.Size(), who, s.report.Addf); err != nil {
+			// The half-done operation stays: nothing may run on top of it.
+			// The waiter's call fails (lockOnly sees the state), and every
+			// later one says why.
 			s.report.Addf("could not roll back the operation of %s: %v", who, err)
+			s.noteCorrupt(fmt.Errorf("could not roll back the operation of %s: %w", who, err))
 		}
 		return nil
 	})

@@ -170,8 +170,10 @@ func (s *Segment) abort(who string) {
 // read runs f, which only reads the segment's structures, so that it sees
 // no operation half done: under the segment lock in a writable segment;
 // optimistically in a read-only one (which cannot take the lock), run
-// again until no writer took the lock meanwhile. f must bound every read
-// (it may run on a torn state, whose result is then thrown away).
+// again until no writer took the lock meanwhile (ErrBusy if writers kept
+// it from ever seeing a consistent view for two seconds). f must bound
+// every read (it may run on a torn state, whose result is then thrown
+// away).
 func (s *Segment) read(op string, f func() error) error {
 	st := s.state.Load()
 	if st&stUnusable != 0 {
@@ -195,6 +197,10 @@ func (s *Segment) read(op string, f func() error) error {
 	return nil
 }
 
+// readOnlyPatience bounds how long a read-only read tries to read a
+// consistent view while writers keep changing the segment.
+const readOnlyPatience = 2 * time.Second
+
 // heldByDead is the error of a read-only read that found the segment lock
 // (word v) held by a process that died.
 func (s *Segment) heldByDead(op string, v uint64) error {
@@ -210,7 +216,7 @@ func (s *Segment) heldByDead(op string, v uint64) error {
 // stood still for a while.
 func (s *Segment) readOptimistic(op string, f func() error) error {
 	var stuck uint64
-	var since time.Time
+	var since, torn time.Time
 	for try := 0; ; try++ {
 		if st := s.state.Load(); st&stUnusable != 0 {
 			return s.stateErr(op, st)
@@ -224,7 +230,17 @@ func (s *Segment) readOptimistic(op string, f func() error) error {
 				}
 				return nil
 			}
-			continue // a writer ran meanwhile: read again
+			// A writer ran meanwhile: read again, but not for ever. A read
+			// longer than the gaps between a busy writer's operations may
+			// never see one through.
+			switch {
+			case torn.IsZero():
+				torn = time.Now()
+			case time.Since(torn) > readOnlyPatience:
+				return fmt.Errorf("mapstore: %s %s: writers changed the segment during every read for %v: %w", op, s.b.Name(), readOnlyPatience, ErrBusy)
+			}
+			runtime.Gosched()
+			continue
 		}
 		switch {
 		case v == s.deadLock.Load():

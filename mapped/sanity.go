@@ -23,7 +23,7 @@ func corrupt(format string, args ...any) error {
 // one check per structure, each trusting only what the ones before it
 // checked.
 func (h *heap) checkSanity(size int64) error {
-	if err := h.validate(size); err != nil {
+	if err := h.validate(func() int64 { return size }); err != nil {
 		return err
 	}
 	if err := h.validateWords(); err != nil {

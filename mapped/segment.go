@@ -63,6 +63,9 @@ type Segment struct {
 	repMu  sync.Mutex
 	report *recovery.Report
 
+	closeOnce sync.Once
+	closeErr  error
+
 	whyCorrupt atomic.Pointer[string] // what the operation that found the segment corrupt said
 	deadLock   atomic.Uint64          // a read-only open: the lock word last found held by a dead process
 }
@@ -144,7 +147,8 @@ func openOrCreate(b backing.Backing, o options, p envelope.Params) (*envelope.En
 
 // Close detaches from the segment and unmaps it. The last writable
 // process to close a file segment flushes it and marks it closed cleanly.
-// Close is idempotent; afterwards every other method returns ErrClosed.
+// Close is idempotent: a second call returns nil once the first is done;
+// afterwards every other method returns ErrClosed.
 //
 // Calls in flight in other goroutines are not cut off: Close waits for
 // every one that holds the segment lock (a change, or a read of the
@@ -156,9 +160,16 @@ func openOrCreate(b backing.Backing, o options, p envelope.Params) (*envelope.En
 // this process's memory, and the address range is unmapped once the
 // Segment is garbage.
 func (s *Segment) Close() error {
-	if s.state.Or(stClosed)&stClosed != 0 {
-		return nil
+	first := false
+	s.closeOnce.Do(func() { first, s.closeErr = true, s.close() })
+	if first {
+		return s.closeErr
 	}
+	return nil // a later Close returns once the first is done
+}
+
+func (s *Segment) close() error {
+	s.state.Or(stClosed)
 	unregister(s)
 	var c envelope.Closing
 	switch s.mode {

@@ -463,3 +463,42 @@ func TestZeroSizeArrays(t *testing.T) {
 	_, err = NewArray[struct{}](seg, 1<<41)
 	require.ErrorIs(t, err, mapped.ErrInvalidSize)
 }
+
+type ringNode struct {
+	Next  Ptr[ringNode]
+	Value int64
+}
+
+// Ptr.Get racing Close: it either reads (zeros once the mapping is
+// retired) or panics with the documented misuse message (the Ptr is no
+// longer inside an open segment), never with a false one.
+func TestPtrGetDuringClose(t *testing.T) {
+	for run := range 50 {
+		seg, err := mapped.Open(file.Path(filepath.Join(t.TempDir(), "p.seg")), mapped.CreateOnly)
+		require.NoError(t, err)
+		head, err := Construct(seg, "head", ringNode{})
+		require.NoError(t, err)
+		n := head
+		for i := range 100 {
+			m, err := New[ringNode](seg)
+			require.NoError(t, err)
+			m.Value = int64(i)
+			n.Next.Set(m)
+			n = m
+		}
+		n.Next.Set(head) // a ring
+		started, done := make(chan struct{}), make(chan any, 1)
+		go func() {
+			defer func() { done <- recover() }()
+			close(started)
+			for p := head; p != nil; p = p.Next.Get() {
+			}
+		}()
+		<-started
+		time.Sleep(time.Duration(run%10) * 20 * time.Microsecond)
+		require.NoError(t, seg.Close())
+		if r := <-done; r != nil {
+			assert.Contains(t, fmt.Sprint(r), "not inside any open segment", "run %d", run)
+		}
+	}
+}

@@ -37,8 +37,12 @@ func (p *Ptr[T]) Get() *T {
 	if p.off == 0 {
 		return nil
 	}
+	size := uint64(seg.Size())
+	if size == 0 {
+		p.notOpen("Get") // closed since segment found it
+	}
 	var zero T
-	if p.off > uint64(seg.Size()) || uint64(unsafe.Sizeof(zero)) > uint64(seg.Size())-p.off {
+	if p.off > size || uint64(unsafe.Sizeof(zero)) > size-p.off {
 		panic(fmt.Sprintf("mapstore: objects.Ptr[%s].Get at %p: offset %d is beyond the end of segment %s (%d bytes): the Ptr is damaged", typeName(reflect.TypeFor[T]()), p, p.off, seg.Name(), seg.Size()))
 	}
 	return (*T)(unsafe.Add(seg.Base(), p.off))
@@ -60,7 +64,11 @@ func (p *Ptr[T]) Set(v *T) {
 func (p *Ptr[T]) segment(method string) *mapped.Segment {
 	seg := mapped.SegmentAt(unsafe.Pointer(p))
 	if seg == nil {
-		panic(fmt.Sprintf("mapstore: objects.Ptr[%s].%s at %p: this Ptr is not inside any open segment; a Ptr holds an offset and only means something inside the segment that holds it (was it copied to Go memory, or its segment closed?)", typeName(reflect.TypeFor[T]()), method, p))
+		p.notOpen(method)
 	}
 	return seg
+}
+
+func (p *Ptr[T]) notOpen(method string) {
+	panic(fmt.Sprintf("mapstore: objects.Ptr[%s].%s at %p: this Ptr is not inside any open segment; a Ptr holds an offset and only means something inside the segment that holds it (was it copied to Go memory, or its segment closed?)", typeName(reflect.TypeFor[T]()), method, p))
 }

@@ -232,23 +232,27 @@ func (e *Envelope) survey(h Header, rep *recovery.Report) (live int, err error) 
 }
 
 // checkLiveSize checks the live-size word against the header, under the
-// meta lock (so no growth is half published): they must agree. Where they
-// do not and nobody alive holds the segment, the header (checksummed) is
-// the truth, and the word is rewritten from it (a growth may have died
-// between ftruncate and publishing); a read-only open cannot, and while
-// writers are attached a disagreement is damage.
+// meta lock (so no growth is half published): they must agree. The
+// header (checksummed) is the truth. A word below it was left by a growth
+// that died between writing the header and the word (the file has the
+// pages): it is rewritten, whoever else is attached. A word above it is
+// damage: rewritten when nobody alive holds the segment, ErrCorrupt while
+// writers are. A read-only open cannot write: it keeps to the header's
+// size, or while writers are attached to the smaller of the two (a
+// writer's next growth repairs the word).
 func (e *Envelope) checkLiveSize(h Header, live int, rep *recovery.Report) error {
 	word := e.mem.liveSize()
-	if word == h.Size {
+	switch {
+	case word == h.Size:
 		return nil
-	}
-	if live > 0 {
-		return fmt.Errorf("%s: the live-size word says %d bytes, the header %d: %w", e.region.Name(), word, h.Size, recovery.ErrCorrupt)
-	}
-	if e.access == ReadOnly {
-		// Cannot rewrite it: this open keeps to the header's size.
+	case word > h.Size && live > 0:
+		return fmt.Errorf("%s: the live-size word says %d bytes, more than the header's %d: %w", e.region.Name(), word, h.Size, recovery.ErrCorrupt)
+	case e.access == ReadOnly:
 		e.fixedSize = int64(h.Size)
-		rep.Addf("the live-size word says %d bytes, the header %d: read with the header's size, and a writable open rewrites the word", word, h.Size)
+		if live > 0 {
+			e.fixedSize = int64(min(word, h.Size))
+		}
+		rep.Addf("the live-size word says %d bytes, the header %d: read with %d, and a writable open rewrites the word", word, h.Size, e.fixedSize)
 		return nil
 	}
 	e.mem.setLiveSize(h.Size)
@@ -318,8 +322,12 @@ func (e *Envelope) Grow(newSize int64) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	if word := e.mem.liveSize(); word != h.Size {
-		return int64(h.Size), fmt.Errorf("%s: grow: the live-size word says %d bytes, the header %d: %w", e.region.Name(), word, h.Size, recovery.ErrCorrupt)
+	switch word := e.mem.liveSize(); {
+	case word > h.Size:
+		return int64(h.Size), fmt.Errorf("%s: grow: the live-size word says %d bytes, more than the header's %d: %w", e.region.Name(), word, h.Size, recovery.ErrCorrupt)
+	case word < h.Size:
+		// A growth died between the header and the word: finish it.
+		e.mem.setLiveSize(h.Size)
 	}
 	if uint64(newSize) <= h.Size {
 		return int64(h.Size), nil

@@ -52,7 +52,12 @@ func (r *Region) Map(length int64, mode MapMode) ([]byte, error) {
 	case MapPrivate:
 		flags = unix.MAP_PRIVATE
 	}
-	p, err := unix.MmapPtr(int(r.f.Fd()), 0, nil, uintptr(length), prot, flags)
+	fd, done, err := r.useFd("map")
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	p, err := unix.MmapPtr(fd, 0, nil, uintptr(length), prot, flags)
 	if err != nil {
 		if errors.Is(err, syscall.ENOMEM) {
 			return nil, fmt.Errorf("%s: map %d bytes of address space: %w (%w)", r.name, length, ErrNoSpace, err)
@@ -90,6 +95,11 @@ func (r *Region) MapSide(n int64) ([]byte, error) {
 	if r.readOnly {
 		prot = mmap.RDONLY
 	}
+	_, done, err := r.useFd("map")
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	m, err := mmap.MapRegion(r.f, int(n), prot, 0, 0)
 	if err != nil {
 		return nil, r.wrap("map", err)

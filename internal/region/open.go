@@ -111,18 +111,22 @@ func (r *Region) Publish() error {
 	if !r.created || r.target == "" {
 		return fmt.Errorf("%s: publish: not a new backing", r.name)
 	}
+	fd, done, err := r.useFd("publish")
+	if err != nil {
+		return err
+	}
+	defer done()
 	if r.durable {
-		if err := unix.Fsync(int(r.f.Fd())); err != nil {
+		if err := unix.Fsync(fd); err != nil {
 			return r.wrap("sync", err)
 		}
 	}
-	var err error
 	if r.temp != "" {
 		err = os.Link(r.temp, r.target)
 		_ = os.Remove(r.temp)
 		r.temp = ""
 	} else {
-		err = unix.Linkat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", r.f.Fd()), unix.AT_FDCWD, r.target, unix.AT_SYMLINK_FOLLOW)
+		err = unix.Linkat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), unix.AT_FDCWD, r.target, unix.AT_SYMLINK_FOLLOW)
 	}
 	switch {
 	case errors.Is(err, fs.ErrExist):

@@ -26,6 +26,21 @@ type Region struct {
 	mu   sync.Mutex
 	base unsafe.Pointer // the mapping (see mapping.go), or nil
 	len  uintptr
+
+	fdMu       sync.RWMutex // readers use the descriptor; CloseFile closes it
+	fileClosed bool
+}
+
+// useFd returns the descriptor, held open until done is called, or an
+// error wrapping os.ErrClosed once CloseFile has run: no system call gets
+// a descriptor number that was closed (and perhaps reused) meanwhile.
+func (r *Region) useFd(op string) (fd int, done func(), err error) {
+	r.fdMu.RLock()
+	if r.fileClosed {
+		r.fdMu.RUnlock()
+		return -1, nil, r.wrap(op, os.ErrClosed)
+	}
+	return int(r.f.Fd()), r.fdMu.RUnlock, nil
 }
 
 // New wraps an open file. name is used in messages; created says the
@@ -116,8 +131,13 @@ var fallocateFunc = unix.Fallocate
 // no later write to the mapping can find the disk or tmpfs full (SIGBUS):
 // with fallocate, or where the filesystem has none, by writing zeros.
 func (r *Region) reserve(from, to int64) error {
+	fd, done, err := r.useFd("grow")
+	if err != nil {
+		return err
+	}
+	defer done()
 	for {
-		err := fallocateFunc(int(r.f.Fd()), 0, from, to-from)
+		err := fallocateFunc(fd, 0, from, to-from)
 		switch {
 		case err == nil:
 			return nil
@@ -156,7 +176,12 @@ func (r *Region) Sync(mem []byte) error {
 			return r.wrap("msync", err)
 		}
 	}
-	if err := unix.Fdatasync(int(r.f.Fd())); err != nil {
+	fd, done, err := r.useFd("fdatasync")
+	if err != nil {
+		return err
+	}
+	defer done()
+	if err := unix.Fdatasync(fd); err != nil {
 		return r.wrap("fdatasync", err)
 	}
 	return nil
@@ -176,6 +201,12 @@ func (r *Region) Close() error {
 // it, and leaves the mapping (if any) in place. A new file that was never
 // published is gone with it.
 func (r *Region) CloseFile() error {
+	r.fdMu.Lock()
+	defer r.fdMu.Unlock()
+	if r.fileClosed {
+		return nil
+	}
+	r.fileClosed = true
 	r.abandon()
 	if err := r.f.Close(); err != nil {
 		return r.wrap("close", err)
@@ -200,8 +231,13 @@ func (r *Region) Lock(off int64, exclusive, wait bool) (bool, error) {
 	if wait {
 		cmd = unix.F_OFD_SETLKW
 	}
+	fd, done, err := r.useFd(fmt.Sprintf("lock byte %d", off))
+	if err != nil {
+		return false, err
+	}
+	defer done()
 	for {
-		err := unix.FcntlFlock(r.f.Fd(), cmd, &lk)
+		err := unix.FcntlFlock(uintptr(fd), cmd, &lk)
 		switch {
 		case err == nil:
 			return true, nil
@@ -218,7 +254,12 @@ func (r *Region) Lock(off int64, exclusive, wait bool) (bool, error) {
 // Unlock releases this open's lock on the byte at off.
 func (r *Region) Unlock(off int64) error {
 	lk := unix.Flock_t{Type: unix.F_UNLCK, Whence: 0, Start: off, Len: 1}
-	if err := unix.FcntlFlock(r.f.Fd(), unix.F_OFD_SETLK, &lk); err != nil {
+	fd, done, err := r.useFd(fmt.Sprintf("unlock byte %d", off))
+	if err != nil {
+		return err
+	}
+	defer done()
+	if err := unix.FcntlFlock(uintptr(fd), unix.F_OFD_SETLK, &lk); err != nil {
 		return r.wrap(fmt.Sprintf("unlock byte %d", off), err)
 	}
 	return nil
@@ -229,7 +270,12 @@ func (r *Region) Unlock(off int64) error {
 // its owner is alive.
 func (r *Region) Held(off int64) (bool, error) {
 	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: off, Len: 1}
-	if err := unix.FcntlFlock(r.f.Fd(), unix.F_OFD_GETLK, &lk); err != nil {
+	fd, done, err := r.useFd(fmt.Sprintf("test lock byte %d", off))
+	if err != nil {
+		return false, err
+	}
+	defer done()
+	if err := unix.FcntlFlock(uintptr(fd), unix.F_OFD_GETLK, &lk); err != nil {
 		return false, r.wrap(fmt.Sprintf("test lock byte %d", off), err)
 	}
 	return lk.Type != unix.F_UNLCK, nil
