@@ -73,16 +73,7 @@ func TestPtrAcrossProcesses(t *testing.T) {
 	seg, err := mapped.Open(file.Path(path), mapped.CreateOnly, mapped.WithSize(1<<20))
 	require.NoError(t, err)
 	defer seg.Close()
-	head, err := Construct(seg, "head", listNode{Value: -1})
-	require.NoError(t, err)
-	prev := head
-	for i := range 10 {
-		n, err := New[listNode](seg)
-		require.NoError(t, err)
-		n.Value = int64(i)
-		prev.Next.Set(n)
-		prev = n
-	}
+	_, prev := buildList(t, seg, 10)
 	c := proctest.Start(t, "walk", path, filepath.Join(dir, "spacer.seg"))
 	line := c.Expect("base ")
 	require.Equal(t, 0, c.Wait(), c.Stderr())

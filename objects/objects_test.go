@@ -371,18 +371,7 @@ func TestLayoutFingerprints(t *testing.T) {
 
 func TestPtr(t *testing.T) {
 	seg := newSeg(t)
-	head, err := Construct(seg, "head", listNode{Value: -1})
-	require.NoError(t, err)
-	assert.True(t, head.Next.IsNil())
-	assert.Nil(t, head.Next.Get())
-	prev := head
-	for i := range 5 {
-		n, err := New[listNode](seg)
-		require.NoError(t, err)
-		n.Value = int64(i)
-		prev.Next.Set(n)
-		prev = n
-	}
+	head, _ := buildList(t, seg, 5)
 	var seen []int64
 	for n := head.Next.Get(); n != nil; n = n.Next.Get() {
 		seen = append(seen, n.Value)
@@ -464,11 +453,6 @@ func TestZeroSizeArrays(t *testing.T) {
 	require.ErrorIs(t, err, mapped.ErrInvalidSize)
 }
 
-type ringNode struct {
-	Next  Ptr[ringNode]
-	Value int64
-}
-
 // Ptr.Get racing Close: it either reads (zeros once the mapping is
 // retired) or panics with the documented misuse message (the Ptr is no
 // longer inside an open segment), never with a false one.
@@ -476,17 +460,8 @@ func TestPtrGetDuringClose(t *testing.T) {
 	for run := range 50 {
 		seg, err := mapped.Open(file.Path(filepath.Join(t.TempDir(), "p.seg")), mapped.CreateOnly)
 		require.NoError(t, err)
-		head, err := Construct(seg, "head", ringNode{})
-		require.NoError(t, err)
-		n := head
-		for i := range 100 {
-			m, err := New[ringNode](seg)
-			require.NoError(t, err)
-			m.Value = int64(i)
-			n.Next.Set(m)
-			n = m
-		}
-		n.Next.Set(head) // a ring
+		head, tail := buildList(t, seg, 100)
+		tail.Next.Set(head) // a ring
 		started, done := make(chan struct{}), make(chan any, 1)
 		go func() {
 			defer func() { done <- recover() }()
@@ -501,4 +476,23 @@ func TestPtrGetDuringClose(t *testing.T) {
 			assert.Contains(t, fmt.Sprint(r), "not inside any open segment", "run %d", run)
 		}
 	}
+}
+
+// buildList constructs the named node "head" (value -1) and links n nodes
+// after it, valued 0 to n-1; it returns the head and the last node.
+func buildList(t testing.TB, seg *mapped.Segment, n int) (head, tail *listNode) {
+	t.Helper()
+	head, err := Construct(seg, "head", listNode{Value: -1})
+	require.NoError(t, err)
+	require.True(t, head.Next.IsNil())
+	require.Nil(t, head.Next.Get())
+	tail = head
+	for i := range n {
+		m, err := New[listNode](seg)
+		require.NoError(t, err)
+		m.Value = int64(i)
+		tail.Next.Set(m)
+		tail = m
+	}
+	return head, tail
 }
