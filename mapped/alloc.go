@@ -124,7 +124,7 @@ func (s *Segment) deallocateAt(off uint64) error {
 	if err := s.lockOnly("deallocate"); err != nil {
 		return err
 	}
-	if s.h.freeFast(off, 0) {
+	if s.h.freeFast(off, 0, 0) {
 		s.lk.unlock()
 		return nil
 	}
@@ -248,7 +248,7 @@ func (s *Segment) DeallocateFrom(ref Handle) error {
 	}
 	var off uint64
 	off, err = s.resolve(Handle(atomic.LoadUint64((*uint64)(unsafe.Add(s.h.base, roff)))))
-	if err == nil && s.h.freeFast(off, uintptr(roff)) {
+	if err == nil && s.h.freeFast(off, uintptr(roff), 0) {
 		s.lk.unlock()
 		return nil
 	}

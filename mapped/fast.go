@@ -88,11 +88,11 @@ func (h *heap) allocFast(n uint64, ref uintptr, tag uint64) (off, usable uint64,
 	return 0, 0, false
 }
 
-// freeFast frees the small block at off and clears the word at ref (if
-// not 0). It reports false, having changed nothing, when off is not a
+// freeFast frees the small block at off and stores val in the word at ref
+// (if ref is not 0). It reports false, having changed nothing, when off is not a
 // live small block or the free needs the slow path (which also finds the
 // error).
-func (h *heap) freeFast(off uint64, ref uintptr) bool {
+func (h *heap) freeFast(off uint64, ref uintptr, val uint64) bool {
 	if off < firstTable || off >= *h.w(mManaged)<<pageShift {
 		return false
 	}
@@ -131,7 +131,7 @@ func (h *heap) freeFast(off uint64, ref uintptr) bool {
 	*h.w(d) = w0 - 1<<16
 	*h.w(mInUse) -= cl.size
 	if ref != 0 {
-		*h.w(ref) = 0
+		*h.w(ref) = val
 	}
 	journal.StoreOrdered(h.w(mFast), 0)
 	return true

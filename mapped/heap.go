@@ -12,11 +12,11 @@ import (
 // envelope.EnvelopeSize bytes; the manager area follows, then the page
 // descriptor table, then pages the allocator hands out.
 //
-// Manager area (mgrOff, two pages; every field an 8-byte word):
+// Manager area (mgrOff, three pages; every field an 8-byte word):
 //
 //	offset  what
-//	0       magic "MSHEAP04" (the format of the manager area, heap and
-//	        name directory; "MSHEAP01" to "MSHEAP03" segments are
+//	0       magic "MSHEAP05" (the format of the manager area, heap and
+//	        name directory; "MSHEAP01" to "MSHEAP04" segments are
 //	        ErrVersion)
 //	8       segment lock (64-bit word, its low half a futex; see lock.go)
 //	16      descriptor table offset
@@ -33,7 +33,9 @@ import (
 //	128     fast-path intent record, 4 words (see fast.go)
 //	256     free-span bins: 64 list heads (page index; 0 = empty)
 //	768     size classes: 32 partial-run list heads (page index; 0 = empty)
+//	1024    lane owners: 8 words (see lanes.go)
 //	4096    undo journal (journal.Journal), 4096 bytes
+//	8192    lanes: 8 of 512 bytes (see lanes.go)
 //
 // Every value read from these words or the tables below that steers a
 // read, a write or a loop is checked first (a page below the managed
@@ -61,7 +63,7 @@ const (
 	pageShift = 12
 
 	mgrOff       = envelope.EnvelopeSize
-	mgrPages     = 2
+	mgrPages     = 3
 	mMagic       = mgrOff + 0
 	mLock        = mgrOff + 8
 	mTable       = mgrOff + 16
@@ -82,7 +84,7 @@ const (
 
 	numBins  = 64
 	descLen  = 16
-	mgrMagic = 0x34305041454853_4d // "MSHEAP04" little-endian
+	mgrMagic = 0x35305041454853_4d // "MSHEAP05" little-endian
 
 	rootManager = 0 // the header root that holds mgrOff
 )

@@ -140,7 +140,7 @@ func (h *heap) validateWords() error {
 	if v := h.get(mFast); v&fastUnused != 0 {
 		return corrupt("fast-path intent record %#x has bits set that no record uses", v)
 	}
-	return nil
+	return h.validateLanes()
 }
 
 func lockWord(h *heap) *uint64 { return h.w(mLock) }
@@ -283,6 +283,9 @@ func (s *Segment) attachManager() error {
 		s.tag = 1
 	}
 	s.h = h
+	if seat := e.Seat(); seat >= 0 {
+		s.laneMe = uint64(seat+1) | e.SeatAttachID(seat)<<8
+	}
 	s.lk.word = lockWord(h)
 	s.lk.me = uint64(e.Seat() + 1)
 	s.lk.private = s.mode == OpenCopyOnWrite
@@ -329,6 +332,11 @@ func (s *Segment) takeover(v uint64, owner int) bool {
 			// later one says why.
 			s.report.Addf("could not roll back the operation of %s: %v", who, err)
 			s.noteCorrupt(fmt.Errorf("could not roll back the operation of %s: %w", who, err))
+			return nil
+		}
+		if err := s.recoverLanesHeld(s.report.Addf); err != nil {
+			s.report.Addf("could not recover the lanes of dead processes: %v", err)
+			s.noteCorrupt(fmt.Errorf("could not recover the lanes of dead processes: %w", err))
 		}
 		return nil
 	})

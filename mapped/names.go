@@ -696,7 +696,7 @@ func (s *Segment) remove(name string, unique bool, check func(Named) error, exac
 				return err
 			}
 		}
-		if err := h.unindex(so, rec); err != nil {
+		if err := h.unindex(so, rec, true); err != nil {
 			return err
 		}
 		removed = true
@@ -718,7 +718,7 @@ func (s *Segment) remove(name string, unique bool, check func(Named) error, exac
 // unindex removes the name whose index slot is at so and whose record is
 // at rec, and frees the record; the last name frees the index too, in
 // the same operation, so that an empty directory holds no memory.
-func (h *heap) unindex(so uintptr, rec uint64) error {
+func (h *heap) unindex(so uintptr, rec uint64, freeRec bool) error {
 	// In a group with an empty slot the slot can be empty too: every
 	// probe that reaches the group ends there. Otherwise other names'
 	// probes may pass through it, and it is a tombstone.
@@ -733,8 +733,10 @@ func (h *heap) unindex(so uintptr, rec uint64) error {
 	}
 	h.set(gb, c&^(0xff<<sh)|mark<<sh)
 	h.add(mDirCount, ^uint64(0))
-	if err := h.freeAt(rec); err != nil {
-		return err
+	if freeRec {
+		if err := h.freeAt(rec); err != nil {
+			return err
+		}
 	}
 	if h.get(mDirCount) == 0 {
 		h.set(mDirTable, 0)

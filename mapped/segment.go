@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"github.com/mapstore/mapstore/backing"
@@ -68,6 +69,10 @@ type Segment struct {
 
 	whyCorrupt atomic.Pointer[string] // what the operation that found the segment corrupt said
 	deadLock   atomic.Uint64          // a read-only open: the lock word last found held by a dead process
+
+	laneMe    uint64        // lane owner word of this open (lanes.go)
+	laneHint  atomic.Uint32 // the lane this process claimed last
+	lanesBusy atomic.Int32  // lanes this process has claimed or is claiming: Close waits for them
 }
 
 // Open opens the segment in b as mode says.
@@ -107,7 +112,12 @@ func Open(b backing.Backing, mode Mode, opts ...Option) (*Segment, error) {
 		return nil, fmt.Errorf("mapstore: open: %w", err)
 	}
 	s := &Segment{b: b, env: env, mode: mode, report: rep}
-	if err := s.attachManager(); err != nil {
+	err = s.attachManager()
+	if err == nil && mode != OpenReadOnly {
+		// Operations of dead processes outside the segment lock.
+		err = s.recoverLanes()
+	}
+	if err != nil {
 		_ = env.Close(envelope.Closing{})
 		_ = env.Unmap()
 		return nil, fmt.Errorf("mapstore: open: %w", err)
@@ -171,6 +181,15 @@ func (s *Segment) Close() error {
 func (s *Segment) close() error {
 	s.state.Or(stClosed)
 	unregister(s)
+	// Lanes this process claimed finish (they go on while the segment
+	// is closing); no new one is claimed.
+	for k := 0; s.lanesBusy.Load() != 0; k++ {
+		if k < 100 {
+			runtime.Gosched()
+		} else {
+			time.Sleep(100 * time.Microsecond)
+		}
+	}
 	var c envelope.Closing
 	switch s.mode {
 	case OpenReadOnly:
@@ -223,6 +242,11 @@ func quiet(mem []byte) error {
 		return fmt.Errorf("the undo journal holds operation %d", op)
 	case w(mFast) != 0:
 		return fmt.Errorf("the fast-path intent record is set (%#x)", w(mFast))
+	}
+	for i := range numLanes {
+		if v := w(mLaneOwners + uintptr(i)*8); v != 0 {
+			return fmt.Errorf("lane %d is claimed (owner word %#x)", i, v)
+		}
 	}
 	return nil
 }

@@ -2,12 +2,15 @@ package objects
 
 import (
 	"bytes"
+	"errors"
 	"encoding/binary"
 	"fmt"
 	"reflect"
 	"sync"
 	"sync/atomic"
 	"unsafe"
+
+	"github.com/mapstore/mapstore/mapped"
 )
 
 // typeInfo is what objects knows of a Go type: whether it may live in a
@@ -20,6 +23,7 @@ type typeInfo struct {
 	align  uintptr
 	layout []byte // fingerprint (see encodeLayout)
 	spec   []byte // what a name stores: version, name length, name, layout
+	shape  mapped.Shape // the blocks a value owns (containers inside it); nil: none
 	err    error  // ErrNotPlainData, wrapped with the field path
 }
 
@@ -77,6 +81,8 @@ func infoBuild[T any](key unsafe.Pointer) *typeInfo {
 	ti := &typeInfo{key: key, t: t, name: typeName(t), size: t.Size(), align: uintptr(t.Align())}
 	if err := checkPlain(t, typeName(t), nil); err != nil {
 		ti.err = err
+	} else if ti.shape, err = shapeOf(t, 0, nil, []reflect.Type{t}); err != nil {
+		ti.err = fmt.Errorf("%s: %w", typeName(t), err)
 	} else {
 		var b bytes.Buffer
 		encodeLayout(&b, t, nil)
@@ -115,6 +121,12 @@ func checkPlain(t reflect.Type, path string, seen []reflect.Type) error {
 			}
 		}
 		seen = append(seen, t)
+		if t.Implements(containerMarkerType) {
+			if elem := reflect.Zero(t).Interface().(containerMarker).containerElem(); elem != nil {
+				return checkPlain(elem, path+"[elem]", seen)
+			}
+			return nil
+		}
 		for i := 0; i < t.NumField(); i++ {
 			f := t.Field(i)
 			if err := checkPlain(f.Type, path+"."+f.Name, seen); err != nil {
@@ -160,6 +172,16 @@ func encodeLayout(b *bytes.Buffer, t reflect.Type, stack []reflect.Type) {
 			encodeLayout(b, reflect.Zero(t).Interface().(ptrMarker).ptrElem(), stack)
 			return
 		}
+		if t.Implements(containerMarkerType) {
+			// A container records what it holds, not its header words.
+			c := reflect.Zero(t).Interface().(containerMarker)
+			b.WriteByte('C')
+			b.WriteByte(c.containerKind())
+			if elem := c.containerElem(); elem != nil {
+				encodeLayout(b, elem, stack)
+			}
+			return
+		}
 		b.Write(binary.AppendUvarint(nil, uint64(t.NumField())))
 		for i := 0; i < t.NumField(); i++ {
 			f := t.Field(i)
@@ -193,4 +215,63 @@ func (ti *typeInfo) matches(spec []byte) bool {
 		return false
 	}
 	return bytes.Equal(spec[1+k+int(n):], ti.layout)
+}
+
+// containerMarker is implemented by the containers (Vector, String,
+// List): their fingerprint and shape say what they hold.
+type containerMarker interface {
+	containerKind() byte
+	containerElem() reflect.Type // nil: holds bytes
+	containerShape(off uintptr, sh mapped.Shape, elem mapped.Shape) mapped.Shape
+}
+
+var containerMarkerType = reflect.TypeFor[containerMarker]()
+
+// ErrRecursiveContainer: a type holds, through containers, a container of
+// itself (a tree whose nodes hold a Vector of nodes). Build such a
+// structure with Ptr links instead.
+var errRecursive = errors.New("a container holds its own type (use Ptr links for recursive structures)")
+
+// shapeOf appends to sh the owned blocks of a t at off: the mapped.Shape
+// that Delete, Destroy and the containers' removals free.
+func shapeOf(t reflect.Type, off uintptr, sh mapped.Shape, stack []reflect.Type) (mapped.Shape, error) {
+	switch t.Kind() {
+	case reflect.Array:
+		if t.Len() == 0 {
+			return sh, nil
+		}
+		elem, err := shapeOf(t.Elem(), 0, nil, stack)
+		if err != nil {
+			return nil, err
+		}
+		return sh.Array(off, t.Len(), t.Elem().Size(), elem), nil
+	case reflect.Struct:
+		if t.Implements(containerMarkerType) {
+			c := reflect.Zero(t).Interface().(containerMarker)
+			var elem mapped.Shape
+			if et := c.containerElem(); et != nil {
+				for _, s := range stack {
+					if s == et {
+						return nil, errRecursive
+					}
+				}
+				var err error
+				if elem, err = shapeOf(et, 0, nil, append(stack, et)); err != nil {
+					return nil, err
+				}
+			}
+			return c.containerShape(off, sh, elem), nil
+		}
+		if t.Implements(ptrMarkerType) {
+			return sh, nil // a Ptr does not own its target
+		}
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			var err error
+			if sh, err = shapeOf(f.Type, off+f.Offset, sh, stack); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return sh, nil
 }

@@ -228,6 +228,10 @@ func destroy[T any](seg *mapped.Segment, name string, unique bool) error {
 	if err != nil {
 		return err
 	}
+	if len(ti.shape) > 0 {
+		// Containers inside: their storage is freed with the object.
+		return seg.RemoveNamedDropping(name, unique, func(n mapped.Named) error { return ti.check(seg, "destroy", n, true) }, ti.shape)
+	}
 	// Exactly T's stored type first; a same-layout type under another
 	// name (or a mismatch, which check explains) takes the general path.
 	if removed, err := seg.RemoveNamedAs(name, unique, ti.spec); removed || err != nil {
@@ -317,14 +321,51 @@ func NewArray[T any](seg *mapped.Segment, n int) ([]T, error) {
 	return unsafe.Slice((*T)(unsafe.Pointer(&b[0])), n), nil
 }
 
-// Delete frees what New or NewArray returned (p is its first element). A
+// Delete frees what New or NewArray returned (p is its first element),
+// and what it owns (containers inside it), as one crash-atomic step. A
 // pointer outside the segment, or not at the start of a block, is
 // mapped.ErrInvalidHandle and nothing changes.
 func Delete[T any](seg *mapped.Segment, p *T) error {
 	if p == nil {
 		return fmt.Errorf("mapstore: delete in %s: nil pointer: %w", seg.Name(), mapped.ErrInvalidHandle)
 	}
-	return seg.Deallocate(unsafe.Slice((*byte)(unsafe.Pointer(p)), 1))
+	return deleteN(seg, p, 1)
+}
+
+// deleteN frees the block at p, which holds n T, after what they own.
+func deleteN[T any](seg *mapped.Segment, p *T, n int) error {
+	b := unsafe.Slice((*byte)(unsafe.Pointer(p)), 1)
+	ti := infoOf[T]()
+	if ti.err != nil || len(ti.shape) == 0 {
+		return seg.Deallocate(b)
+	}
+	if _, err := seg.Handle(b); err != nil {
+		return err
+	}
+	if blk, err := seg.Block(mustHandle(seg, b)); err != nil || uintptr(len(blk)) < uintptr(n)*ti.size {
+		if err == nil {
+			err = fmt.Errorf("mapstore: delete in %s: the block holds %d bytes, not %d elements of %d: %w", seg.Name(), len(blk), n, ti.size, mapped.ErrInvalidHandle)
+		}
+		return err
+	}
+	l, err := seg.BeginLane()
+	if err != nil {
+		return err
+	}
+	if err := l.Drop(unsafe.Pointer(p), n, int(ti.size), ti.shape); err != nil {
+		l.Abort()
+		return err
+	}
+	if err := l.Free(unsafe.Pointer(p)); err != nil {
+		l.Abort()
+		return err
+	}
+	return l.Commit()
+}
+
+func mustHandle(seg *mapped.Segment, b []byte) mapped.Handle {
+	h, _ := seg.Handle(b)
+	return h
 }
 
 // DeleteArray frees what NewArray returned (any length, empty too). A
@@ -335,7 +376,7 @@ func DeleteArray[T any](seg *mapped.Segment, a []T) error {
 	if p == nil {
 		return fmt.Errorf("mapstore: delete in %s: nil slice: %w", seg.Name(), mapped.ErrInvalidHandle)
 	}
-	return seg.Deallocate(unsafe.Slice((*byte)(unsafe.Pointer(p)), 1))
+	return deleteN(seg, p, len(a))
 }
 
 // HandleOf is the handle of *p, which must lie in the segment: it means

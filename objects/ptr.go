@@ -72,3 +72,39 @@ func (p *Ptr[T]) segment(method string) *mapped.Segment {
 func (p *Ptr[T]) notOpen(method string) {
 	panic(fmt.Sprintf("mapstore: objects.Ptr[%s].%s at %p: this Ptr is not inside any open segment; a Ptr holds an offset and only means something inside the segment that holds it (was it copied to Go memory, or its segment closed?)", typeName(reflect.TypeFor[T]()), method, p))
 }
+
+// NewInto allocates a zeroed T in the segment that holds p and makes p
+// point to it, as one crash-atomic step: after a crash either both
+// happened or neither, so a linked structure built by a process that
+// dies leaks nothing. p must be inside an open segment (a misuse panic
+// otherwise); one opened read-only is mapped.ErrReadOnly.
+func NewInto[T any](p *Ptr[T]) (*T, error) {
+	seg := p.segment("NewInto")
+	ti, err := info[T]("new", "")
+	if err != nil {
+		return nil, err
+	}
+	if err := writable(seg, "Ptr", "NewInto"); err != nil {
+		return nil, err
+	}
+	l, err := seg.BeginLane()
+	if err != nil {
+		return nil, err
+	}
+	if err := l.Save(unsafe.Pointer(&p.off), 8); err != nil {
+		l.Abort()
+		return nil, err
+	}
+	b, err := l.Allocate(int(max(ti.size, 1)))
+	if err != nil {
+		l.Abort()
+		return nil, err
+	}
+	clear(b)
+	v := (*T)(unsafe.Pointer(unsafe.SliceData(b)))
+	p.off = uint64(uintptr(unsafe.Pointer(v)) - uintptr(seg.Base()))
+	if err := l.Commit(); err != nil {
+		return nil, err
+	}
+	return v, nil
+}

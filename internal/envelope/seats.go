@@ -41,6 +41,16 @@ func (e *Envelope) SeatAlive(i int) (bool, error) {
 	return e.region.Held(seatLockOff + int64(i))
 }
 
+// SeatAttachID is the attach id recorded in seat i: unique per attach
+// over the segment's life, so that a record naming a seat and its attach
+// id is not mistaken for the seat's next occupant's.
+func (e *Envelope) SeatAttachID(i int) uint64 {
+	if i < 0 || i >= MaxSeats {
+		return 0
+	}
+	return atomic.LoadUint64(e.mem.word(seatBase(i) + 8))
+}
+
 // SeatPID is the process id recorded in seat i.
 func (e *Envelope) SeatPID(i int) int { return int(e.mem.seatPID(i)) }
 

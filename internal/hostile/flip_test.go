@@ -47,9 +47,11 @@ const (
 	seatsEnd     = 12288 // internal/envelope/doc.go: first byte the layers above may use
 
 	mgrOff      = 12288         // mapped/heap.go: manager area (envelope.EnvelopeSize)
-	mgrWordsLen = 1024          // mapped/heap.go: magic up to the 32 size-class list heads at 768
+	mgrWordsLen = 1088          // mapped/heap.go: magic up to the 8 lane owner words at 1024
 	journalOff  = mgrOff + 4096 // mapped/heap.go: mJournal, the undo journal
 	journalLen  = 4096          // mapped/heap.go: journalBytes
+	lanesOff    = mgrOff + 8192 // mapped/heap.go: mLanes, the lane records (lanes.go)
+	lanesLen    = 4096          // mapped/lanes.go: numLanes * laneBytes
 
 	mTableWord    = mgrOff + 16 // mapped/heap.go: descriptor table offset
 	mManagedWord  = mgrOff + 32 // mapped/heap.go: managed pages
@@ -79,6 +81,7 @@ var regions = []region{
 	{"seat table", 3, fixed(seatsOff, seatsEnd-seatsOff)},
 	{"manager words", 8, fixed(mgrOff, mgrWordsLen)},
 	{"undo journal", 1, fixed(journalOff, journalLen)},
+	{"lane records", 1, fixed(lanesOff, lanesLen)},
 	{"descriptors", 8, descriptorTable},
 	{"name index", 6, nameIndex},
 	{"name records", 6, nameRecords},
@@ -1097,7 +1100,7 @@ func resolveRegions(t *testing.T, base []byte) ([]resolved, int) {
 		name := string(base[s.off+recHeaderLen : s.off+s.n])
 		assert.True(t, names[name], "record at %d holds %q, not a baseline name", s.off, name)
 	}
-	assert.Equal(t, "MSHEAP04", string(base[mgrOff:mgrOff+8]), "manager magic: is the layout table up to date?")
+	assert.Equal(t, "MSHEAP05", string(base[mgrOff:mgrOff+8]), "manager magic: is the layout table up to date?")
 	assert.Equal(t, "MAPSTORE", string(base[headerAOff:headerAOff+8]))
 	assert.Equal(t, "MAPSTORE", string(base[headerBOff:headerBOff+8]))
 	assert.Equal(t, uint64(segSize), binary.LittleEndian.Uint64(base[liveSizeOff:]), "live size word")

@@ -1,0 +1,747 @@
+package mapped
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/mapstore/mapstore/internal/envelope"
+	"github.com/mapstore/mapstore/internal/journal"
+)
+
+// Lanes: crash-atomic changes made outside the segment lock.
+//
+// The segment lock's journal covers the allocator and the name directory.
+// A change to a structure of the caller's (a container in objects) that
+// touches more than one word runs in a lane instead: a record, in the
+// manager area, that belongs to the one operation that claimed it, so that
+// two processes changing two structures never wait for each other. A lane
+// holds undo entries (bytes saved before they change, blocks allocated)
+// that a rollback applies, and redo entries (blocks to free, stores,
+// moves, nested storage to free) that run once the operation commits and
+// that recovery finishes if its process dies during them.
+//
+// Lane owner words (mLaneOwners, numLanes words in the manager's first
+// page, where an open already looks):
+//
+//	0              free
+//	seat+1 | id<<8 claimed by the process attached in seat with attach id
+//	               id (the seat's attach id; a seat reused by another
+//	               process has another)
+//
+// A lane (laneBytes at mLanes + i*laneBytes):
+//
+//	0   state: log bytes in use (bits 0-31), committed (bit 63)
+//	8   log: entries, each a multiple of 8 bytes:
+//	    word 0: kind (bits 0-7), done (bit 8), data bytes (bits 32-63)
+//	    then by kind (offsets are segment offsets):
+//	      save   target; the saved bytes                      (undo)
+//	      alloc  block (0 until the allocation is done)         (undo)
+//	      free   block (0 once freed)                           (redo)
+//	      store  target word; value                             (redo)
+//	      move   destination; source; bytes; bytes moved so far (redo)
+//	      write  destination; the bytes                         (redo)
+//	      drop   base; count; stride; the element Shape         (redo)
+//
+// An entry is written past the state's length, then the length is
+// published (journal.StoreOrdered), then the change it covers is made: a
+// process killed anywhere leaves either an entry that is not published
+// (and no change), or one that is. Commit publishes the committed bit;
+// then the redo entries run in order, each marked done when it has (a
+// free zeroes its word, a drop zeroes each owned word it frees and a move
+// counts its progress, so one cut short resumes where it stopped).
+//
+// Whoever finds the owner dead (a writable Open, a takeover of the
+// segment lock, a claim that found every lane taken) recovers the lane
+// under the segment lock: before the commit it restores the saved bytes
+// in reverse order and frees the allocated blocks; after it, it runs the
+// redo entries not done. Either is idempotent: a recovery cut short is
+// recovered again.
+const (
+	mLaneOwners = mgrOff + 1024
+	mLanes      = mgrOff + 2*pageSize
+	numLanes    = 8
+	laneBytes   = pageSize / numLanes
+	laneLog     = laneBytes - 8 // bytes of entries a lane holds
+
+	laneCommitted = uint64(1) << 63
+	laneLenMask   = 1<<32 - 1
+	laneDone      = uint64(1) << 8
+
+	laneSave  = 1
+	laneAlloc = 2
+	laneFree  = 3
+	laneStore = 4
+	laneMove  = 5
+	laneWrite = 6
+	laneDrop  = 7
+)
+
+// Lane is one crash-atomic operation outside the segment lock: claim it
+// with BeginLane, record each change before making it (Save, Allocate) or
+// leave it for the commit (Free, Store, Move, Write, Drop), and end it
+// with Commit or Abort. If the process dies before Commit returns, the
+// operation is undone (before the commit) or finished (after it) by
+// whoever finds the process dead, so that the structures it changed are
+// as before it or as after it, and no block leaks.
+//
+// A Lane is used by one goroutine. Its records are small (about 500
+// bytes): save headers and words, not whole arrays; allocate and write
+// the new copy of a large structure and Save only what points to it. A
+// record that does not fit is ErrLaneFull, and the caller aborts.
+type Lane struct {
+	s   *Segment
+	i   int
+	off uintptr // the lane's offset
+	n   uint64  // log bytes in use
+}
+
+// ErrLaneFull: a lane's record has no room for the entry; abort the
+// operation (or split it).
+var ErrLaneFull = fmt.Errorf("lane record full (%d bytes)", laneLog)
+
+// BeginLane claims a free lane for an operation. A segment opened
+// read-only is ErrReadOnly, a closed one ErrClosed. While every lane is
+// taken it waits; a lane whose owner died is recovered then.
+func (s *Segment) BeginLane() (Lane, error) {
+	s.lanesBusy.Add(1)
+	if st := s.state.Load(); st != 0 {
+		s.lanesBusy.Add(-1)
+		return Lane{}, s.stateErr("begin lane", st)
+	}
+	me := s.laneMe
+	start := int(s.laneHint.Load())
+	var since time.Time
+	for try := 0; ; try++ {
+		for k := range numLanes {
+			i := (start + k) % numLanes
+			w := s.h.w(mLaneOwners + uintptr(i)*8)
+			if atomic.LoadUint64(w) == 0 && atomic.CompareAndSwapUint64(w, 0, me) {
+				s.laneHint.Store(uint32(i))
+				l := Lane{s: s, i: i, off: mLanes + uintptr(i)*laneBytes}
+				journal.StoreOrdered(l.state(), 0)
+				return l, nil
+			}
+		}
+		switch {
+		case try < 50:
+			runtime.Gosched()
+			continue
+		case since.IsZero():
+			since = time.Now()
+		case time.Since(since) > lockPoll:
+			// Every lane taken for a while: are their owners alive?
+			if err := s.recoverLanes(); err != nil {
+				s.lanesBusy.Add(-1)
+				return Lane{}, s.errf("begin lane", err)
+			}
+			since = time.Now()
+		}
+		time.Sleep(50 * time.Microsecond)
+	}
+}
+
+func (l *Lane) state() *uint64 { return l.s.h.w(l.off) }
+
+// entry reserves need bytes of log for an entry of kind and returns its
+// offset; the caller fills it and publishes it.
+func (l *Lane) entry(kind uint64, data int, words int) (uintptr, error) {
+	if l.s == nil {
+		panic("mapstore: a Lane used after Commit or Abort, or never begun")
+	}
+	need := uint64(8*words) + (uint64(data)+7)&^7
+	if l.n+need > laneLog {
+		return 0, ErrLaneFull
+	}
+	e := l.off + 8 + uintptr(l.n)
+	*l.s.h.w(e) = kind | uint64(data)<<32
+	return e, nil
+}
+
+func (l *Lane) publish(e uintptr, data int, words int) {
+	l.n += uint64(8*words) + (uint64(data)+7)&^7
+	journal.StoreOrdered(l.state(), l.n)
+}
+
+// offsetIn is the offset of [p, p+n) in the segment, which it must lie in
+// (after the manager's pages); outside, it is a misuse panic: the caller
+// passes memory of the segment it changes.
+func (s *Segment) offsetIn(p unsafe.Pointer, n uintptr, what string) uint64 {
+	a, base := uintptr(p), uintptr(s.h.base)
+	size := uintptr(s.env.Size())
+	if a < base+firstTable || a-base > size || n > size-(a-base) {
+		panic(fmt.Sprintf("mapstore: lane %s: %d bytes at %p are not inside segment %s", what, n, p, s.b.Name()))
+	}
+	return uint64(a - base)
+}
+
+// Save records the n bytes at p (in the segment) before the operation
+// changes them: an abort or a rollback puts them back.
+func (l *Lane) Save(p unsafe.Pointer, n int) error {
+	off := l.s.offsetIn(p, uintptr(n), "save")
+	e, err := l.entry(laneSave, n, 2)
+	if err != nil {
+		return err
+	}
+	*l.s.h.w(e + 8) = off
+	copy(unsafe.Slice((*byte)(unsafe.Add(l.s.h.base, e+16)), n), unsafe.Slice((*byte)(p), n))
+	l.publish(e, n, 2)
+	return nil
+}
+
+// Allocate allocates a block of n bytes for the operation, as Allocate
+// does: an abort or a rollback frees it; once committed it stays.
+func (l *Lane) Allocate(n int) ([]byte, error) {
+	if err := checkSize(n); err != nil {
+		return nil, l.s.errf("allocate", err)
+	}
+	e, err := l.entry(laneAlloc, 0, 2)
+	if err != nil {
+		return nil, err
+	}
+	*l.s.h.w(e + 8) = 0
+	l.publish(e, 0, 2)
+	off, usable, err := l.s.allocInto(uint64(n), e+8)
+	if err != nil {
+		return nil, err
+	}
+	return l.s.slice(off, n, usable), nil
+}
+
+// Free frees the block that starts at p once the operation commits (not
+// if it aborts).
+func (l *Lane) Free(p unsafe.Pointer) error {
+	off := l.s.offsetIn(p, 1, "free")
+	e, err := l.entry(laneFree, 0, 2)
+	if err != nil {
+		return err
+	}
+	*l.s.h.w(e + 8) = off
+	l.publish(e, 0, 2)
+	return nil
+}
+
+// Store stores v in the word at p once the operation commits.
+func (l *Lane) Store(p *uint64, v uint64) error {
+	off := l.s.offsetIn(unsafe.Pointer(p), 8, "store")
+	e, err := l.entry(laneStore, 0, 3)
+	if err != nil {
+		return err
+	}
+	*l.s.h.w(e + 8) = off
+	*l.s.h.w(e + 16) = v
+	l.publish(e, 0, 3)
+	return nil
+}
+
+// Move moves n bytes from src to dst (both in the segment; they may
+// overlap) once the operation commits.
+func (l *Lane) Move(dst, src unsafe.Pointer, n int) error {
+	d := l.s.offsetIn(dst, uintptr(n), "move")
+	sr := l.s.offsetIn(src, uintptr(n), "move")
+	e, err := l.entry(laneMove, 0, 5)
+	if err != nil {
+		return err
+	}
+	h := l.s.h
+	*h.w(e + 8), *h.w(e + 16), *h.w(e + 24), *h.w(e + 32) = d, sr, uint64(n), 0
+	l.publish(e, 0, 5)
+	return nil
+}
+
+// Write copies b to dst (in the segment) once the operation commits.
+func (l *Lane) Write(dst unsafe.Pointer, b []byte) error {
+	off := l.s.offsetIn(dst, uintptr(len(b)), "write")
+	e, err := l.entry(laneWrite, len(b), 2)
+	if err != nil {
+		return err
+	}
+	*l.s.h.w(e + 8) = off
+	copy(unsafe.Slice((*byte)(unsafe.Add(l.s.h.base, e+16)), len(b)), b)
+	l.publish(e, len(b), 2)
+	return nil
+}
+
+// Drop frees, once the operation commits, the blocks that count elements
+// of stride bytes at p own as shape says (the elements themselves stay).
+func (l *Lane) Drop(p unsafe.Pointer, count, stride int, shape Shape) error {
+	if len(shape) == 0 || count == 0 {
+		return nil
+	}
+	off := l.s.offsetIn(p, uintptr(count*stride), "drop")
+	e, err := l.entry(laneDrop, len(shape), 4)
+	if err != nil {
+		return err
+	}
+	h := l.s.h
+	*h.w(e + 8), *h.w(e + 16), *h.w(e + 24) = off, uint64(count), uint64(stride)
+	copy(unsafe.Slice((*byte)(unsafe.Add(h.base, e+32)), len(shape)), shape)
+	l.publish(e, len(shape), 4)
+	return nil
+}
+
+// Commit makes the operation stand: it runs the redo entries (frees,
+// stores, moves, drops) and releases the lane. An error of a redo entry
+// (a block that is not one) is returned after the others ran.
+func (l *Lane) Commit() error {
+	if l.s == nil {
+		panic("mapstore: a Lane used after Commit or Abort, or never begun")
+	}
+	s := l.s
+	journal.StoreOrdered(l.state(), l.n|laneCommitted)
+	err := s.laneRedo(l.off, false)
+	l.release()
+	if err != nil {
+		return s.errf("commit", err)
+	}
+	return nil
+}
+
+// Abort undoes the operation: it puts the saved bytes back and frees the
+// blocks allocated in it, then releases the lane.
+func (l *Lane) Abort() {
+	if l.s == nil {
+		return
+	}
+	s := l.s
+	if err := s.laneUndo(l.off, false); err != nil {
+		// The lane stays claimed: recovery finishes it once this process
+		// is gone.
+		s.lanesBusy.Add(-1)
+		l.s = nil
+		return
+	}
+	l.release()
+}
+
+func (l *Lane) release() {
+	s := l.s
+	journal.StoreOrdered(l.state(), 0)
+	atomic.StoreUint64(s.h.w(mLaneOwners+uintptr(l.i)*8), 0)
+	s.lanesBusy.Add(-1)
+	l.s = nil
+}
+
+// laneWords is the number of words an entry of kind has before its data
+// (0: no such kind).
+func laneWords(kind uint64) uint64 {
+	switch kind {
+	case laneSave, laneAlloc, laneFree, laneWrite:
+		return 2
+	case laneStore:
+		return 3
+	case laneDrop:
+		return 4
+	case laneMove:
+		return 5
+	}
+	return 0
+}
+
+// validateLanes checks the lane owner words and records: every owner
+// names a seat, every record parses. Run where validateWords runs.
+func (h *heap) validateLanes() error {
+	for i := range numLanes {
+		v := h.get(mLaneOwners + uintptr(i)*8)
+		if seat := int(v&0xff) - 1; v != 0 && (seat < 0 || seat >= envelope.MaxSeats) {
+			return corrupt("lane %d: owner word %#x names no seat", i, v)
+		}
+		off := mLanes + uintptr(i)*laneBytes
+		st := h.get(off)
+		if v == 0 && st != 0 {
+			return corrupt("lane %d is free but its record says %#x", i, st)
+		}
+		if st&^(laneCommitted|laneLenMask) != 0 {
+			return corrupt("lane %d: state %#x has bits set that no record uses", i, st)
+		}
+		if _, err := h.laneEntries(off, st&laneLenMask); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// laneEntries lists the offsets of the entries of the lane at off, whose
+// state says n bytes: every length is checked against the lane.
+func (h *heap) laneEntries(off uintptr, n uint64) ([]uintptr, error) {
+	if n > laneLog {
+		return nil, corrupt("lane at %d says %d bytes of record, more than its %d", off, n, laneLog)
+	}
+	var es []uintptr
+	for p := uint64(0); p < n; {
+		e := off + 8 + uintptr(p)
+		w0 := *h.w(e)
+		kind, data := w0&0xff, w0>>32
+		words := laneWords(kind)
+		if words == 0 {
+			return nil, corrupt("lane entry at %d has kind %d", e, kind)
+		}
+		if (kind != laneSave && kind != laneWrite && kind != laneDrop && data != 0) || data > laneLog {
+			return nil, corrupt("lane entry at %d (kind %d) says %d bytes", e, kind, data)
+		}
+		size := words*8 + (data+7)&^7
+		if p+size > n {
+			return nil, corrupt("lane entry at %d runs past the record's %d bytes", e, n)
+		}
+		es = append(es, e)
+		p += size
+	}
+	return es, nil
+}
+
+// dataRange reports whether [off, off+n) lies in pages that hold blocks
+// (not the envelope, the manager or the descriptor table) below size.
+func (h *heap) dataRange(off, n uint64, size int64) bool {
+	if off < firstTable || off > uint64(size) || n > uint64(size)-off {
+		return false
+	}
+	managed := h.managed()
+	for p := off >> pageShift; p<<pageShift < off+n || p == off>>pageShift; p++ {
+		if p >= managed || dKind(h.get(h.desc(p))) == kMeta {
+			return false
+		}
+		if n == 0 {
+			break
+		}
+	}
+	return true
+}
+
+// laneUndo rolls back the uncommitted lane at off: saved bytes back in
+// reverse order, allocated blocks freed. held says the caller holds the
+// segment lock (recovery); otherwise each free takes it.
+func (s *Segment) laneUndo(off uintptr, held bool) error {
+	h := s.h
+	st := atomic.LoadUint64(h.w(off))
+	es, err := h.laneEntries(off, st&laneLenMask)
+	if err != nil {
+		return err
+	}
+	size := s.env.Size()
+	for k := len(es) - 1; k >= 0; k-- {
+		e := es[k]
+		w0 := *h.w(e)
+		switch w0 & 0xff {
+		case laneSave:
+			t, n := *h.w(e + 8), w0>>32
+			if !h.dataRange(t, n, size) {
+				return corrupt("lane entry at %d saves %d bytes at %d, outside the segment's blocks", e, n, t)
+			}
+			copy(unsafe.Slice((*byte)(unsafe.Add(h.base, t)), n), unsafe.Slice((*byte)(unsafe.Add(h.base, e+16)), n))
+		case laneAlloc:
+			if err := s.freeWord(e+8, 0, held); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// laneRedo runs the redo entries of the committed lane at off that are
+// not done yet, marking each done.
+func (s *Segment) laneRedo(off uintptr, held bool) error {
+	h := s.h
+	st := atomic.LoadUint64(h.w(off))
+	es, err := h.laneEntries(off, st&laneLenMask)
+	if err != nil {
+		return err
+	}
+	size := s.env.Size()
+	var first error
+	for _, e := range es {
+		w0 := *h.w(e)
+		if w0&laneDone != 0 {
+			continue
+		}
+		var err error
+		switch w0 & 0xff {
+		case laneFree:
+			err = s.freeWord(e+8, 0, held)
+		case laneStore:
+			t := *h.w(e + 8)
+			if t%8 != 0 || !h.dataRange(t, 8, size) {
+				err = corrupt("lane entry at %d stores at %d, outside the segment's blocks", e, t)
+				break
+			}
+			atomic.StoreUint64(h.w(uintptr(t)), *h.w(e + 16))
+		case laneWrite:
+			t, n := *h.w(e + 8), w0>>32
+			if !h.dataRange(t, n, size) {
+				err = corrupt("lane entry at %d writes %d bytes at %d, outside the segment's blocks", e, n, t)
+				break
+			}
+			copy(unsafe.Slice((*byte)(unsafe.Add(h.base, t)), n), unsafe.Slice((*byte)(unsafe.Add(h.base, e+16)), n))
+		case laneMove:
+			err = s.laneMoveRun(e, size)
+		case laneDrop:
+			base, count, stride := *h.w(e + 8), *h.w(e + 16), *h.w(e + 24)
+			shape := Shape(unsafe.Slice((*byte)(unsafe.Add(h.base, e+32)), w0>>32))
+			if count > uint64(size) || stride > uint64(size) || count*stride > uint64(size) || !h.dataRange(base, count*stride, size) {
+				err = corrupt("lane entry at %d drops %d elements of %d bytes at %d, outside the segment's blocks", e, count, stride, base)
+				break
+			}
+			d := dropper{s: s, held: held, size: size, steps: uint64(size) / 16}
+			err = d.elems(base, count, stride, shape, 0)
+		}
+		if err != nil {
+			if first == nil {
+				first = err
+			}
+			continue
+		}
+		journal.StoreOrdered(h.w(e), w0|laneDone)
+	}
+	return first
+}
+
+// laneMoveRun runs (or resumes) the move entry at e in chunks no longer
+// than the distance between source and destination, so that a chunk's
+// source is never overwritten before it is copied, counting its progress
+// after each.
+func (s *Segment) laneMoveRun(e uintptr, size int64) error {
+	h := s.h
+	d, sr, n := *h.w(e + 8), *h.w(e + 16), *h.w(e + 24)
+	if !h.dataRange(d, n, size) || !h.dataRange(sr, n, size) {
+		return corrupt("lane entry at %d moves %d bytes from %d to %d, outside the segment's blocks", e, n, sr, d)
+	}
+	done := h.w(e + 32)
+	gap := max(d, sr) - min(d, sr)
+	if gap == 0 {
+		return nil
+	}
+	chunk := min(gap, 1<<16)
+	b := func(off, n uint64) []byte { return unsafe.Slice((*byte)(unsafe.Add(h.base, off)), n) }
+	for m := *done; m < n; m = *done {
+		c := min(chunk, n-m)
+		if d < sr {
+			copy(b(d+m, c), b(sr+m, c)) // forwards
+		} else {
+			copy(b(d+n-m-c, c), b(sr+n-m-c, c)) // backwards
+		}
+		journal.StoreOrdered(done, m+c)
+	}
+	return nil
+}
+
+// recoverLanes rolls back (or finishes) every lane whose owner is dead,
+// under the segment lock.
+func (s *Segment) recoverLanes() error {
+	if !s.deadLanes() {
+		return nil
+	}
+	if !s.lk.lock() {
+		return s.stateErr("recover", s.state.Load())
+	}
+	defer s.lk.unlock()
+	s.repMu.Lock()
+	defer s.repMu.Unlock()
+	return s.recoverLanesHeld(s.report.Addf)
+}
+
+// deadLanes reports whether a lane is claimed by a process that is gone.
+func (s *Segment) deadLanes() bool {
+	for i := range numLanes {
+		if v := atomic.LoadUint64(s.h.w(mLaneOwners + uintptr(i)*8)); v != 0 && !s.laneOwnerAlive(v) {
+			return true
+		}
+	}
+	return false
+}
+
+// laneOwnerAlive reports whether owner word v names a live process: its
+// seat is taken by the same attach and held.
+func (s *Segment) laneOwnerAlive(v uint64) bool {
+	seat := int(v&0xff) - 1
+	if seat < 0 || seat >= envelope.MaxSeats {
+		return false
+	}
+	if uint64(seat+1)|s.env.SeatAttachID(seat)<<8 != v {
+		return false
+	}
+	alive, err := s.env.SeatAlive(seat)
+	return err != nil || alive // unknown: leave it alone
+}
+
+// recoverLanesHeld recovers the lanes of dead owners, with the segment
+// lock held, saying what it did with add.
+func (s *Segment) recoverLanesHeld(add func(string, ...any)) error {
+	h := s.h
+	for i := range numLanes {
+		w := h.w(mLaneOwners + uintptr(i)*8)
+		v := atomic.LoadUint64(w)
+		if v == 0 || s.laneOwnerAlive(v) {
+			continue
+		}
+		off := mLanes + uintptr(i)*laneBytes
+		st := atomic.LoadUint64(h.w(off))
+		who := fmt.Sprintf("lane %d, left by the process of seat %d", i, int(v&0xff)-1)
+		if st&laneCommitted != 0 {
+			if err := s.laneRedo(off, true); err != nil {
+				return fmt.Errorf("finishing %s: %w", who, err)
+			}
+			add("finished the committed operation of %s", who)
+		} else {
+			if err := s.laneUndo(off, true); err != nil {
+				return fmt.Errorf("rolling back %s: %w", who, err)
+			}
+			if st&laneLenMask != 0 {
+				add("rolled back the operation of %s", who)
+			}
+		}
+		journal.StoreOrdered(h.w(off), 0)
+		atomic.StoreUint64(w, 0)
+	}
+	return nil
+}
+
+// lockLane takes the segment lock for a lane's allocation or free: it
+// goes on while Close waits for the lanes in flight (stClosed), but not
+// on a segment found corrupt.
+func (s *Segment) lockLane() error {
+	if !s.lk.tryLock() {
+		s.lk.lockSlow(false)
+	}
+	if st := s.state.Load(); st&stCorrupt != 0 {
+		s.lk.unlock()
+		return s.stateErr("lane", st)
+	}
+	return nil
+}
+
+// allocInto allocates n bytes and stores the block's offset in the word
+// at ref, as one crash-atomic step (the word must be 0 before).
+func (s *Segment) allocInto(n uint64, ref uintptr) (off, usable uint64, err error) {
+	if err := s.lockLane(); err != nil {
+		return 0, 0, err
+	}
+	if n <= maxSmall {
+		if off, usable, ok := s.h.allocFast(n, ref, 0); ok {
+			s.lk.unlock()
+			return off, usable, nil
+		}
+	}
+	err = s.runJournaled(opAllocate, func() (err error) {
+		if off, usable, err = s.h.alloc(n, 0); err == nil {
+			s.h.set(ref, off)
+		}
+		return err
+	})
+	if err != nil {
+		return 0, 0, s.errf(fmt.Sprintf("allocate %d bytes", n), err)
+	}
+	return off, usable, nil
+}
+
+// freeWord frees the block whose offset the word at ref holds (none if
+// 0) and stores val there, as one crash-atomic step. held says the caller
+// holds the segment lock.
+func (s *Segment) freeWord(ref uintptr, val uint64, held bool) error {
+	h := s.h
+	off := atomic.LoadUint64(h.w(ref))
+	if off == 0 {
+		return nil
+	}
+	if held {
+		h.j.Begin(opDeallocate)
+		err := h.freeAt(off)
+		if err == nil {
+			h.set(ref, val)
+		}
+		if fault := h.takeFault(); fault != nil || err != nil {
+			if rerr := h.rollBack(s.env.Size(), "this process", func(string, ...any) {}); rerr != nil {
+				return rerr
+			}
+			if fault != nil {
+				return fault
+			}
+			return err
+		}
+		h.j.End()
+		return nil
+	}
+	if err := s.lockLane(); err != nil {
+		return err
+	}
+	if h.freeFast(off, ref, val) {
+		s.lk.unlock()
+		return nil
+	}
+	return s.runJournaled(opDeallocate, func() error {
+		if err := h.freeAt(off); err != nil {
+			return err
+		}
+		h.set(ref, val)
+		return nil
+	})
+}
+
+// RemoveNamedDropping is RemoveNamed for an object whose elements own
+// blocks, as shape says (containers inside it): the name is removed and
+// the object handed to a lane in one crash-atomic step, then what the
+// elements own is freed, then the object. A crash after the first step
+// is finished by recovery: the name is either there with everything it
+// holds, or gone with all its memory free. An empty shape is RemoveNamed.
+func (s *Segment) RemoveNamedDropping(name string, unique bool, check func(Named) error, shape Shape) error {
+	if len(shape) == 0 {
+		return s.RemoveNamed(name, unique, check)
+	}
+	l, err := s.BeginLane()
+	if err != nil {
+		return err
+	}
+	h := s.h
+	// The entries, written but not published: the removal publishes them
+	// (and the commit) in its journaled step.
+	drop := l.off + 8
+	free := drop + 32 + (uintptr(len(shape))+7)&^7
+	total := uint64(free+16) - uint64(l.off+8)
+	if total > laneLog {
+		l.Abort()
+		return fmt.Errorf("mapstore: remove %q in %s: the type's shape takes %d bytes: %w", name, s.b.Name(), len(shape), ErrLaneFull)
+	}
+	err = s.journaled("remove", opRemoveName, func() error {
+		so, rec, meta, obj, count, esize, _, st := h.locate(nameHash(name, unique), name, unique, nil)
+		switch {
+		case st == locTorn:
+			return corrupt("the record of name %q at offset %d does not fit the segment", name, rec)
+		case so == 0:
+			return ErrNotFound
+		case check != nil:
+			if err := check(s.named(rec, meta, obj, count, esize, name)); err != nil {
+				return err
+			}
+		}
+		*h.w(drop) = laneDrop | uint64(len(shape))<<32
+		*h.w(drop + 8), *h.w(drop + 16), *h.w(drop + 24) = obj, count, esize
+		copy(unsafe.Slice((*byte)(unsafe.Add(h.base, drop+32)), len(shape)), shape)
+		*h.w(free) = laneFree
+		*h.w(free + 8) = rec
+		if err := h.unindex(so, rec, false); err != nil {
+			return err
+		}
+		h.set(l.off, total|laneCommitted)
+		return nil
+	})
+	if err != nil {
+		l.Abort()
+		switch {
+		case s.state.Load()&stClosed != 0:
+			return s.errClosed("remove")
+		case errors.Is(err, ErrNotFound):
+			return s.notFound("remove", name, nil)
+		case errors.Is(err, ErrCorrupt):
+			return fmt.Errorf("mapstore: remove %q in %s: %w", name, s.b.Name(), s.noteCorrupt(err))
+		}
+		return err
+	}
+	l.n = total
+	err = s.laneRedo(l.off, false)
+	l.release()
+	if err != nil {
+		return s.errf("remove", err)
+	}
+	return nil
+}

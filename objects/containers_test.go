@@ -1,0 +1,186 @@
+package objects
+
+import (
+	"cmp"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/mapstore/mapstore/backing/file"
+	"github.com/mapstore/mapstore/mapped"
+)
+
+type record struct {
+	ID   int64
+	Name String
+	Tags Vector[String]
+}
+
+func TestVectorBasics(t *testing.T) {
+	seg := newSeg(t)
+	free0 := seg.FreeMemory()
+	v, err := Construct(seg, "v", Vector[int64]{})
+	require.NoError(t, err)
+	assert.Equal(t, 0, v.Len())
+	for i := range 1000 {
+		require.NoError(t, v.Append(int64(i)))
+	}
+	require.Equal(t, 1000, v.Len())
+	assert.GreaterOrEqual(t, v.Cap(), 1000)
+	for i, p := range v.All() {
+		require.Equal(t, int64(i), *p)
+	}
+	slices.SortFunc(v.Slice(), func(a, b int64) int { return cmp.Compare(b, a) })
+	assert.Equal(t, int64(999), *v.At(0))
+	require.NoError(t, v.Delete(0, 10))
+	assert.Equal(t, 990, v.Len())
+	assert.Equal(t, int64(989), *v.At(0))
+	require.NoError(t, v.Insert(1, -1, -2))
+	assert.Equal(t, []int64{989, -1, -2, 988}, v.Slice()[:4])
+	require.NoError(t, v.Insert(0, make([]int64, 500)...)) // too many for in place: moves
+	assert.Equal(t, 1492, v.Len())
+	require.NoError(t, v.Truncate(3))
+	require.NoError(t, v.Resize(6))
+	assert.Equal(t, []int64{0, 0, 0, 0, 0, 0}, v.Slice())
+	require.NoError(t, v.Clear())
+	assert.Equal(t, 0, v.Len())
+	assert.Panics(t, func() { v.At(0) })
+	assert.Panics(t, func() { _ = v.Delete(0, 1) })
+	assert.Panics(t, func() { _ = v.Insert(1, 5) })
+	require.NoError(t, Destroy[Vector[int64]](seg, "v"))
+	assert.True(t, seg.AllMemoryDeallocated())
+	assert.Equal(t, free0, seg.FreeMemory())
+	require.NoError(t, seg.CheckSanity())
+}
+
+func TestStringBasics(t *testing.T) {
+	seg := newSeg(t)
+	s, err := Construct(seg, "s", String{})
+	require.NoError(t, err)
+	assert.Equal(t, "", s.String())
+	for _, v := range []string{"hi", "1234567", "12345678", "a much longer string than that", "x", "", "the quick brown fox jumps over the lazy dog", "again a long value"} {
+		require.NoError(t, s.Set(v))
+		assert.Equal(t, v, s.String())
+		assert.Equal(t, len(v), s.Len())
+		assert.True(t, s.Equal(v))
+		assert.False(t, s.Equal(v+"!"))
+		assert.Equal(t, 0, s.Compare(v))
+		assert.Equal(t, -1, s.Compare(v+"!"))
+	}
+	require.NoError(t, Destroy[String](seg, "s"))
+	assert.True(t, seg.AllMemoryDeallocated())
+	require.NoError(t, seg.CheckSanity())
+}
+
+func TestListBasics(t *testing.T) {
+	seg := newSeg(t)
+	l, err := Construct(seg, "l", List[int64]{})
+	require.NoError(t, err)
+	for i := range 10 {
+		_, err := l.PushBack(int64(i))
+		require.NoError(t, err)
+	}
+	_, err = l.PushFront(-1)
+	require.NoError(t, err)
+	got := []int64{}
+	for p := range l.All() {
+		got = append(got, *p)
+	}
+	assert.Equal(t, []int64{-1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, got)
+	e := l.Front().Next()
+	_, err = l.InsertAfter(100, e)
+	require.NoError(t, err)
+	_, err = l.InsertBefore(200, e)
+	require.NoError(t, err)
+	require.NoError(t, l.Remove(l.Back()))
+	got = got[:0]
+	for e := l.Front(); e != nil; e = e.Next() {
+		got = append(got, *e.Value())
+	}
+	assert.Equal(t, []int64{-1, 200, 0, 100, 1, 2, 3, 4, 5, 6, 7, 8}, got)
+	assert.Equal(t, 12, l.Len())
+	for l.Len() > 0 {
+		require.NoError(t, l.Remove(l.Front()))
+	}
+	assert.Nil(t, l.Front())
+	require.NoError(t, Destroy[List[int64]](seg, "l"))
+	assert.True(t, seg.AllMemoryDeallocated())
+}
+
+func TestNestedDestroyFreesEverything(t *testing.T) {
+	seg := newSeg(t)
+	people, err := Construct(seg, "people", Vector[record]{})
+	require.NoError(t, err)
+	for i := range 200 {
+		require.NoError(t, people.Append(record{ID: int64(i)}))
+		r := people.At(i)
+		require.NoError(t, r.Name.Set(fmt.Sprintf("person number %d of many", i)))
+		for j := range i % 5 {
+			require.NoError(t, r.Tags.Append(String{}))
+			require.NoError(t, r.Tags.At(j).Set(fmt.Sprintf("tag %d of person %d, long enough", j, i)))
+		}
+	}
+	assert.Equal(t, "person number 7 of many", people.At(7).Name.String())
+	assert.Equal(t, "tag 1 of person 7, long enough", people.At(7).Tags.At(1).String())
+	require.NoError(t, people.Delete(3, 50))
+	require.NoError(t, people.Truncate(100))
+	require.NoError(t, seg.CheckSanity())
+	assert.Equal(t, "person number 50 of many", people.At(3).Name.String())
+	lists, err := Construct(seg, "lists", List[Vector[int64]]{})
+	require.NoError(t, err)
+	for i := range 50 {
+		e, err := lists.PushBack(Vector[int64]{})
+		require.NoError(t, err)
+		for j := range i {
+			require.NoError(t, e.Value().Append(int64(j)))
+		}
+	}
+	require.NoError(t, lists.Remove(lists.Front().Next()))
+	require.NoError(t, Destroy[Vector[record]](seg, "people"))
+	require.NoError(t, Destroy[List[Vector[int64]]](seg, "lists"))
+	require.NoError(t, seg.CheckSanity())
+	assert.True(t, seg.AllMemoryDeallocated())
+}
+
+func TestContainerCopyPanics(t *testing.T) {
+	var v Vector[int64]
+	assertPanicsWith(t, "not inside any open segment", func() { _ = v.Append(1) })
+	var s String
+	assertPanicsWith(t, "not inside any open segment", func() { _ = s.Set("x") })
+	var l List[int64]
+	assertPanicsWith(t, "not inside any open segment", func() { l.Len() })
+}
+
+func TestNewInto(t *testing.T) {
+	seg := newSeg(t)
+	head, err := Construct(seg, "head", listNode{})
+	require.NoError(t, err)
+	n, err := NewInto(&head.Next)
+	require.NoError(t, err)
+	n.Value = 7
+	assert.Equal(t, int64(7), head.Next.Get().Value)
+	require.NoError(t, Delete(seg, n))
+	require.NoError(t, Destroy[listNode](seg, "head"))
+	assert.True(t, seg.AllMemoryDeallocated())
+	var stray Ptr[listNode]
+	assertPanicsWith(t, "not inside any open segment", func() { _, _ = NewInto(&stray) })
+}
+
+func TestContainersReadOnly(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ro.seg")
+	seg, err := mapped.Open(file.Path(path), mapped.CreateOnly, mapped.WithSize(1<<20))
+	require.NoError(t, err)
+	defer seg.Close()
+	_, err = Construct(seg, "v", Vector[int64]{})
+	require.NoError(t, err)
+	ro, err := mapped.Open(file.Path(path), mapped.OpenReadOnly)
+	require.NoError(t, err)
+	defer ro.Close()
+	v, err := Find[Vector[int64]](ro, "v")
+	require.NoError(t, err)
+	assert.ErrorIs(t, v.Append(1), mapped.ErrReadOnly)
+}
