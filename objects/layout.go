@@ -2,8 +2,8 @@ package objects
 
 import (
 	"bytes"
-	"errors"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"reflect"
 	"sync"
@@ -21,10 +21,10 @@ type typeInfo struct {
 	name   string // for display: the Go type's name, with its package path
 	size   uintptr
 	align  uintptr
-	layout []byte // fingerprint (see encodeLayout)
-	spec   []byte // what a name stores: version, name length, name, layout
+	layout []byte       // fingerprint (see encodeLayout)
+	spec   []byte       // what a name stores: version, name length, name, layout
 	shape  mapped.Shape // the blocks a value owns (containers inside it); nil: none
-	err    error  // ErrNotPlainData, wrapped with the field path
+	err    error        // ErrNotPlainData, wrapped with the field path
 }
 
 var typeCache sync.Map // reflect.Type -> *typeInfo

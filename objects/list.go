@@ -33,7 +33,7 @@ type ListElement[T any] struct {
 	value T
 }
 
-func (List[T]) containerKind() byte          { return 'L' }
+func (List[T]) containerKind() byte         { return 'L' }
 func (List[T]) containerElem() reflect.Type { return reflect.TypeFor[T]() }
 func (List[T]) containerShape(off uintptr, sh, elem mapped.Shape) mapped.Shape {
 	return sh.List(off, unsafe.Offsetof(ListElement[T]{}.value), elem)

@@ -46,7 +46,7 @@ const (
 	stringName   = "String"
 )
 
-func (String) containerKind() byte          { return 'S' }
+func (String) containerKind() byte         { return 'S' }
 func (String) containerElem() reflect.Type { return nil }
 func (String) containerShape(off uintptr, sh, _ mapped.Shape) mapped.Shape {
 	return sh.Block(off + 8)

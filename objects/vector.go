@@ -39,7 +39,7 @@ type Vector[T any] struct {
 	c    uint64
 }
 
-func (Vector[T]) containerKind() byte          { return 'V' }
+func (Vector[T]) containerKind() byte         { return 'V' }
 func (Vector[T]) containerElem() reflect.Type { return reflect.TypeFor[T]() }
 func (Vector[T]) containerShape(off uintptr, sh, elem mapped.Shape) mapped.Shape {
 	return sh.Vector(off, reflect.TypeFor[T]().Size(), elem)
