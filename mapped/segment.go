@@ -340,6 +340,11 @@ type Info struct {
 	UUID       [16]byte       // creation UUID
 	FixedSize  bool           // allocations do not grow it
 	Durable    bool           // Flush reaches a disk (file backing)
+	// LockAcquisitions counts the times any process took the segment
+	// lock over the segment's life (modulo 2^56): how often operations
+	// serialised. Container calls that publish with one store, and lanes,
+	// do not take it.
+	LockAcquisitions uint64
 }
 
 // Info reads the segment's header.
@@ -355,5 +360,6 @@ func (s *Segment) Info() (Info, error) {
 		Name: s.b.Name(), Mode: s.mode, Size: s.env.Size(), MaxSize: s.env.MaxSize(),
 		State: h.State, Opens: h.Opens, Generation: h.Generation, UUID: h.UUID,
 		FixedSize: h.Flags&envelope.FlagFixedSize != 0, Durable: s.env.Durable(),
+		LockAcquisitions: atomic.LoadUint64(s.lk.word) >> 8,
 	}, nil
 }

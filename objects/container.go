@@ -2,7 +2,6 @@ package objects
 
 import (
 	"fmt"
-	"reflect"
 	"unsafe"
 
 	"github.com/mapstore/mapstore/mapped"
@@ -62,4 +61,3 @@ func shapeFor[T any]() (mapped.Shape, uintptr, error) {
 	return ti.shape, ti.size, nil
 }
 
-func typeNameOf[T any]() string { return typeName(reflect.TypeFor[T]()) }

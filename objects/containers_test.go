@@ -184,3 +184,24 @@ func TestContainersReadOnly(t *testing.T) {
 	require.NoError(t, err)
 	assert.ErrorIs(t, v.Append(1), mapped.ErrReadOnly)
 }
+
+func TestAppendTakesNoLock(t *testing.T) {
+	seg := newSeg(t)
+	v, err := Construct(seg, "v", Vector[uint64]{})
+	require.NoError(t, err)
+	require.NoError(t, v.Reserve(100_000))
+	before, err := seg.Info()
+	require.NoError(t, err)
+	for i := range 100_000 {
+		require.NoError(t, v.Append(uint64(i)))
+	}
+	after, err := seg.Info()
+	require.NoError(t, err)
+	assert.Equal(t, before.LockAcquisitions, after.LockAcquisitions, "segment lock acquisitions during 1e5 appends within capacity")
+	for c := v.Cap(); v.Cap() == c; {
+		require.NoError(t, v.Append(1)) // until it grows, which takes it
+	}
+	grown, err := seg.Info()
+	require.NoError(t, err)
+	assert.Greater(t, grown.LockAcquisitions, after.LockAcquisitions)
+}
