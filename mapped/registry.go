@@ -50,11 +50,31 @@ func SegmentAt(p unsafe.Pointer) *Segment {
 	a := uintptr(p)
 	for _, s := range *l {
 		base := uintptr(s.h.base)
-		if a >= base && a-base < uintptr(s.env.Size()) {
+		if a >= base && (a-base < uintptr(s.known.Load()) || a-base < uintptr(s.sizeNow())) {
 			return s
 		}
 	}
 	return nil
+}
+
+// Holds reports whether the n bytes at offset off lie inside the
+// segment's current size (which only grows while it is open). It takes
+// no lock and, unless the segment grew since this process last looked,
+// reads no shared memory: the bound for values read from the segment
+// that locate memory to access.
+func (s *Segment) Holds(off, n uint64) bool {
+	end := off + n
+	if end < off {
+		return false
+	}
+	return end <= s.known.Load() || end <= uint64(s.sizeNow())
+}
+
+// sizeNow is the segment's size, remembered in known.
+func (s *Segment) sizeNow() int64 {
+	size := s.env.Size()
+	s.known.Store(uint64(size))
+	return size
 }
 
 // Base is the address at which this process maps the segment's first

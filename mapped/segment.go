@@ -70,6 +70,7 @@ type Segment struct {
 	whyCorrupt atomic.Pointer[string] // what the operation that found the segment corrupt said
 	deadLock   atomic.Uint64          // a read-only open: the lock word last found held by a dead process
 
+	known     atomic.Uint64 // the size this process last saw (it only grows): Holds
 	laneMe    uint64        // lane owner word of this open (lanes.go)
 	laneHint  atomic.Uint32 // the lane this process claimed last
 	lanesBusy atomic.Int32  // lanes this process has claimed or is claiming: Close waits for them

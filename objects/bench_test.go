@@ -76,3 +76,76 @@ func BenchmarkConstructDestroy(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkVectorAppend is bench/compare.sh's vector_push_back: uint64
+// appends to an in-segment vector with no reserve (growth included).
+func BenchmarkVectorAppend(b *testing.B) {
+	s := benchSegment(b)
+	v, err := objects.Construct(s, "v", objects.Vector[uint64]{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		if err := v.Append(uint64(i)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkStringSet is string_set: a 32-byte value into one String,
+// alternating two values.
+func BenchmarkStringSet(b *testing.B) {
+	s := benchSegment(b)
+	str, err := objects.Construct(s, "s", objects.String{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	vals := [2]string{"0123456789abcdef0123456789abcdef", "fedcba9876543210fedcba9876543210"}
+	b.ResetTimer()
+	for i := range b.N {
+		if err := str.Set(vals[i&1]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkListPushPop is list_push_pop: push_back then, later, remove
+// from the front; per pair.
+func BenchmarkListPushPop(b *testing.B) {
+	s := benchSegment(b)
+	l, err := objects.Construct(s, "l", objects.List[uint64]{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		if _, err := l.PushBack(uint64(i)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for l.Len() > 0 {
+		if err := l.Remove(l.Front()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkVectorAppendReserved is Append within capacity: the path that
+// takes no lane and no lock.
+func BenchmarkVectorAppendReserved(b *testing.B) {
+	s := benchSegment(b)
+	v, err := objects.Construct(s, "v", objects.Vector[uint64]{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := v.Reserve(b.N); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		if err := v.Append(uint64(i)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

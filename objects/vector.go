@@ -64,7 +64,7 @@ func (v *Vector[T]) view(seg *mapped.Segment) ([]T, uint64, error) {
 	if data == 0 {
 		return nil, 0, nil
 	}
-	if n > c || c > uint64(seg.Size())/size || !inSeg(seg, data, c*size) || data%uint64(unsafe.Alignof(zero)) != 0 {
+	if n > c || c >= 1<<40 || !seg.Holds(data, c*size) || data%uint64(unsafe.Alignof(zero)) != 0 {
 		return nil, 0, damaged(seg, vectorName, unsafe.Pointer(v), "storage at %d for %d of %d elements of %d bytes does not fit the segment", data, n, c, size)
 	}
 	return unsafe.Slice((*T)(unsafe.Add(seg.Base(), data)), c), n, nil
@@ -128,9 +128,26 @@ func (v *Vector[T]) All() iter.Seq2[int, *T] {
 // segment with no room for the grown storage is mapped.ErrNoSpace, and
 // the vector is unchanged.
 func (v *Vector[T]) Append(xs ...T) error {
+	seg := mapped.SegmentAt(unsafe.Pointer(v))
+	if seg != nil && len(xs) == 1 && seg.Mode() != mapped.OpenReadOnly {
+		// The common case, written out: one element that fits. Write it
+		// past the length, then publish the length with one store. No
+		// lane, no lock, no shared word but the vector's own.
+		data, n, c := v.data, v.n, v.c
+		size := uint64(unsafe.Sizeof(xs[0]))
+		if n < c && c < 1<<40 && data != 0 && data%uint64(unsafe.Alignof(xs[0])) == 0 && seg.Holds(data, c*size) {
+			*(*T)(unsafe.Add(seg.Base(), data+n*size)) = xs[0]
+			journal.StoreOrdered(&v.n, n+1)
+			return nil
+		}
+	}
+	return v.append(xs)
+}
+
+func (v *Vector[T]) append(xs []T) error {
 	seg := v.seg("Append")
-	if seg.Mode() == mapped.OpenReadOnly {
-		return writable(seg, vectorName, "Append")
+	if err := writable(seg, vectorName, "Append"); err != nil {
+		return err
 	}
 	s, n, err := v.view(seg)
 	if err != nil {
@@ -138,8 +155,6 @@ func (v *Vector[T]) Append(xs ...T) error {
 	}
 	k := uint64(len(xs))
 	if k <= uint64(len(s))-n && v.data != 0 {
-		// Fits: write the elements past the length, then publish the
-		// length with one store. No lane, no lock.
 		copy(s[n:], xs)
 		journal.StoreOrdered(&v.n, n+k)
 		return nil
