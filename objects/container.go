@@ -60,4 +60,3 @@ func shapeFor[T any]() (mapped.Shape, uintptr, error) {
 	}
 	return ti.shape, ti.size, nil
 }
-
