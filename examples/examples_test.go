@@ -112,6 +112,15 @@ func TestParentChild(t *testing.T) {
 			`^parent: OK: the head is destroyed and all memory is deallocated$`,
 			`^parent: all checks passed; removing the segment$`,
 		}},
+		{"vector", []string{
+			`^parent: created shm:mapstore-example-vector-\d+ \(65536 bytes, fixed size\)$`,
+			`^parent: constructed "MyVector" and appended 0\.\.99 \(length 100, `,
+			`^child: found "MyVector" with 100 elements, mapped at 0x[0-9a-f]+$`,
+			`^child: OK: sorted in reverse, the vector holds 99\.\.0 \(first 99, last 0\)$`,
+			`^child: destroyed "MyVector" and closed the segment$`,
+			`^parent: OK: the vector is gone \(mapped.ErrNotFound\) and all memory is deallocated$`,
+			`^parent: all checks passed; removing the segment$`,
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -129,7 +138,7 @@ func TestParentChild(t *testing.T) {
 
 			// A child that cannot do its part must fail, and say so.
 			args := []string{"child", fmt.Sprintf("mapstore-example-%s-missing-%d", tc.name, os.Getpid()), "1"}
-			if tc.name == "named" {
+			if tc.name == "named" || tc.name == "vector" {
 				args = args[:2]
 			}
 			out, _, err = run(t, bin, args...)

@@ -302,3 +302,29 @@ func (s *Segment) AllMemoryDeallocated() bool {
 	}
 	return inUse == 0
 }
+
+// Expand grows the block that starts at p in place so that it holds at
+// least n bytes, when the pages after it are free (or it ends the
+// segment's memory and the segment may grow), as one crash-atomic step.
+// It returns the block's usable size after: at least n when it grew (or
+// was already that large), its old size when it could not, in which case
+// nothing changed and the caller allocates a new block instead. Memory
+// not at the start of a live block is ErrInvalidHandle.
+func (s *Segment) Expand(p unsafe.Pointer, n int) (int, error) {
+	if err := checkSize(n); err != nil {
+		return 0, s.errf("expand", err)
+	}
+	off, ok := s.offsetOf(unsafe.Slice((*byte)(p), 1))
+	if !ok {
+		return 0, fmt.Errorf("mapstore: expand %s: memory at %p is not in the segment: %w", s.b.Name(), p, ErrInvalidHandle)
+	}
+	var usable uint64
+	err := s.journaled("expand", opAllocate, func() (err error) {
+		usable, _, err = s.h.extend(off, uint64(n))
+		return err
+	})
+	if err != nil {
+		return 0, s.errf("expand", err)
+	}
+	return int(usable), nil
+}

@@ -38,8 +38,8 @@ func blockPages(w0 uint64) uint64 {
 	case kLarge:
 		return dPages(w0)
 	case kRun:
-		if c := dClass(w0); c < uint64(len(classes)) {
-			return classes[c].pages
+		if g := geomOf(w0); g != nil {
+			return g.pages
 		}
 	}
 	return 0
@@ -88,11 +88,10 @@ func (h *heap) blockAt(off uint64) (blockRef, error) {
 		}
 		return blockRef{page: page, d: d, w0: w0}, nil
 	case kRun:
-		c := dClass(w0)
-		if c >= uint64(len(classes)) {
-			return blockRef{}, fmt.Errorf("offset %d: run at page %d has size class %d: %w", off, page, c, ErrCorrupt)
+		cl := geomOf(w0)
+		if cl == nil {
+			return blockRef{}, fmt.Errorf("offset %d: run at page %d has size class %d and %d pages: %w", off, page, dClass(w0), dPages(w0), ErrCorrupt)
 		}
-		cl := &classes[c]
 		rel := off - page<<pageShift
 		cell, ok := cl.cellOf(rel)
 		if !ok {
@@ -136,4 +135,67 @@ func (h *heap) freeAt(off uint64) error {
 	h.set(wo, h.get(wo)&^(1<<(b.cell%64)))
 	h.freeCell(b.page, b.d, b.w0, dClass(b.w0))
 	return nil
+}
+
+// extend grows the large block at off in place to at least n bytes by
+// taking the free pages that follow it; a block that ends where the
+// managed pages end grows the segment first (unless it is fixed). It
+// returns the block's usable size after, and false (nothing changed)
+// when the pages after it are not free.
+func (h *heap) extend(off, n uint64) (uint64, bool, error) {
+	b, err := h.blockAt(off)
+	if err != nil {
+		return 0, false, err
+	}
+	if dKind(b.w0) != kLarge {
+		return b.size(), b.size() >= n, nil
+	}
+	have := dPages(b.w0)
+	want := (n + pageSize - 1) >> pageShift
+	if want <= have {
+		return have * pageSize, true, nil
+	}
+	if want > uint64(h.max)>>pageShift {
+		return have * pageSize, false, nil
+	}
+	q, need := b.page+have, want-have
+	for tries := 0; ; tries++ {
+		managed := h.managed()
+		if q == managed && tries == 0 && !h.fixed {
+			if err := h.growBy(need); err != nil {
+				return have * pageSize, false, nil // no room to grow: the caller moves the block
+			}
+			continue
+		}
+		if q >= managed {
+			return have * pageSize, false, nil
+		}
+		w := h.get(h.desc(q))
+		if dKind(w) != kFree {
+			return have * pageSize, false, nil
+		}
+		span := dPages(w)
+		if span == 0 || span > managed-q {
+			h.fail("free span at page %d has %d pages, past the %d managed", q, span, managed)
+			return have * pageSize, false, nil
+		}
+		if span < need {
+			return have * pageSize, false, nil
+		}
+		h.spanRemove(q, span)
+		if span > need {
+			h.spanInsert(q+need, span-need)
+		}
+		c := mkDesc(kCont, 0, 0, b.page)
+		h.set(h.desc(q), c)
+		for p := q + 1; p < q+need-1; p++ {
+			*h.w(h.desc(p)) = c // inside the old free span: meant nothing
+		}
+		if need > 1 {
+			h.set(h.desc(q+need-1), c)
+		}
+		h.set(b.d, mkDesc(kLarge, 0, 0, want))
+		h.add(mInUse, need*pageSize)
+		return want * pageSize, true, nil
+	}
 }

@@ -22,7 +22,52 @@ var (
 		320, 384, 448, 512, 640, 768, 896, 1024, 1280, 1536, 1792, 2048}
 	classes = buildClasses()
 	classOf = buildClassOf() // by (size+15)/16
+	// geoms[c][k] is how a run of class c of 1<<k pages is cut. A run has
+	// its class's pages (classes[c]), or fewer when the page heap has no
+	// room for that many (a small fixed-size segment): runs shrink to fit.
+	geoms = buildGeoms()
 )
+
+// cut is how a run of pages pages is cut into cells of size bytes at
+// align: the bitmap first, then the cells.
+func cut(size, pages, align uint64) sizeClass {
+	run := pages * pageSize
+	n := run / size
+	var start uint64
+	for {
+		words := (n + 63) / 64
+		start = (words*8 + align - 1) / align * align
+		m := (run - start) / size
+		if m >= n {
+			break
+		}
+		n = m
+	}
+	return sizeClass{size: size, pages: pages, start: start, ncells: n, words: (n + 63) / 64, align: align, inv: 1<<32/size + 1}
+}
+
+func buildGeoms() (g [][4]sizeClass) {
+	for _, cl := range classes {
+		var row [4]sizeClass
+		for k := range row {
+			if p := uint64(1) << k; p <= cl.pages {
+				row[k] = cut(cl.size, p, cl.align)
+			}
+		}
+		g = append(g, row)
+	}
+	return g
+}
+
+// geomOf is the geometry of the run whose first descriptor word is w0
+// (kind kRun), or nil if its class or page count is not one a run has.
+func geomOf(w0 uint64) *sizeClass {
+	c, p := dClass(w0), dPages(w0)
+	if c >= uint64(len(classes)) || p == 0 || p&(p-1) != 0 || p > classes[c].pages {
+		return nil
+	}
+	return &geoms[c][bits.TrailingZeros64(p)]
+}
 
 // buildClasses cuts each class's runs: of 1, 2, 4 or 8 pages, whichever
 // wastes least (by more than 2%).
@@ -33,22 +78,10 @@ func buildClasses() []sizeClass {
 		var best sizeClass
 		bestWaste := 2.0
 		for _, pages := range []uint64{1, 2, 4, 8} {
-			run := pages * pageSize
-			n := run / size
-			var start uint64
-			for {
-				words := (n + 63) / 64
-				start = (words*8 + align - 1) / align * align
-				m := (run - start) / size
-				if m >= n {
-					break
-				}
-				n = m
-			}
-			waste := float64(run-n*size) / float64(run)
-			if n >= 2 && waste < bestWaste-0.02 {
-				best = sizeClass{size: size, pages: pages, start: start, ncells: n, words: (n + 63) / 64, align: align, inv: 1<<32/size + 1}
-				bestWaste = waste
+			g := cut(size, pages, align)
+			waste := float64(pages*pageSize-g.ncells*size) / float64(pages*pageSize)
+			if g.ncells >= 2 && waste < bestWaste-0.02 {
+				best, bestWaste = g, waste
 			}
 		}
 		classes = append(classes, best)

@@ -55,15 +55,24 @@ func (h *heap) intend(kind, run, cell uint64, ref uintptr) {
 // allocation needs the slow path.
 func (h *heap) allocFast(n uint64, ref uintptr, tag uint64) (off, usable uint64, ok bool) {
 	c := classOf[(n+15)>>4]
-	cl := &classes[c]
 	run := *h.w(mClasses + uintptr(c)*8)
 	if run == 0 || run >= *h.w(mManaged) {
 		return 0, 0, false // no run, or a bad head the slow path reports
 	}
 	d := h.desc(run)
 	w0 := *h.w(d)
-	if dLive(w0)+1 >= cl.ncells || w0&0xffff != kRun|uint64(c)<<8 {
-		return 0, 0, false // would fill the run (the slow path unlinks it), or not a run of the class
+	if w0&0xffff != kRun|uint64(c)<<8 {
+		return 0, 0, false // not a run of the class: the slow path reports it
+	}
+	cl := &classes[c]
+	if dPages(w0) != cl.pages {
+		// A run cut smaller to fit (or a bad page count the slow path reports).
+		if cl = geomOf(w0); cl == nil {
+			return 0, 0, false
+		}
+	}
+	if dLive(w0)+1 >= cl.ncells {
+		return 0, 0, false // would fill the run (the slow path unlinks it)
 	}
 	roff := run << pageShift
 	for i := uint64(0); i < cl.words; i++ {
@@ -109,10 +118,13 @@ func (h *heap) freeFast(off uint64, ref uintptr, val uint64) bool {
 		w0 = *h.w(d)
 	}
 	c := dClass(w0)
-	if dKind(w0) != kRun || c >= uint64(len(classes)) {
+	if dKind(w0) != kRun {
 		return false
 	}
-	cl := &classes[c]
+	cl := geomOf(w0)
+	if cl == nil {
+		return false
+	}
 	live := dLive(w0)
 	if live-1 >= cl.ncells-1 || (live == 1 && *h.w(mClasses + uintptr(c)*8) != page) {
 		return false // was full or says none are live, or becomes empty: list changes (or the slow path reports the count)
@@ -155,14 +167,13 @@ func (h *heap) rollBackFast(size int64) (alloc, was bool, err error) {
 	}
 	d := h.desc(page)
 	w0 := *h.w(d)
-	c := dClass(w0)
-	if dKind(w0) != kRun || c >= uint64(len(classes)) || cell >= classes[c].ncells {
+	cl := geomOf(w0)
+	if dKind(w0) != kRun || cl == nil || cell >= cl.ncells {
 		return alloc, true, fmt.Errorf("interrupted fast operation names cell %d of page %d, which is not a run with that cell: %w", cell, page, ErrCorrupt)
 	}
 	if ref != 0 && (ref%8 != 0 || ref < firstTable || ref+8 > uint64(size)) {
 		return alloc, true, fmt.Errorf("interrupted fast operation names reference word %d, outside the segment: %w", ref, ErrCorrupt)
 	}
-	cl := &classes[c]
 	roff := page << pageShift
 	wp := h.w(uintptr(roff + cell/64*8))
 	if alloc {

@@ -1,6 +1,7 @@
 package mapped
 
 import (
+	"errors"
 	"fmt"
 	"math/bits"
 	"unsafe"
@@ -13,10 +14,15 @@ import (
 func classHead(c uint64) uintptr { return mClasses + uintptr(c)*8 }
 
 // newRun cuts a fresh run for class c and makes it the head of the
-// class's partial list (which is empty).
+// class's partial list (which is empty). When the page heap has no room
+// for the class's run (a full fixed-size segment), it cuts a smaller one.
 func (h *heap) newRun(c int) (uint64, error) {
 	cl := &classes[c]
 	p, err := h.pageAlloc(cl.pages, 0)
+	for k := bits.TrailingZeros64(cl.pages) - 1; err != nil && errors.Is(err, ErrNoSpace) && k >= 0; k-- {
+		cl = &geoms[c][k]
+		p, err = h.pageAlloc(cl.pages, 0)
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -38,6 +44,7 @@ func (h *heap) newRun(c int) (uint64, error) {
 // allocSmall allocates a cell of class c; it returns its offset.
 func (h *heap) allocSmall(c int) (uint64, error) {
 	cl := &classes[c]
+	size := cl.size
 	head := classHead(uint64(c))
 	run := h.get(head)
 	if run == 0 {
@@ -46,13 +53,17 @@ func (h *heap) allocSmall(c int) (uint64, error) {
 			return 0, err
 		}
 	}
-	if managed := h.managed(); run >= managed || cl.pages > managed-run {
-		return 0, corrupt("size class %d starts at page %d, beyond the %d managed", cl.size, run, h.managed())
+	if managed := h.managed(); run >= managed {
+		return 0, corrupt("size class %d starts at page %d, beyond the %d managed", size, run, h.managed())
 	}
 	d := h.desc(run)
 	w0 := h.get(d)
-	if dKind(w0) != kRun || dClass(w0) != uint64(c) {
-		return 0, corrupt("size class %d starts at page %d, whose descriptor (kind %d, class %d) is not a run of the class", cl.size, run, dKind(w0), dClass(w0))
+	if dKind(w0) != kRun || dClass(w0) != uint64(c) || geomOf(w0) == nil {
+		return 0, corrupt("size class %d starts at page %d, whose descriptor (kind %d, class %d, %d pages) is not a run of the class", size, run, dKind(w0), dClass(w0), dPages(w0))
+	}
+	cl = geomOf(w0)
+	if managed := h.managed(); cl.pages > managed-run {
+		return 0, corrupt("size class %d starts at page %d, whose %d pages pass the %d managed", size, run, cl.pages, managed)
 	}
 	roff := run << pageShift
 	for i := uint64(0); i < cl.words; i++ {
@@ -79,7 +90,11 @@ func (h *heap) allocSmall(c int) (uint64, error) {
 // freeCell updates run page (descriptor d, word w0, class c) after one of
 // its cells was freed.
 func (h *heap) freeCell(page uint64, d uintptr, w0 uint64, c uint64) {
-	cl := &classes[c]
+	cl := geomOf(w0)
+	if cl == nil {
+		h.fail("run at page %d has class %d and %d pages, which no run has", page, c, dPages(w0))
+		return
+	}
 	if dLive(w0) == 0 || dLive(w0) > cl.ncells {
 		h.fail("run at page %d of %d-byte cells says %d cells are live, freeing one", page, cl.size, dLive(w0))
 		return
@@ -97,4 +112,29 @@ func (h *heap) freeCell(page uint64, d uintptr, w0 uint64, c uint64) {
 		h.unlink(head, page)
 		h.pageFree(page, cl.pages)
 	}
+}
+
+// releaseEmptyRuns gives back to the page heap the runs that hold no live
+// cell and stay only as their class's current run. It reports whether it
+// freed any. The page heap calls it before it gives up (or grows the
+// segment), so that no empty run strands pages a larger block needs.
+func (h *heap) releaseEmptyRuns() bool {
+	freed := false
+	managed := h.managed()
+	for c := range uint64(len(classes)) {
+		head := classHead(c)
+		run := h.get(head)
+		if run == 0 || run >= managed {
+			continue
+		}
+		w0 := h.get(h.desc(run))
+		g := geomOf(w0)
+		if dKind(w0) != kRun || dClass(w0) != c || g == nil || dLive(w0) != 0 || g.pages > managed-run {
+			continue // not an empty run of the class (a bad one is the walkers' to report)
+		}
+		h.unlink(head, run)
+		h.pageFree(run, g.pages)
+		freed = true
+	}
+	return freed
 }

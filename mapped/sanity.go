@@ -142,12 +142,9 @@ func (h *heap) checkBlockPages(p, n, managed uint64, what string) error {
 // pages, and that its bitmap agrees with its live count.
 func (h *heap) checkRun(p, w uint64, pw *pageWalk) (uint64, error) {
 	c := dClass(w)
-	if c >= uint64(len(classes)) {
-		return 0, corrupt("run at page %d has size class %d", p, c)
-	}
-	cl := &classes[c]
-	if dPages(w) != cl.pages {
-		return 0, corrupt("run at page %d of %d-byte cells has %d pages, want %d", p, cl.size, dPages(w), cl.pages)
+	cl := geomOf(w)
+	if cl == nil {
+		return 0, corrupt("run at page %d has size class %d and %d pages, which no run has", p, c, dPages(w))
 	}
 	if err := h.checkBlockPages(p, cl.pages, pw.managed, "run"); err != nil {
 		return 0, err

@@ -163,11 +163,31 @@ func (v *Vector[T]) append(xs []T) error {
 		journal.StoreOrdered(&v.n, n+k)
 		return nil
 	}
+	if v.expand(seg, max(n+k, 2*uint64(len(s)))) {
+		return v.append(xs)
+	}
 	return v.regrow(seg, "Append", max(n+k, 2*uint64(len(s))), func(dst []T) uint64 {
 		copy(dst, s[:n])
 		copy(dst[n:], xs)
 		return n + k
 	})
+}
+
+// expand tries to grow the storage in place to c elements (the pages
+// after its block are free): one crash-atomic step of the segment, then
+// the capacity is published with one store (a crash between leaves a
+// block larger than the capacity says, which is still the vector's).
+func (v *Vector[T]) expand(seg *mapped.Segment, c uint64) bool {
+	size := uint64(unsafe.Sizeof(*new(T)))
+	if v.data == 0 || size == 0 || c >= 1<<40 || c*size <= 2048 {
+		return false // none yet, or small: small blocks do not grow in place
+	}
+	usable, err := seg.Expand(unsafe.Add(seg.Base(), v.data), int(c*size))
+	if err != nil || uint64(usable) < c*size {
+		return false
+	}
+	journal.StoreOrdered(&v.c, uint64(usable)/size)
+	return true
 }
 
 // regrow moves the vector to new storage of at least c elements, which
@@ -224,7 +244,7 @@ func (v *Vector[T]) Reserve(n int) error {
 	if n < 0 {
 		panic(fmt.Sprintf("mapstore: objects.Vector.Reserve: negative capacity %d", n))
 	}
-	if uint64(n) <= uint64(len(s)) || unsafe.Sizeof(*new(T)) == 0 {
+	if uint64(n) <= uint64(len(s)) || unsafe.Sizeof(*new(T)) == 0 || v.expand(seg, uint64(n)) {
 		return nil
 	}
 	return v.regrow(seg, "Reserve", uint64(n), func(dst []T) uint64 { return uint64(copy(dst, s[:ln])) })
@@ -253,6 +273,8 @@ func (v *Vector[T]) Resize(n int) error {
 	case unsafe.Sizeof(*new(T)) == 0:
 		journal.StoreOrdered(&v.n, uint64(n))
 		return nil
+	case v.expand(seg, max(uint64(n), 2*uint64(len(s)))):
+		return v.Resize(n)
 	}
 	return v.regrow(seg, "Resize", max(uint64(n), 2*uint64(len(s))), func(dst []T) uint64 {
 		copy(dst, s[:ln])
@@ -357,6 +379,9 @@ func (v *Vector[T]) Insert(i int, xs ...T) error {
 			return err
 		}
 		return l.Commit()
+	}
+	if k*size <= 256 && v.expand(seg, max(n+k, 2*uint64(len(s)))) {
+		return v.Insert(i, xs...)
 	}
 	return v.regrow(seg, "Insert", max(n+k, 2*uint64(len(s))), func(dst []T) uint64 {
 		copy(dst, s[:i])
