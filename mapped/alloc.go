@@ -274,7 +274,7 @@ func (s *Segment) refWord(ref Handle) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	if off%8 != 0 || off+8 > uint64(s.env.Size()) || off < firstTable {
+	if off%8 != 0 || off+8 > uint64(s.env.Size()) || off < s.h.geo.lo {
 		return 0, fmt.Errorf("reference at offset %d is not an 8-byte aligned word of the segment's data: %w", off, ErrInvalidHandle)
 	}
 	return off, nil

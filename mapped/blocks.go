@@ -56,7 +56,7 @@ func (b blockRef) size() uint64 {
 // blockAt finds the live block that starts at off, or says why off is
 // not the start of one.
 func (h *heap) blockAt(off uint64) (blockRef, error) {
-	if off < firstTable || off >= h.get(mManaged)<<pageShift {
+	if off < h.geo.lo || off >= h.get(mManaged)<<pageShift {
 		return blockRef{}, fmt.Errorf("offset %d is outside the managed memory: %w", off, ErrInvalidHandle)
 	}
 	page := off >> pageShift

@@ -102,7 +102,7 @@ func (h *heap) allocFast(n uint64, ref uintptr, tag uint64) (off, usable uint64,
 // live small block or the free needs the slow path (which also finds the
 // error).
 func (h *heap) freeFast(off uint64, ref uintptr, val uint64) bool {
-	if off < firstTable || off >= *h.w(mManaged)<<pageShift {
+	if off < h.geo.lo || off >= *h.w(mManaged)<<pageShift {
 		return false
 	}
 	page := off >> pageShift
@@ -171,7 +171,7 @@ func (h *heap) rollBackFast(size int64) (alloc, was bool, err error) {
 	if dKind(w0) != kRun || cl == nil || cell >= cl.ncells {
 		return alloc, true, fmt.Errorf("interrupted fast operation names cell %d of page %d, which is not a run with that cell: %w", cell, page, ErrCorrupt)
 	}
-	if ref != 0 && (ref%8 != 0 || ref < firstTable || ref+8 > uint64(size)) {
+	if ref != 0 && (ref%8 != 0 || ref < h.geo.lo || ref+8 > uint64(size)) {
 		return alloc, true, fmt.Errorf("interrupted fast operation names reference word %d, outside the segment: %w", ref, ErrCorrupt)
 	}
 	roff := page << pageShift

@@ -35,7 +35,7 @@ func TestBadHandlesAndSizes(t *testing.T) {
 		"beyond the size":          s.handle(uint64(s.Size()) + 4096),
 		"inside a small block":     hs + 16,
 		"inside a large block":     hl + 4096,
-		"in the allocator's table": s.handle(firstTable),
+		"in the allocator's table": s.handle(s.h.geo.lo),
 		"zero":                     0,
 	}
 	otherBlk, err := other.Allocate(100)

@@ -12,7 +12,17 @@ import (
 // envelope.EnvelopeSize bytes; the manager area follows, then the page
 // descriptor table, then pages the allocator hands out.
 //
-// Manager area (mgrOff, three pages; every field an 8-byte word):
+// Manager area (mgrOff; every field an 8-byte word). Its geometry (where
+// the journal, the lanes and the first descriptor table go) is one of two,
+// chosen when the segment is made (word 56; see geometry):
+//
+//	large (the default)              small (made at most 512 KiB)
+//	page 0: the words below          page 0: the words below; lanes at 1536
+//	page 1: undo journal, 4096 bytes page 1: undo journal, 2048 bytes; the
+//	page 2: 8 lanes of 512 bytes             first table (128 pages) at 2048
+//	then the first descriptor table
+//
+// The words:
 //
 //	offset  what
 //	0       magic "MSHEAP05" (the format of the manager area, heap and
@@ -24,7 +34,7 @@ import (
 //	32      managed pages: the page heap covers pages [0, managed)
 //	40      capacity: bytes of pages that can hold blocks
 //	48      in use: the sum of the usable sizes of live blocks
-//	56      reserved
+//	56      geometry: 0 large, 1 small
 //	64      mask of non-empty free-span bins
 //	72      name directory: index table offset (0: none yet)
 //	80      name directory: index size (64-byte groups, a power of two)
@@ -34,8 +44,6 @@ import (
 //	256     free-span bins: 64 list heads (page index; 0 = empty)
 //	768     size classes: 32 partial-run list heads (page index; 0 = empty)
 //	1024    lane owners: 8 words (see lanes.go)
-//	4096    undo journal (journal.Journal), 4096 bytes
-//	8192    lanes: 8 of 512 bytes (see lanes.go)
 //
 // Every value read from these words or the tables below that steers a
 // read, a write or a loop is checked first (a page below the managed
@@ -71,6 +79,7 @@ const (
 	mManaged     = mgrOff + 32
 	mCapacity    = mgrOff + 40
 	mInUse       = mgrOff + 48
+	mGeometry    = mgrOff + 56
 	mBinMask     = mgrOff + 64
 	mDirTable    = mgrOff + 72
 	mDirCap      = mgrOff + 80
@@ -78,9 +87,7 @@ const (
 	mDirTombs    = mgrOff + 96
 	mBins        = mgrOff + 256
 	mClasses     = mgrOff + 768
-	mJournal     = mgrOff + pageSize
-	journalBytes = pageSize
-	firstTable   = mgrOff + mgrPages*pageSize // where a new segment's table goes
+	mgrEnd       = mgrOff + mgrPages*pageSize // the end of the largest manager area
 
 	numBins  = 64
 	descLen  = 16
@@ -114,6 +121,36 @@ var opNames = map[uint64]string{
 	opInsertName: "named insert", opRemoveName: "named remove",
 }
 
+// geometry is where a manager area's parts lie (see the layout above).
+type geometry struct {
+	journal    uintptr // undo journal
+	journalLen int
+	lanes      uintptr // lane records
+	nLanes     int
+	lo         uint64  // the first offset a block may have: the manager area's end
+	table0     uint64  // the first descriptor table, when it lies in the manager area
+	tcap0      uint64  // and its capacity in pages
+}
+
+// smallSegment is the largest size at creation that gets the small
+// geometry: two manager pages instead of three and a table.
+const smallSegment = 512 << 10
+
+var geometries = [2]geometry{
+	{journal: mgrOff + pageSize, journalLen: pageSize, lanes: mgrOff + 2*pageSize, nLanes: 8, lo: mgrOff + 3*pageSize},
+	{journal: mgrOff + pageSize, journalLen: 2048, lanes: mgrOff + 1536, nLanes: 5, lo: mgrOff + 2*pageSize,
+		table0: mgrOff + pageSize + 2048, tcap0: 128},
+}
+
+// geometryOf is the geometry the word at mGeometry names (the large one
+// for a word that names none: validate refuses it).
+func geometryOf(w uint64) *geometry {
+	if w < uint64(len(geometries)) {
+		return &geometries[w]
+	}
+	return &geometries[0]
+}
+
 // heap is one process's view of the segment manager. Its methods that
 // change anything run with the segment lock held, inside a journaled
 // operation (j.Begin ... j.End).
@@ -122,6 +159,7 @@ type heap struct {
 	base  unsafe.Pointer
 	j     journal.Journal
 	fixed bool
+	geo   *geometry
 	grow  func(newSize int64) (int64, error) // envelope growth
 	size  func() int64
 	max   int64
@@ -174,14 +212,24 @@ func mkLinks(prev, next uint64) uint64 { return prev | next<<32 }
 // format lays out the manager in a new segment of size bytes.
 func (h *heap) format(size int64) {
 	pages := uint64(size) >> pageShift
-	tcap := (pages + 255) &^ 255
-	tpages := tcap * descLen / pageSize
-	clear(unsafe.Slice((*byte)(unsafe.Add(h.base, mgrOff)), mgrPages*pageSize))
+	g := uint64(0)
+	if size <= smallSegment {
+		g = 1
+	}
+	h.geo = &geometries[g]
+	h.j = journal.At(h.base, h.geo.journal, h.geo.journalLen)
+	clear(unsafe.Slice((*byte)(unsafe.Add(h.base, mgrOff)), h.geo.lo-mgrOff))
 	*h.w(mMagic) = mgrMagic
-	*h.w(mTable) = firstTable
+	*h.w(mGeometry) = g
+	t, tcap := h.geo.lo, (pages+255)&^255
+	tpages := tcap * descLen / pageSize
+	if h.geo.table0 != 0 {
+		t, tcap, tpages = h.geo.table0, h.geo.tcap0, 0
+	}
+	*h.w(mTable) = t
 	*h.w(mTableCap) = tcap
-	clear(unsafe.Slice((*byte)(unsafe.Add(h.base, firstTable)), tpages*pageSize))
-	meta := uint64(firstTable)>>pageShift + tpages
+	clear(unsafe.Slice((*byte)(unsafe.Add(h.base, t)), tcap*descLen))
+	meta := h.geo.lo>>pageShift + tpages
 	for p := uint64(0); p < meta; p++ {
 		*h.w(h.desc(p)) = mkDesc(kMeta, 0, 0, 1)
 	}

@@ -24,15 +24,16 @@ import (
 // moves, nested storage to free) that run once the operation commits and
 // that recovery finishes if its process dies during them.
 //
-// Lane owner words (mLaneOwners, numLanes words in the manager's first
-// page, where an open already looks):
+// Lane owner words (mLaneOwners, maxLanes words in the manager's first
+// page, where an open already looks; the geometry says how many lanes
+// there are, and the words past them stay 0):
 //
 //	0              free
 //	seat+1 | id<<8 claimed by the process attached in seat with attach id
 //	               id (the seat's attach id; a seat reused by another
 //	               process has another)
 //
-// A lane (laneBytes at mLanes + i*laneBytes):
+// A lane (laneBytes at the geometry's lanes + i*laneBytes):
 //
 //	0   state: log bytes in use (bits 0-31), committed (bit 63)
 //	8   log: entries, each a multiple of 8 bytes:
@@ -62,9 +63,8 @@ import (
 // recovered again.
 const (
 	mLaneOwners = mgrOff + 1024
-	mLanes      = mgrOff + 2*pageSize
-	numLanes    = 8
-	laneBytes   = pageSize / numLanes
+	maxLanes    = 8 // owner words; a geometry has up to as many lanes
+	laneBytes   = 512
 	laneLog     = laneBytes - 8 // bytes of entries a lane holds
 
 	laneCommitted = uint64(1) << 63
@@ -116,12 +116,13 @@ func (s *Segment) BeginLane() (Lane, error) {
 	start := int(s.laneHint.Load())
 	var since time.Time
 	for try := 0; ; try++ {
-		for k := range numLanes {
-			i := (start + k) % numLanes
+		n := s.h.geo.nLanes
+		for k := range n {
+			i := (start + k) % n
 			w := s.h.w(mLaneOwners + uintptr(i)*8)
 			if atomic.LoadUint64(w) == 0 && atomic.CompareAndSwapUint64(w, 0, me) {
 				s.laneHint.Store(uint32(i))
-				l := Lane{s: s, i: i, off: mLanes + uintptr(i)*laneBytes}
+				l := Lane{s: s, i: i, off: s.h.geo.lanes + uintptr(i)*laneBytes}
 				journal.StoreOrdered(l.state(), 0)
 				return l, nil
 			}
@@ -172,7 +173,7 @@ func (l *Lane) publish(e uintptr, data int, words int) {
 func (s *Segment) offsetIn(p unsafe.Pointer, n uintptr, what string) uint64 {
 	a, base := uintptr(p), uintptr(s.h.base)
 	size := uintptr(s.env.Size())
-	if a < base+firstTable || a-base > size || n > size-(a-base) {
+	if a < base+uintptr(s.h.geo.lo) || a-base > size || n > size-(a-base) {
 		panic(fmt.Sprintf("mapstore: lane %s: %d bytes at %p are not inside segment %s", what, n, p, s.b.Name()))
 	}
 	return uint64(a - base)
@@ -344,12 +345,15 @@ func laneWords(kind uint64) uint64 {
 // validateLanes checks the lane owner words and records: every owner
 // names a seat, every record parses. Run where validateWords runs.
 func (h *heap) validateLanes() error {
-	for i := range numLanes {
+	for i := range maxLanes {
 		v := h.get(mLaneOwners + uintptr(i)*8)
-		if seat := int(v&0xff) - 1; v != 0 && (seat < 0 || seat >= envelope.MaxSeats) {
+		if seat := int(v&0xff) - 1; v != 0 && (seat < 0 || seat >= envelope.MaxSeats || i >= h.geo.nLanes) {
 			return corrupt("lane %d: owner word %#x names no seat", i, v)
 		}
-		off := mLanes + uintptr(i)*laneBytes
+		if i >= h.geo.nLanes {
+			continue
+		}
+		off := h.geo.lanes + uintptr(i)*laneBytes
 		st := h.get(off)
 		if v == 0 && st != 0 {
 			return corrupt("lane %d is free but its record says %#x", i, st)
@@ -395,7 +399,7 @@ func (h *heap) laneEntries(off uintptr, n uint64) ([]uintptr, error) {
 // dataRange reports whether [off, off+n) lies in pages that hold blocks
 // (not the envelope, the manager or the descriptor table) below size.
 func (h *heap) dataRange(off, n uint64, size int64) bool {
-	if off < firstTable || off > uint64(size) || n > uint64(size)-off {
+	if off < h.geo.lo || off > uint64(size) || n > uint64(size)-off {
 		return false
 	}
 	managed := h.managed()
@@ -543,7 +547,7 @@ func (s *Segment) recoverLanes() error {
 
 // deadLanes reports whether a lane is claimed by a process that is gone.
 func (s *Segment) deadLanes() bool {
-	for i := range numLanes {
+	for i := range s.h.geo.nLanes {
 		if v := atomic.LoadUint64(s.h.w(mLaneOwners + uintptr(i)*8)); v != 0 && !s.laneOwnerAlive(v) {
 			return true
 		}
@@ -569,13 +573,13 @@ func (s *Segment) laneOwnerAlive(v uint64) bool {
 // lock held, saying what it did with add.
 func (s *Segment) recoverLanesHeld(add func(string, ...any)) error {
 	h := s.h
-	for i := range numLanes {
+	for i := range h.geo.nLanes {
 		w := h.w(mLaneOwners + uintptr(i)*8)
 		v := atomic.LoadUint64(w)
 		if v == 0 || s.laneOwnerAlive(v) {
 			continue
 		}
-		off := mLanes + uintptr(i)*laneBytes
+		off := h.geo.lanes + uintptr(i)*laneBytes
 		st := atomic.LoadUint64(h.w(off))
 		who := fmt.Sprintf("lane %d, left by the process of seat %d", i, int(v&0xff)-1)
 		if st&laneCommitted != 0 {

@@ -14,9 +14,11 @@ import (
 
 func newHeap(e *envelope.Envelope) *heap {
 	base := e.Base()
+	g := geometryOf(atomic.LoadUint64((*uint64)(unsafe.Add(base, mGeometry))))
 	return &heap{
 		base:  base,
-		j:     journal.At(base, mJournal, journalBytes),
+		geo:   g,
+		j:     journal.At(base, g.journal, g.journalLen),
 		fixed: e.Flags()&envelope.FlagFixedSize != 0,
 		grow:  e.Grow,
 		size:  e.Size,
@@ -70,12 +72,16 @@ func (h *heap) validate(sizeOf func() int64) error {
 		}
 		return &envelope.Fatal{Err: fmt.Errorf("no segment manager at offset %d: %w", mgrOff, ErrCorrupt)}
 	}
+	if g := h.get(mGeometry); g >= uint64(len(geometries)) {
+		return &envelope.Fatal{Err: corrupt("segment manager geometry %d is not one this build knows", g)}
+	}
 	t, tcap, managed := atomic.LoadUint64(h.w(mTable)), atomic.LoadUint64(h.w(mTableCap)), atomic.LoadUint64(h.w(mManaged))
 	size := sizeOf()
+	inArea := h.geo.table0 != 0 && t == h.geo.table0 && tcap == h.geo.tcap0
 	switch {
-	case t < firstTable || t%pageSize != 0 || tcap%256 != 0 || tcap > uint64(size) || t+tcap*descLen > uint64(size):
+	case !inArea && (t < h.geo.lo || t%pageSize != 0 || tcap%256 != 0) || tcap > uint64(size) || t+tcap*descLen > uint64(size):
 		return corrupt("descriptor table at %d for %d pages does not fit the segment's %d bytes", t, tcap, size)
-	case managed > tcap || managed<<pageShift > uint64(size) || managed < firstTable>>pageShift:
+	case managed > tcap || managed<<pageShift > uint64(size) || managed < h.geo.lo>>pageShift:
 		return corrupt("manager covers %d pages, the segment has %d and the table %d", managed, size>>pageShift, tcap)
 	}
 	return nil

@@ -197,7 +197,7 @@ func (h *heap) recCheck(rec, meta uint64) uint64 {
 // recName is the name the record at rec holds (a string into the
 // segment), if its header and name lie below limit.
 func (h *heap) recName(rec, limit uint64) (string, bool) {
-	if rec%8 != 0 || rec < firstTable || rec > limit-recHeaderLen {
+	if rec%8 != 0 || rec < h.geo.lo || rec > limit-recHeaderLen {
 		return "", false
 	}
 	meta := h.get(uintptr(rec))

@@ -88,7 +88,6 @@ func (h *heap) findSpan(n, alignBytes uint64) (p, size, q uint64, ok bool) {
 // more than a page) from the page heap, growing the segment if it may.
 // It returns the first page; the caller writes the descriptors.
 func (h *heap) pageAlloc(n, alignBytes uint64) (uint64, error) {
-	released := false
 	for tries := 0; ; tries++ {
 		if p, size, q, ok := h.findSpan(n, alignBytes); ok {
 			h.spanRemove(p, size)
@@ -100,14 +99,11 @@ func (h *heap) pageAlloc(n, alignBytes uint64) (uint64, error) {
 			}
 			return q, nil
 		}
-		if !released {
-			// Empty runs kept as their classes' current ones first, before
-			// the segment grows.
-			released = true
-			if h.releaseEmptyRuns() {
-				tries--
-				continue
-			}
+		if h.releaseEmptyRun() {
+			// An empty run kept as its class's current one: first those,
+			// before the segment grows.
+			tries--
+			continue
 		}
 		if tries == 2 {
 			return 0, fmt.Errorf("no free run of %d pages: %w", n, ErrNoSpace)

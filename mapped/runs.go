@@ -114,12 +114,15 @@ func (h *heap) freeCell(page uint64, d uintptr, w0 uint64, c uint64) {
 	}
 }
 
-// releaseEmptyRuns gives back to the page heap the runs that hold no live
-// cell and stay only as their class's current run. It reports whether it
-// freed any. The page heap calls it before it gives up (or grows the
-// segment), so that no empty run strands pages a larger block needs.
-func (h *heap) releaseEmptyRuns() bool {
-	freed := false
+// releaseEmptyRun gives back to the page heap one run that holds no live
+// cell and stays only as its class's current run, if there is one and the
+// journal has room for it. The page heap calls it, run by run, before it
+// gives up (or grows the segment), so that no empty run strands pages a
+// larger block needs.
+func (h *heap) releaseEmptyRun() bool {
+	if h.j.Room() < releaseWords {
+		return false
+	}
 	managed := h.managed()
 	for c := range uint64(len(classes)) {
 		head := classHead(c)
@@ -134,7 +137,13 @@ func (h *heap) releaseEmptyRuns() bool {
 		}
 		h.unlink(head, run)
 		h.pageFree(run, g.pages)
-		freed = true
+		return true
 	}
-	return freed
+	return false
 }
+
+// releaseWords bounds the words one releaseEmptyRun records: an unlink
+// (the head and two neighbours' links, the descriptor's), and a pageFree
+// that merges with both neighbours (two spans out of their bins, two
+// descriptors, a span into its bin, the bin mask).
+const releaseWords = 32

@@ -202,7 +202,7 @@ func (s *Segment) close() error {
 		s.lk.lockForClose() // every call holding the lock has ended
 		s.finishPending()
 		me := s.lk.me
-		c.Keep = mgrOff + mgrPages*pageSize
+		c.Keep = mgrEnd
 		c.Release = func(side []byte) { unlockWord((*uint64)(unsafe.Pointer(&side[mLock])), me) }
 		c.Quiet = quiet
 	}
@@ -233,7 +233,8 @@ func (s *Segment) finishPending() {
 func quiet(mem []byte) error {
 	base := unsafe.Pointer(unsafe.SliceData(mem))
 	w := func(off uintptr) uint64 { return atomic.LoadUint64((*uint64)(unsafe.Add(base, off))) }
-	j := journal.At(base, mJournal, journalBytes)
+	g := geometryOf(w(mGeometry))
+	j := journal.At(base, g.journal, g.journalLen)
 	switch op, _, err := j.Pending(); {
 	case err != nil:
 		return err
@@ -244,7 +245,7 @@ func quiet(mem []byte) error {
 	case w(mFast) != 0:
 		return fmt.Errorf("the fast-path intent record is set (%#x)", w(mFast))
 	}
-	for i := range numLanes {
+	for i := range maxLanes {
 		if v := w(mLaneOwners + uintptr(i)*8); v != 0 {
 			return fmt.Errorf("lane %d is claimed (owner word %#x)", i, v)
 		}

@@ -224,7 +224,7 @@ func writeSegmentFile(t *testing.T) string {
 }
 
 // payloadOff is where the first 7-byte block of a new segment lands.
-var payloadOff = firstTable + pageSize + int(classes[0].start)
+var payloadOff = int(geometries[1].lo + classes[0].start) // 64 KiB: the small geometry, its table in the manager area
 
 func patchFile(t *testing.T, p string, off int64, data []byte) {
 	f, err := os.OpenFile(p, os.O_RDWR, 0)

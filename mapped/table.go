@@ -78,5 +78,7 @@ func (h *heap) incorporate(pages uint64) {
 	h.pageFree(managed+ntp, free)
 	// The old table's descriptors say kMeta; inside a free span that means
 	// nothing, and pageFree rewrites the span's first and last.
-	h.pageFree(old>>pageShift, otp)
+	if old >= h.geo.lo {
+		h.pageFree(old>>pageShift, otp)
+	} // else the first table of a small segment, in the manager area: it stays
 }

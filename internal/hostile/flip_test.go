@@ -48,10 +48,10 @@ const (
 
 	mgrOff      = 12288         // mapped/heap.go: manager area (envelope.EnvelopeSize)
 	mgrWordsLen = 1088          // mapped/heap.go: magic up to the 8 lane owner words at 1024
-	journalOff  = mgrOff + 4096 // mapped/heap.go: mJournal, the undo journal
-	journalLen  = 4096          // mapped/heap.go: journalBytes
-	lanesOff    = mgrOff + 8192 // mapped/heap.go: mLanes, the lane records (lanes.go)
-	lanesLen    = 4096          // mapped/lanes.go: numLanes * laneBytes
+	journalOff  = mgrOff + 4096 // mapped/heap.go: the small geometry's undo journal (segSize is small)
+	journalLen  = 2048          // mapped/heap.go: its length
+	lanesOff    = mgrOff + 1536 // mapped/heap.go: the small geometry's lane records (lanes.go)
+	lanesLen    = 5 * 512       // mapped/lanes.go: 5 lanes of laneBytes
 
 	mTableWord    = mgrOff + 16 // mapped/heap.go: descriptor table offset
 	mManagedWord  = mgrOff + 32 // mapped/heap.go: managed pages

@@ -118,6 +118,9 @@ func (j *Journal) Set64(off uintptr, v uint64) {
 	*p = v
 }
 
+// Room is how many more words the operation in flight may record.
+func (j *Journal) Room() int { return j.max - int(*j.word(countOff)&(1<<32-1)) }
+
 // Record records the current value of the word at off, which the caller
 // is about to change.
 func (j *Journal) Record(off uintptr) { j.Set64(off, *(*uint64)(unsafe.Add(j.base, off))) }
