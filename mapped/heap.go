@@ -70,24 +70,24 @@ const (
 	pageSize  = envelope.PageSize
 	pageShift = 12
 
-	mgrOff       = envelope.EnvelopeSize
-	mgrPages     = 3
-	mMagic       = mgrOff + 0
-	mLock        = mgrOff + 8
-	mTable       = mgrOff + 16
-	mTableCap    = mgrOff + 24
-	mManaged     = mgrOff + 32
-	mCapacity    = mgrOff + 40
-	mInUse       = mgrOff + 48
-	mGeometry    = mgrOff + 56
-	mBinMask     = mgrOff + 64
-	mDirTable    = mgrOff + 72
-	mDirCap      = mgrOff + 80
-	mDirCount    = mgrOff + 88
-	mDirTombs    = mgrOff + 96
-	mBins        = mgrOff + 256
-	mClasses     = mgrOff + 768
-	mgrEnd       = mgrOff + mgrPages*pageSize // the end of the largest manager area
+	mgrOff    = envelope.EnvelopeSize
+	mgrPages  = 3
+	mMagic    = mgrOff + 0
+	mLock     = mgrOff + 8
+	mTable    = mgrOff + 16
+	mTableCap = mgrOff + 24
+	mManaged  = mgrOff + 32
+	mCapacity = mgrOff + 40
+	mInUse    = mgrOff + 48
+	mGeometry = mgrOff + 56
+	mBinMask  = mgrOff + 64
+	mDirTable = mgrOff + 72
+	mDirCap   = mgrOff + 80
+	mDirCount = mgrOff + 88
+	mDirTombs = mgrOff + 96
+	mBins     = mgrOff + 256
+	mClasses  = mgrOff + 768
+	mgrEnd    = mgrOff + mgrPages*pageSize // the end of the largest manager area
 
 	numBins  = 64
 	descLen  = 16
@@ -127,9 +127,9 @@ type geometry struct {
 	journalLen int
 	lanes      uintptr // lane records
 	nLanes     int
-	lo         uint64  // the first offset a block may have: the manager area's end
-	table0     uint64  // the first descriptor table, when it lies in the manager area
-	tcap0      uint64  // and its capacity in pages
+	lo         uint64 // the first offset a block may have: the manager area's end
+	table0     uint64 // the first descriptor table, when it lies in the manager area
+	tcap0      uint64 // and its capacity in pages
 }
 
 // smallSegment is the largest size at creation that gets the small
