@@ -59,7 +59,7 @@ func vectorPushBack(e env) (int, time.Duration, error) {
 		}
 	}
 	d := time.Since(start)
-	if v.Len() != n || *v.At(n-1) != n-1 {
+	if v.Len() != n || *v.At(n - 1) != n-1 {
 		return 0, 0, fmt.Errorf("vector holds %d elements", v.Len())
 	}
 	return n, d, nil
