@@ -25,12 +25,6 @@ var stringVals = [2]string{
 	"fedcba9876543210fedcba9876543210",
 }
 
-// sinkU64 and sinkBytes keep the heap rows' results alive.
-var (
-	sinkU64   []uint64
-	sinkBytes []byte
-)
-
 // vectorPushBack appends 0..vectorN-1 to an empty vector, no reserve.
 func vectorPushBack(e env) (int, time.Duration, error) {
 	const n = vectorN
@@ -41,11 +35,9 @@ func vectorPushBack(e env) (int, time.Duration, error) {
 			s = append(s, i)
 		}
 		d := time.Since(start)
-		sinkU64 = s
 		if len(s) != n || s[n-1] != n-1 {
 			return 0, 0, fmt.Errorf("slice holds %d elements", len(s))
 		}
-		sinkU64 = nil
 		return n, d, nil
 	}
 	v, err := objects.Construct(e.seg, "v", objects.Vector[uint64]{})
@@ -76,11 +68,9 @@ func stringSet(e env) (int, time.Duration, error) {
 			b = append(b[:0], stringVals[i&1]...)
 		}
 		d := time.Since(start)
-		sinkBytes = b
 		if string(b) != stringVals[(n-1)&1] {
 			return 0, 0, fmt.Errorf("buffer holds %q", b)
 		}
-		sinkBytes = nil
 		return n, d, nil
 	}
 	s, err := objects.Construct(e.seg, "s", objects.String{})
