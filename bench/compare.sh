@@ -11,6 +11,10 @@
 #   MAPBENCH=PATH   use a prebuilt Go harness instead of building one
 #   OUTDIR=DIR      where raw result lines go (default: a new temp dir)
 #
+# The container cases (CONTAINER_CASES below: vector_push_back, string_set,
+# list_push_pop) are not in the default list; name them, or give the word
+# "containers" as the case list to run all three.
+#
 # Both harnesses print lines of the form
 #   case=<name> backing=<shm|file|heap> n=<ops> ns_per_op=<float>
 # This script prints, per case and backing (shm, file), the median ns/op of
@@ -22,7 +26,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEFAULT_CASES=alloc_free_64,alloc_many_then_free_64,alloc_mixed,construct_named,find_named,destroy_named
+CONTAINER_CASES=vector_push_back,string_set,list_push_pop
 CASES=${1:-$DEFAULT_CASES}
+if [ "$CASES" = containers ]; then
+	CASES=$CONTAINER_CASES
+fi
 ROUNDS=${ROUNDS:-3}
 BACKINGS=shm,file,heap
 BUILD_DIR=bench/boost/build

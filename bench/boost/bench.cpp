@@ -31,7 +31,9 @@
 // std::map.
 
 #include <boost/interprocess/allocators/allocator.hpp>
+#include <boost/interprocess/containers/list.hpp>
 #include <boost/interprocess/containers/map.hpp>
+#include <boost/interprocess/containers/string.hpp>
 #include <boost/interprocess/containers/vector.hpp>
 #include <boost/interprocess/file_mapping.hpp>
 #include <boost/interprocess/managed_mapped_file.hpp>
@@ -47,6 +49,7 @@
 #include <cstring>
 #include <exception>
 #include <functional>
+#include <list>
 #include <map>
 #include <memory>
 #include <numeric>
@@ -69,7 +72,6 @@ namespace {
 
 constexpr std::uint64_t kSeed = 42;
 constexpr std::size_t kSegmentSize = std::size_t(256) << 20;   // 256 MiB
-constexpr std::size_t kVectorSegmentSize = std::size_t(1) << 30; // 1 GiB
 
 constexpr std::size_t kAllocFreeN = 2000000;
 constexpr std::size_t kAllocManyN = 1000000;
@@ -80,12 +82,21 @@ constexpr std::size_t kMixedMaxSize = 4096;
 constexpr std::size_t kNamedN = 100000;
 constexpr std::size_t kFindN = 1000000;
 constexpr std::size_t kVectorN = 10000000;
+constexpr std::size_t kStringN = 1000000;
+constexpr std::size_t kListN = 1000000;
 constexpr std::size_t kMapN = 1000000;
 constexpr std::size_t kMapFindN = 1000000;
 constexpr std::size_t kOpenN = 100;
 
 const char *const kVectorName = "vec";
 const char *const kMapName = "map";
+const char *const kStringName = "str";
+const char *const kListName = "list";
+
+// string_set's two 32-byte values, set alternately.
+const char *const kStringVals[2] = {"0123456789abcdef0123456789abcdef",
+                                    "fedcba9876543210fedcba9876543210"};
+constexpr std::size_t kStringLen = 32;
 
 // ---------------------------------------------------------------------------
 // Small helpers.
@@ -343,7 +354,7 @@ Result seg_vector_push_back(const B &b) {
   using Alloc = typename Vec::allocator_type;
 
   Fresh<B> fresh(b);
-  SegPtr<Seg> seg(b.create(kVectorSegmentSize));
+  SegPtr<Seg> seg(b.create(kSegmentSize));
   Vec *v = seg->template construct<Vec>(kVectorName)(Alloc(seg->get_segment_manager()));
 
   const std::size_t n = kVectorN;
@@ -351,6 +362,63 @@ Result seg_vector_push_back(const B &b) {
   for (std::size_t i = 0; i < n; ++i) v->push_back(std::uint64_t(i));
   auto t1 = Clock::now();
   if (v->size() != n || (*v)[n - 1] != n - 1) fail("vector_push_back: bad contents");
+  return {n, elapsed_ns(t0, t1)};
+}
+
+template <class Seg>
+using SegString = bip::basic_string<char, std::char_traits<char>,
+                                    bip::allocator<char, typename Seg::segment_manager>>;
+
+// string_set: assign the two 32-byte values alternately to one string.
+template <class B>
+Result seg_string_set(const B &b) {
+  using Seg = typename B::segment;
+  using Str = SegString<Seg>;
+  using Alloc = typename Str::allocator_type;
+
+  Fresh<B> fresh(b);
+  SegPtr<Seg> seg(b.create(kSegmentSize));
+  Str *s = seg->template construct<Str>(kStringName)(Alloc(seg->get_segment_manager()));
+
+  const std::size_t n = kStringN;
+  auto t0 = Clock::now();
+  for (std::size_t i = 0; i < n; ++i) s->assign(kStringVals[i & 1], kStringLen);
+  auto t1 = Clock::now();
+  if (s->size() != kStringLen || std::memcmp(s->data(), kStringVals[(n - 1) & 1], kStringLen) != 0)
+    fail("string_set: bad contents");
+  return {n, elapsed_ns(t0, t1)};
+}
+
+template <class Seg>
+using SegList = bip::list<std::uint64_t, bip::allocator<std::uint64_t, typename Seg::segment_manager>>;
+
+// Pushes 0..n-1 at the back of l, then pops them all from the front,
+// checking each. Shared by the segment and heap rows.
+template <class List>
+void push_pop(List &l, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i) l.push_back(std::uint64_t(i));
+  for (std::size_t i = 0; i < n; ++i) {
+    if (l.front() != i) fail("list_push_pop: wrong front");
+    l.pop_front();
+  }
+  if (!l.empty()) fail("list_push_pop: elements left behind");
+}
+
+// list_push_pop: push_back kListN, then pop_front all; per pair.
+template <class B>
+Result seg_list_push_pop(const B &b) {
+  using Seg = typename B::segment;
+  using List = SegList<Seg>;
+  using Alloc = typename List::allocator_type;
+
+  Fresh<B> fresh(b);
+  SegPtr<Seg> seg(b.create(kSegmentSize));
+  List *l = seg->template construct<List>(kListName)(Alloc(seg->get_segment_manager()));
+
+  const std::size_t n = kListN;
+  auto t0 = Clock::now();
+  push_pop(*l, n);
+  auto t1 = Clock::now();
   return {n, elapsed_ns(t0, t1)};
 }
 
@@ -582,6 +650,30 @@ Result heap_vector_push_back() {
   return {n, elapsed_ns(t0, t1)};
 }
 
+// std::string::assign into the buffer the string already holds (a 32-byte
+// value is past the small-string form, so the first assign allocates).
+Result heap_string_set() {
+  std::string s;
+  const std::size_t n = kStringN;
+  auto t0 = Clock::now();
+  for (std::size_t i = 0; i < n; ++i) {
+    s.assign(kStringVals[i & 1], kStringLen);
+    escape(s.data());
+  }
+  auto t1 = Clock::now();
+  if (s != kStringVals[(n - 1) & 1]) fail("heap string_set: bad contents");
+  return {n, elapsed_ns(t0, t1)};
+}
+
+Result heap_list_push_pop() {
+  std::list<std::uint64_t> l;
+  const std::size_t n = kListN;
+  auto t0 = Clock::now();
+  push_pop(l, n);
+  auto t1 = Clock::now();
+  return {n, elapsed_ns(t0, t1)};
+}
+
 Result heap_map_insert() {
   std::mt19937_64 rng(kSeed);
   const std::vector<std::uint64_t> keys = make_distinct_keys(kMapN, rng);
@@ -635,6 +727,8 @@ const std::vector<Case> &all_cases() {
       {SEG_CASE(find_named), heap_find_named},
       {SEG_CASE(destroy_named), heap_destroy_named},
       {SEG_CASE(vector_push_back), heap_vector_push_back},
+      {SEG_CASE(string_set), heap_string_set},
+      {SEG_CASE(list_push_pop), heap_list_push_pop},
       {SEG_CASE(map_insert), heap_map_insert},
       {SEG_CASE(map_find), heap_map_find},
       {SEG_CASE(open_existing), nullptr},

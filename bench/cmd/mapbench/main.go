@@ -43,6 +43,9 @@ var cases = []bench{
 	{"alloc_mixed", allocMixed},
 	{"construct_named", constructNamed},
 	{"find_named", findNamed},
+	{"vector_push_back", vectorPushBack},
+	{"string_set", stringSet},
+	{"list_push_pop", listPushPop},
 	{"destroy_named", destroyNamed},
 }
 
