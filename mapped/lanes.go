@@ -107,9 +107,7 @@ var ErrLaneFull = fmt.Errorf("lane record full (%d bytes)", laneLog)
 // read-only is ErrReadOnly, a closed one ErrClosed. While every lane is
 // taken it waits; a lane whose owner died is recovered then.
 func (s *Segment) BeginLane() (Lane, error) {
-	s.lanesBusy.Add(1)
 	if st := s.state.Load(); st != 0 {
-		s.lanesBusy.Add(-1)
 		return Lane{}, s.stateErr("begin lane", st)
 	}
 	me := s.laneMe
@@ -120,12 +118,22 @@ func (s *Segment) BeginLane() (Lane, error) {
 		for k := range n {
 			i := (start + k) % n
 			w := s.h.w(mLaneOwners + uintptr(i)*8)
-			if atomic.LoadUint64(w) == 0 && atomic.CompareAndSwapUint64(w, 0, me) {
-				s.laneHint.Store(uint32(i))
-				l := Lane{s: s, i: i, off: s.h.geo.lanes + uintptr(i)*laneBytes}
-				journal.StoreOrdered(l.state(), 0)
-				return l, nil
+			if atomic.LoadUint64(w) != 0 || !atomic.CompareAndSwapUint64(w, 0, me) {
+				continue
 			}
+			// Close sets the state, then waits until no lane names this
+			// open: a claim it did not see must see the state (the CAS
+			// orders this load after it) and back out.
+			if st := s.state.Load(); st != 0 {
+				journal.StoreOrdered(w, 0)
+				return Lane{}, s.stateErr("begin lane", st)
+			}
+			if k != 0 {
+				s.laneHint.Store(uint32(i))
+			}
+			l := Lane{s: s, i: i, off: s.h.geo.lanes + uintptr(i)*laneBytes}
+			journal.StoreOrdered(l.state(), 0)
+			return l, nil
 		}
 		switch {
 		case try < 50:
@@ -136,7 +144,6 @@ func (s *Segment) BeginLane() (Lane, error) {
 		case time.Since(since) > lockPoll:
 			// Every lane taken for a while: are their owners alive?
 			if err := s.recoverLanes(); err != nil {
-				s.lanesBusy.Add(-1)
 				return Lane{}, s.errf("begin lane", err)
 			}
 			since = time.Now()
@@ -310,8 +317,8 @@ func (l *Lane) Abort() {
 	s := l.s
 	if err := s.laneUndo(l.off, false); err != nil {
 		// The lane stays claimed: recovery finishes it once this process
-		// is gone.
-		s.lanesBusy.Add(-1)
+		// is gone. Close does not wait for it.
+		s.lanesLeft.Or(1 << l.i)
 		l.s = nil
 		return
 	}
@@ -321,9 +328,22 @@ func (l *Lane) Abort() {
 func (l *Lane) release() {
 	s := l.s
 	journal.StoreOrdered(l.state(), 0)
-	atomic.StoreUint64(s.h.w(mLaneOwners+uintptr(l.i)*8), 0)
-	s.lanesBusy.Add(-1)
+	journal.StoreOrdered(s.h.w(mLaneOwners+uintptr(l.i)*8), 0)
 	l.s = nil
+}
+
+// lanesInFlight reports whether a lane names this open (one it left to
+// recovery aside).
+func (s *Segment) lanesInFlight() bool {
+	if s.laneMe == 0 {
+		return false
+	}
+	for i := range s.h.geo.nLanes {
+		if atomic.LoadUint64(s.h.w(mLaneOwners+uintptr(i)*8)) == s.laneMe && s.lanesLeft.Load()&(1<<i) == 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // laneWords is the number of words an entry of kind has before its data
@@ -361,7 +381,8 @@ func (h *heap) validateLanes() error {
 		if st&^(laneCommitted|laneLenMask) != 0 {
 			return corrupt("lane %d: state %#x has bits set that no record uses", i, st)
 		}
-		if _, err := h.laneEntries(off, st&laneLenMask); err != nil {
+		var es laneList
+		if err := h.laneEntries(off, st&laneLenMask, &es); err != nil {
 			return err
 		}
 	}
@@ -370,30 +391,37 @@ func (h *heap) validateLanes() error {
 
 // laneEntries lists the offsets of the entries of the lane at off, whose
 // state says n bytes: every length is checked against the lane.
-func (h *heap) laneEntries(off uintptr, n uint64) ([]uintptr, error) {
+func (h *heap) laneEntries(off uintptr, n uint64, es *laneList) error {
+	es.n = 0
 	if n > laneLog {
-		return nil, corrupt("lane at %d says %d bytes of record, more than its %d", off, n, laneLog)
+		return corrupt("lane at %d says %d bytes of record, more than its %d", off, n, laneLog)
 	}
-	var es []uintptr
 	for p := uint64(0); p < n; {
 		e := off + 8 + uintptr(p)
 		w0 := *h.w(e)
 		kind, data := w0&0xff, w0>>32
 		words := laneWords(kind)
 		if words == 0 {
-			return nil, corrupt("lane entry at %d has kind %d", e, kind)
+			return corrupt("lane entry at %d has kind %d", e, kind)
 		}
 		if (kind != laneSave && kind != laneWrite && kind != laneDrop && data != 0) || data > laneLog {
-			return nil, corrupt("lane entry at %d (kind %d) says %d bytes", e, kind, data)
+			return corrupt("lane entry at %d (kind %d) says %d bytes", e, kind, data)
 		}
 		size := words*8 + (data+7)&^7
 		if p+size > n {
-			return nil, corrupt("lane entry at %d runs past the record's %d bytes", e, n)
+			return corrupt("lane entry at %d runs past the record's %d bytes", e, n)
 		}
-		es = append(es, e)
+		es.e[es.n] = e
+		es.n++
 		p += size
 	}
-	return es, nil
+	return nil
+}
+
+// laneList is the entries of a lane: an entry takes at least 16 bytes.
+type laneList struct {
+	e [laneLog / 16]uintptr
+	n int
 }
 
 // dataRange reports whether [off, off+n) lies in pages that hold blocks
@@ -420,13 +448,13 @@ func (h *heap) dataRange(off, n uint64, size int64) bool {
 func (s *Segment) laneUndo(off uintptr, held bool) error {
 	h := s.h
 	st := atomic.LoadUint64(h.w(off))
-	es, err := h.laneEntries(off, st&laneLenMask)
-	if err != nil {
+	var es laneList
+	if err := h.laneEntries(off, st&laneLenMask, &es); err != nil {
 		return err
 	}
 	size := s.env.Size()
-	for k := len(es) - 1; k >= 0; k-- {
-		e := es[k]
+	for k := es.n - 1; k >= 0; k-- {
+		e := es.e[k]
 		w0 := *h.w(e)
 		switch w0 & 0xff {
 		case laneSave:
@@ -449,13 +477,13 @@ func (s *Segment) laneUndo(off uintptr, held bool) error {
 func (s *Segment) laneRedo(off uintptr, held bool) error {
 	h := s.h
 	st := atomic.LoadUint64(h.w(off))
-	es, err := h.laneEntries(off, st&laneLenMask)
-	if err != nil {
+	var es laneList
+	if err := h.laneEntries(off, st&laneLenMask, &es); err != nil {
 		return err
 	}
 	size := s.env.Size()
 	var first error
-	for _, e := range es {
+	for _, e := range es.e[:es.n] {
 		w0 := *h.w(e)
 		if w0&laneDone != 0 {
 			continue
@@ -558,6 +586,9 @@ func (s *Segment) deadLanes() bool {
 // laneOwnerAlive reports whether owner word v names a live process: its
 // seat is taken by the same attach and held.
 func (s *Segment) laneOwnerAlive(v uint64) bool {
+	if v == s.laneMe {
+		return true // this open's own
+	}
 	seat := int(v&0xff) - 1
 	if seat < 0 || seat >= envelope.MaxSeats {
 		return false

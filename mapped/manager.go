@@ -291,6 +291,8 @@ func (s *Segment) attachManager() error {
 	s.h = h
 	if seat := e.Seat(); seat >= 0 {
 		s.laneMe = uint64(seat+1) | e.SeatAttachID(seat)<<8
+	} else {
+		s.laneMe = 0xff // a private copy: no seat, and no other process sees it
 	}
 	s.lk.word = lockWord(h)
 	s.lk.me = uint64(e.Seat() + 1)

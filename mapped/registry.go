@@ -14,6 +14,7 @@ import (
 var registry struct {
 	mu   sync.Mutex
 	list atomic.Pointer[[]*Segment]
+	last unsafe.Pointer // *Segment, atomic: the newest open segment, which SegmentAt tries first
 }
 
 func register(s *Segment) {
@@ -25,6 +26,7 @@ func register(s *Segment) {
 	}
 	l = append(l, s)
 	registry.list.Store(&l)
+	atomic.StorePointer(&registry.last, unsafe.Pointer(s))
 }
 
 func unregister(s *Segment) {
@@ -36,21 +38,39 @@ func unregister(s *Segment) {
 	}
 	l := slices.DeleteFunc(slices.Clone(*p), func(x *Segment) bool { return x == s })
 	registry.list.Store(&l)
+	last := noSegment
+	if len(l) > 0 {
+		last = l[len(l)-1]
+	}
+	atomic.StorePointer(&registry.last, unsafe.Pointer(last))
 }
 
-// SegmentAt returns the open segment of this process whose memory holds
-// the address p (within its current size), or nil. It does not allocate
-// and takes no lock; it is how a value stored in a segment finds the
-// segment it is in.
+// SegmentAt returns the open segment of this process whose mapping holds
+// the address p (the address space it reserves, up to its maximum size;
+// what lies past its current size is not memory to read), or nil. It
+// does not allocate, takes no lock and inlines; it is how a value stored
+// in a segment finds the segment it is in.
 func SegmentAt(p unsafe.Pointer) *Segment {
+	if s := (*Segment)(atomic.LoadPointer(&registry.last)); uintptr(p)-s.base < s.span {
+		return s
+	}
+	return segmentAt(p)
+}
+
+// noSegment is registry.last when no segment is open: its span holds
+// nothing.
+var noSegment = &Segment{}
+
+func init() { registry.last = unsafe.Pointer(noSegment) }
+
+func segmentAt(p unsafe.Pointer) *Segment {
 	l := registry.list.Load()
 	if l == nil {
 		return nil
 	}
 	a := uintptr(p)
 	for _, s := range *l {
-		base := uintptr(s.h.base)
-		if a >= base && (a-base < uintptr(s.known.Load()) || a-base < uintptr(s.sizeNow())) {
+		if a-s.base < s.span {
 			return s
 		}
 	}

@@ -70,10 +70,12 @@ type Segment struct {
 	whyCorrupt atomic.Pointer[string] // what the operation that found the segment corrupt said
 	deadLock   atomic.Uint64          // a read-only open: the lock word last found held by a dead process
 
+	base      uintptr       // the mapping's address (SegmentAt)
+	span      uintptr       // its length: the maximum size (SegmentAt)
 	known     atomic.Uint64 // the size this process last saw (it only grows): Holds
 	laneMe    uint64        // lane owner word of this open (lanes.go)
 	laneHint  atomic.Uint32 // the lane this process claimed last
-	lanesBusy atomic.Int32  // lanes this process has claimed or is claiming: Close waits for them
+	lanesLeft atomic.Uint32 // lanes an Abort that failed left to recovery: Close does not wait for them
 }
 
 // Open opens the segment in b as mode says.
@@ -123,6 +125,8 @@ func Open(b backing.Backing, mode Mode, opts ...Option) (*Segment, error) {
 		_ = env.Unmap()
 		return nil, fmt.Errorf("mapstore: open: %w", err)
 	}
+	s.base, s.span = uintptr(s.h.base), uintptr(env.MaxSize())
+	s.known.Store(uint64(env.Size()))
 	register(s)
 	return s, nil
 }
@@ -183,8 +187,9 @@ func (s *Segment) close() error {
 	s.state.Or(stClosed)
 	unregister(s)
 	// Lanes this process claimed finish (they go on while the segment
-	// is closing); no new one is claimed.
-	for k := 0; s.lanesBusy.Load() != 0; k++ {
+	// is closing); no new one is claimed (BeginLane backs out of a claim
+	// that raced with the state).
+	for k := 0; s.mode != OpenReadOnly && s.lanesInFlight(); k++ {
 		if k < 100 {
 			runtime.Gosched()
 		} else {

@@ -70,7 +70,7 @@ func (s *String) bytesIn(seg *mapped.Segment) ([]byte, error) {
 	if blk == 0 || n == 0 {
 		return nil, nil
 	}
-	if n > c || c > uint64(seg.Size())/2 || !inSeg(seg, blk, 2*c) {
+	if n > c || c >= 1<<40 || !seg.Holds(blk, 2*c) {
 		return nil, damaged(seg, stringName, unsafe.Pointer(s), "%d bytes in a block at %d of 2 x %d", n, blk, c)
 	}
 	half := (w / strHalf) & 1
@@ -104,26 +104,21 @@ func (s *String) Compare(v string) int { return strings.Compare(string(s.mustByt
 // Set makes the value v, crash-atomically. A segment with no room for a
 // larger block is mapped.ErrNoSpace, and the value is unchanged.
 func (s *String) Set(v string) error {
-	seg := s.seg("Set")
-	if seg.Mode() == mapped.OpenReadOnly {
-		return writable(seg, stringName, "Set")
+	seg := mapped.SegmentAt(unsafe.Pointer(s))
+	if seg == nil || seg.Mode() == mapped.OpenReadOnly {
+		return s.setSlow(v)
 	}
 	n := uint64(len(v))
 	if n <= strInlineMax {
 		var w [8]byte
 		copy(w[:], v)
-		word := *(*uint64)(unsafe.Pointer(&w)) | strInline | n<<56
-		journal.StoreOrdered(&s.w, word)
+		journal.StoreOrdered(&s.w, *(*uint64)(unsafe.Pointer(&w))|strInline|n<<56)
 		return nil
 	}
-	if n > strLenMask {
-		return fmt.Errorf("mapstore: objects.String.Set in %s: %d bytes: %w", seg.Name(), n, mapped.ErrInvalidSize)
-	}
 	w, blk, c := s.w, s.blk, s.c
-	if blk != 0 && n <= c {
-		if c > uint64(seg.Size())/2 || !inSeg(seg, blk, 2*c) {
-			return damaged(seg, stringName, unsafe.Pointer(s), "a block at %d of 2 x %d", blk, c)
-		}
+	if blk != 0 && n <= c && c < 1<<40 && seg.Holds(blk, 2*c) {
+		// Into the half not in use, then publish length and half with
+		// one store.
 		half := uint64(0)
 		if w&strInline == 0 {
 			half = ((w / strHalf) & 1) ^ 1
@@ -132,7 +127,27 @@ func (s *String) Set(v string) error {
 		journal.StoreOrdered(&s.w, n|half*strHalf)
 		return nil
 	}
-	// A larger block, in a lane.
+	return s.setSlow(v)
+}
+
+// setSlow is Set's other paths: the misuse panic, read-only, a damaged
+// header, and a value that needs a larger block, moved in a lane.
+func (s *String) setSlow(v string) error {
+	seg := s.seg("Set")
+	if err := writable(seg, stringName, "Set"); err != nil {
+		return err
+	}
+	n := uint64(len(v))
+	if n > strLenMask {
+		return fmt.Errorf("mapstore: objects.String.Set in %s: %d bytes: %w", seg.Name(), n, mapped.ErrInvalidSize)
+	}
+	blk, c := s.blk, s.c
+	if blk != 0 && (c >= 1<<40 || !seg.Holds(blk, 2*c)) {
+		return damaged(seg, stringName, unsafe.Pointer(s), "a block at %d of 2 x %d", blk, c)
+	}
+	if n <= c && blk != 0 || n <= strInlineMax {
+		return s.Set(v)
+	}
 	l, err := seg.BeginLane()
 	if err != nil {
 		return err
