@@ -38,8 +38,29 @@
 // with another manager format (the directory's hash, index and record
 // layout are part of it) is refused with ErrVersion before the open
 // changes anything. SegmentAt finds the open
-// segment holding an address, for values in a segment (objects.Ptr) that
-// must find their segment.
+// segment holding an address, for values in a segment (objects.Ptr, the
+// containers) that must find their segment, and Holds bounds what they
+// read from it.
+//
+// # Lanes: crash-atomic changes outside the segment lock
+//
+// A structure of the caller's in the segment (package objects' containers)
+// changes without the segment lock, so that processes changing different
+// structures never wait for each other. A change that one aligned 8-byte
+// store publishes needs nothing more (write the data, then the word). A
+// change of several words runs in a Lane, an undo and redo record in the
+// manager area that belongs to the one operation that claimed it
+// (BeginLane): Save records bytes before they change, Allocate takes a
+// block that an abort frees, and Free, Store, Move, Write and Drop (which
+// frees the blocks the values of a Shape own) run once Commit makes the
+// operation stand. If the process dies in the middle, whoever finds it
+// dead (a writable Open, a takeover of the segment lock, a BeginLane that
+// finds every lane taken) rolls the operation back, or finishes it if it
+// had committed, before anything else; a recovery cut short is done again.
+// Expand grows a large block in place when the pages after it are free.
+// RemoveNamedDropping removes a name whose object owns blocks and frees
+// them all, as one step that recovery finishes. Info.LockAcquisitions
+// counts how often any process took the segment lock.
 //
 // # Modes, Close and damage
 //

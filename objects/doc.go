@@ -1,6 +1,6 @@
 // Package objects puts Go values in a mapstore segment: named objects and
-// arrays, anonymous objects, one-per-type instances, and offset pointers,
-// all type-checked.
+// arrays, anonymous objects, one-per-type instances, offset pointers and
+// containers (Vector, String, List), all type-checked.
 //
 //	p, err := objects.Construct(seg, "counter", Counter{})        // mapped.ErrExists if taken
 //	a, err := objects.ConstructArray(seg, "table", 10, Entry{})    // []Entry, len 10
@@ -17,6 +17,49 @@
 //	h, err := objects.HandleOf(seg, q)                             // mapped.Handle, for another process
 //	q, err  = objects.At[Node](seg, h)
 //	for info := range objects.Named(seg) { /* info.Name, info.Type, info.Count, info.Size */ }
+//	n, err := objects.NewInto(&head.Next)                          // allocate and link, one crash-atomic step
+//
+// # Containers
+//
+//	v, err := objects.Construct(seg, "MyVector", objects.Vector[int64]{})
+//	err = v.Append(1, 2, 3)          // mapped.ErrNoSpace if the segment is full; v unchanged
+//	p := v.At(0)                     // *int64 in place; out of range panics like a slice
+//	slices.Sort(v.Slice())           // a view over the storage, valid until it moves
+//	err = v.Insert(1, 10); err = v.Delete(0, 2); err = v.Truncate(1)
+//
+//	var name objects.String          // as a field of a value in the segment
+//	err = name.Set("hello"); name.String(); name.Equal("hello")
+//
+//	l, err := objects.Construct(seg, "queue", objects.List[Job]{})
+//	e, err := l.PushBack(Job{ID: 1})
+//	for j := range l.All() { /* *Job in place */ }
+//	err = l.Remove(l.Front())
+//
+// A container is a small header (24 bytes) holding offsets; its storage
+// is blocks of the segment. It lives in the segment like any value (a
+// named object, a field, an element of another container) and is used
+// through a pointer into the segment. Containers nest to any depth
+// (Vector[String], List[Vector[int64]], a struct with String and Vector
+// fields in a Vector); Delete, Truncate, Clear, Remove, Delete (of New'd
+// values) and Destroy free everything nested in what they remove. A type
+// that holds, through containers, a container of itself is refused
+// (ErrNotPlainData): link such structures with Ptr.
+//
+// Every mutating call is crash-atomic: after a SIGKILL anywhere in it, and
+// the recovery that follows (see mapped.Lane), the container holds the
+// state before the call or after it, and no block leaks. An Append that
+// fits the capacity and a String.Set that fits its storage publish with
+// one store and take no lock; growth, insertion, removal and List calls
+// run in a mapped.Lane, without the segment lock except to allocate or
+// free. Containers are not safe for concurrent mutation (like Go maps and
+// slices): guard them, across processes, with a lock in the segment.
+//
+// A container method called on a copy outside an open segment (a Go
+// variable, a value copied out) panics with a message that says so; it
+// never reads the wrong memory. Indexes out of range panic as a slice's
+// do. These are the documented misuse panics. A container in a segment
+// opened read-only returns mapped.ErrReadOnly from every mutating method,
+// and a header whose words do not fit the segment is mapped.ErrCorrupt.
 //
 // # Plain data only
 //
@@ -40,10 +83,12 @@
 // Construct, ConstructArray, ConstructArrayFunc, ConstructUnique and
 // Destroy are each one crash-atomic step of the segment: after a SIGKILL
 // anywhere in one, the name is either findable with its whole value or
-// absent with its memory free. Changes made through a pointer afterwards
-// are plain memory writes; a multi-word update that must survive a crash
-// whole needs its own protocol (the containers and mutexes of later
-// releases provide one).
+// absent with its memory free (Destroy of a value holding containers
+// removes the name and hands the value to a lane in one step, then frees
+// what it owns; recovery finishes that). NewInto allocates and links in
+// one step. Changes made through a pointer afterwards are plain memory
+// writes; a multi-word update that must survive a crash whole needs its
+// own protocol: the containers' methods, or a mapped.Lane.
 //
 // Pointers returned by this package point into the segment: valid while
 // the object exists and the segment is open in this process. After Close
