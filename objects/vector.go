@@ -358,7 +358,13 @@ func (v *Vector[T]) Insert(i int, xs ...T) error {
 		}
 		return l.Commit()
 	}
-	return v.regrow(seg, "Insert", max(n+k, 2*uint64(len(s))), func(dst []T) uint64 {
+	// Too many bytes to move in place within a lane record, or no room:
+	// a copy, of the same capacity when they fit.
+	c := uint64(len(s))
+	if k > c-n {
+		c = max(n+k, 2*c)
+	}
+	return v.regrow(seg, "Insert", c, func(dst []T) uint64 {
 		copy(dst, s[:i])
 		copy(dst[i:], xs)
 		copy(dst[uint64(i)+k:], s[i:n])
