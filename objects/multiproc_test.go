@@ -27,6 +27,9 @@ func mainWithChildren(m *testing.M) {
 		"walk": childWalk,
 		// killobj constructs and destroys named objects until killed.
 		"killobj": childKillObjects,
+		// containers reads, changes and reads again the containers of
+		// TestContainersAcrossProcesses, at another base address.
+		"containers": childContainers,
 	})
 }
 

@@ -98,8 +98,12 @@ func (s *String) Len() int { return len(s.mustBytes("Len")) }
 // Equal reports whether the value is v, without allocating.
 func (s *String) Equal(v string) bool { return string(s.mustBytes("Equal")) == v }
 
-// Compare compares the value with v as strings.Compare does.
-func (s *String) Compare(v string) int { return strings.Compare(string(s.mustBytes("Compare")), v) }
+// Compare compares the value with v as strings.Compare does, without
+// allocating.
+func (s *String) Compare(v string) int {
+	b := s.mustBytes("Compare")
+	return strings.Compare(unsafe.String(unsafe.SliceData(b), len(b)), v)
+}
 
 // Set makes the value v, crash-atomically. A segment with no room for a
 // larger block is mapped.ErrNoSpace, and the value is unchanged.

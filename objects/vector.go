@@ -380,10 +380,17 @@ func (v *Vector[T]) Insert(i int, xs ...T) error {
 		}
 		return l.Commit()
 	}
-	if k*size <= 256 && v.expand(seg, max(n+k, 2*uint64(len(s)))) {
-		return v.Insert(i, xs...)
+	// Too many bytes to write in place within a lane record, or no room
+	// (and none after the storage): a copy, of the same capacity when
+	// they fit.
+	c := uint64(len(s))
+	if k > c-n {
+		if k*size <= 256 && v.expand(seg, max(n+k, 2*c)) {
+			return v.Insert(i, xs...)
+		}
+		c = max(n+k, 2*c)
 	}
-	return v.regrow(seg, "Insert", max(n+k, 2*uint64(len(s))), func(dst []T) uint64 {
+	return v.regrow(seg, "Insert", c, func(dst []T) uint64 {
 		copy(dst, s[:i])
 		copy(dst[i:], xs)
 		copy(dst[uint64(i)+k:], s[i:n])
