@@ -18,8 +18,10 @@ const (
 	stClosed   = 1 << iota // Close has begun: every call is ErrClosed
 	stCorrupt              // an operation found the segment corrupt: every call that reads or writes its structures is ErrCorrupt
 	stReadOnly             // opened read-only: every change is ErrReadOnly
+	stNotInUse             // writable, and this open has not yet marked the segment in use (markInUse)
 
-	stUnusable = stClosed | stCorrupt // refuses reads too
+	stUnusable       = stClosed | stCorrupt              // refuses reads too
+	stRefusesChanges = stClosed | stCorrupt | stReadOnly // refuses changes
 )
 
 // stateErr is the error of a call refused because of state st.
@@ -96,6 +98,11 @@ func (s *Segment) lockOnly(op string) error {
 }
 
 func (s *Segment) lockOnlySlow(op string) error {
+	if st := s.state.Load(); st == stNotInUse {
+		if err := s.markInUse(op); err != nil {
+			return err
+		}
+	}
 	if st := s.state.Load(); st != 0 {
 		return s.stateErr(op, st)
 	}
@@ -106,6 +113,23 @@ func (s *Segment) lockOnlySlow(op string) error {
 		s.lk.unlock()
 		return s.stateErr(op, st)
 	}
+	return nil
+}
+
+// markInUse makes sure, before this open's first change, that the
+// segment's header says it is in use, durably on a file backing
+// (envelope.MarkInUse): an open that only reads leaves a segment that was
+// closed cleanly marked closed, and syncs nothing. Every call that
+// changes the segment through its own structures comes here first
+// (lockOnly); after the first, it is one bit of the state word.
+func (s *Segment) markInUse(op string) error {
+	if s.state.Load()&stNotInUse == 0 {
+		return nil
+	}
+	if err := s.env.MarkInUse(); err != nil {
+		return s.errf(op, err)
+	}
+	s.state.And(^uint32(stNotInUse))
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 
@@ -165,12 +166,21 @@ func (r *Region) writeZeros(from, to int64) error {
 	return nil
 }
 
+// syncs counts the calls of Sync that reached stable storage.
+var syncs atomic.Uint64
+
+// Syncs is how many times Sync has written to stable storage (a durable
+// backing's msync and fdatasync) in this process: tests check with it
+// what an operation syncs.
+func Syncs() uint64 { return syncs.Load() }
+
 // Sync makes mem (a part of the mapping) and the backing's data durable:
 // msync then fdatasync. On a backing that is not durable it does nothing.
 func (r *Region) Sync(mem []byte) error {
 	if !r.durable {
 		return nil
 	}
+	syncs.Add(1)
 	if len(mem) > 0 {
 		if err := unix.Msync(mem, unix.MS_SYNC); err != nil {
 			return r.wrap("msync", err)
