@@ -67,22 +67,29 @@ func (e *Envelope) Close(c Closing) error {
 	if c.Release != nil {
 		c.Release(side)
 	}
+	// Give back the address space beyond the segment's size now (nothing
+	// can reach it: every access is bounded by a size read before the
+	// mapping was retired, and the size only grows), and the rest when
+	// Unmap runs. The size is read after the mapping was retired.
+	keep := int64(-1)
 	if attached {
 		errs = append(errs, e.detach(side, c.Quiet))
 		if sideMapped {
+			keep = int64(min(side.liveSize(), uint64(e.maxLen)))
 			errs = append(errs, e.region.UnmapSide(side))
 		} else {
 			errs = append(errs, e.region.Retire(e.Size()))
 		}
 	}
-	// Give back the address space beyond the segment's size now (nothing
-	// can reach it: every access is bounded by a size read before the
-	// mapping was retired, and the size only grows), and the rest when
-	// Unmap runs.
 	if e.fixedSize == 0 {
-		var word [8]byte
-		if _, err := e.region.ReadAt(word[:], liveSizeOff); err == nil {
-			errs = append(errs, e.region.Trim(int64(min(binary.LittleEndian.Uint64(word[:]), uint64(e.maxLen)))))
+		if keep < 0 {
+			var word [8]byte
+			if _, err := e.region.ReadAt(word[:], liveSizeOff); err == nil {
+				keep = int64(min(binary.LittleEndian.Uint64(word[:]), uint64(e.maxLen)))
+			}
+		}
+		if keep >= 0 {
+			errs = append(errs, e.region.Trim(keep))
 		}
 	}
 	errs = append(errs, e.region.CloseFile())

@@ -8,7 +8,6 @@ import (
 	"syscall"
 	"unsafe"
 
-	mmap "github.com/edsrzf/mmap-go"
 	"golang.org/x/sys/unix"
 )
 
@@ -24,10 +23,9 @@ const (
 	MapPrivate
 )
 
-// The region's mapping is made and released with x/sys's MmapPtr and
-// MunmapPtr rather than with mmap-go (which maps the side views): Close
-// replaces it in place with private memory (Retire) and gives part of it
-// back at once (Trim), and mmap-go's mappings can only be unmapped whole.
+// The region's mappings are made and released with x/sys's MmapPtr and
+// MunmapPtr: Close replaces the main one in place with private memory
+// (Retire) and gives part of it back at once (Trim).
 
 // Map maps length bytes from the start of the backing. length may be far
 // larger than the backing: the address space is reserved, and pages appear
@@ -89,28 +87,31 @@ func (r *Region) Populate(mem []byte) error {
 // MapSide maps the first n bytes of the backing a second time, shared
 // and (unless the descriptor is read-only) writable, at an address of the
 // kernel's choosing: a view of those bytes that stays valid after Retire.
-// UnmapSide removes it.
+// Its pages are faulted in by the same call (MAP_POPULATE): the view is
+// made to be used at once. UnmapSide removes it.
 func (r *Region) MapSide(n int64) ([]byte, error) {
-	prot := mmap.RDWR
+	prot := unix.PROT_READ | unix.PROT_WRITE
 	if r.readOnly {
-		prot = mmap.RDONLY
+		prot = unix.PROT_READ
 	}
-	_, done, err := r.useFd("map")
+	if n <= 0 || int64(uintptr(n)) != n {
+		return nil, fmt.Errorf("%s: map %d bytes: %w", r.name, n, ErrNoSpace)
+	}
+	fd, done, err := r.useFd("map")
 	if err != nil {
 		return nil, err
 	}
 	defer done()
-	m, err := mmap.MapRegion(r.f, int(n), prot, 0, 0)
+	p, err := unix.MmapPtr(fd, 0, nil, uintptr(n), prot, unix.MAP_SHARED|unix.MAP_POPULATE)
 	if err != nil {
 		return nil, r.wrap("map", err)
 	}
-	return m, nil
+	return unsafe.Slice((*byte)(p), n), nil
 }
 
 // UnmapSide removes a mapping made by MapSide.
 func (r *Region) UnmapSide(b []byte) error {
-	m := mmap.MMap(b)
-	if err := m.Unmap(); err != nil {
+	if err := unix.MunmapPtr(unsafe.Pointer(unsafe.SliceData(b)), uintptr(len(b))); err != nil {
 		return r.wrap("unmap", err)
 	}
 	return nil
