@@ -49,7 +49,10 @@ func (r *Region) useFd(op string) (fd int, done func(), err error) {
 // meaningful (a file on disk) or a no-op (shared memory on tmpfs).
 func New(name string, f *os.File, created, durable bool) *Region {
 	fl, err := unix.FcntlInt(f.Fd(), unix.F_GETFL, 0)
-	readOnly := err == nil && fl&unix.O_ACCMODE == unix.O_RDONLY
+	return newRegion(name, f, created, durable, err == nil && fl&unix.O_ACCMODE == unix.O_RDONLY)
+}
+
+func newRegion(name string, f *os.File, created, durable, readOnly bool) *Region {
 	return &Region{name: name, f: f, created: created, durable: durable, readOnly: readOnly}
 }
 
