@@ -5,7 +5,9 @@
 # usage: bench/compare.sh [case,case,...]
 #
 #   first argument  comma list of cases (default: the six allocator and
-#                   name-directory cases, see DEFAULT_CASES below)
+#                   name-directory cases, see DEFAULT_CASES below; the
+#                   others, such as open_existing,close_existing, are run
+#                   when named)
 #   ROUNDS=N        rounds of (boost, go) runs, alternating (default 3)
 #   BOOSTBENCH=PATH use a prebuilt C++ harness instead of building one
 #   MAPBENCH=PATH   use a prebuilt Go harness instead of building one

@@ -175,7 +175,7 @@ func TestQuickstart(t *testing.T) {
 	t.Logf("second run:\n%s", out)
 	mustMatch(t, out,
 		`^opened `+regexp.QuoteMeta(path)+` \(it was closed when found\)$`,
-		`^size \d+ bytes, state attached, opened 2 times$`,
+		`^size \d+ bytes, state closed, opened 2 times$`, // in use from its first change on
 		`^run 2$`,
 		`^previous run \(run 1\): pid \d+ at `)
 }

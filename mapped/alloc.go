@@ -204,7 +204,7 @@ func (s *Segment) AllocateInto(ref Handle, n int) ([]byte, error) {
 	if err := checkSize(n); err != nil {
 		return nil, s.errf("allocate", err)
 	}
-	if st := s.state.Load(); st != 0 {
+	if st := s.state.Load(); st&stRefusesChanges != 0 {
 		return nil, s.stateErr("allocate", st)
 	}
 	roff, err := s.refWord(ref)
@@ -236,7 +236,7 @@ func (s *Segment) AllocateInto(ref Handle, n int) ([]byte, error) {
 // DeallocateFrom frees the block whose handle is stored at ref and sets
 // the word at ref to zero, as one crash-atomic step.
 func (s *Segment) DeallocateFrom(ref Handle) error {
-	if st := s.state.Load(); st != 0 {
+	if st := s.state.Load(); st&stRefusesChanges != 0 {
 		return s.stateErr("deallocate", st)
 	}
 	roff, err := s.refWord(ref)

@@ -166,9 +166,11 @@ func TestFailedRecoveryLeavesReadOnlyInspection(t *testing.T) {
 		s := mustOpen(t, b, CreateOnly, WithSize(256<<10))
 		h := keepAndBlock(t, s)
 		require.NoError(t, s.Close())
-		// Left unclean: a process attached and was killed.
+		// Left unclean: a process attached, changed it and was killed.
 		c := proctest.Start(t, "attach", spec)
 		c.Expect("ready")
+		c.Send("change")
+		c.Expect("changed")
 		c.Kill()
 		// Then damage behind everyone's back: a run's live count.
 		data, err := os.ReadFile(osPath(b))

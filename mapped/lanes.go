@@ -107,8 +107,10 @@ var ErrLaneFull = fmt.Errorf("lane record full (%d bytes)", laneLog)
 // read-only is ErrReadOnly, a closed one ErrClosed. While every lane is
 // taken it waits; a lane whose owner died is recovered then.
 func (s *Segment) BeginLane() (Lane, error) {
-	if st := s.state.Load(); st != 0 {
-		return Lane{}, s.stateErr("begin lane", st)
+	if !s.CanChange() {
+		if err := s.PrepareChange("begin lane"); err != nil {
+			return Lane{}, err
+		}
 	}
 	me := s.laneMe
 	start := int(s.laneHint.Load())
@@ -124,7 +126,7 @@ func (s *Segment) BeginLane() (Lane, error) {
 			// Close sets the state, then waits until no lane names this
 			// open: a claim it did not see must see the state (the CAS
 			// orders this load after it) and back out.
-			if st := s.state.Load(); st != 0 {
+			if st := s.state.Load(); st&stClosed != 0 {
 				journal.StoreOrdered(w, 0)
 				return Lane{}, s.stateErr("begin lane", st)
 			}

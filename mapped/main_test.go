@@ -24,7 +24,8 @@ func TestMain(m *testing.M) {
 // children are the processes tests start. Each takes a backing spec
 // ("file:PATH" or "shm:NAME") as its first argument.
 var children = map[string]func(args []string) int{
-	// attach opens the segment, says ready, then obeys commands.
+	// attach opens the segment, says ready, then obeys commands (read,
+	// change, close).
 	"attach": childAttach,
 	// churn allocates, tags, verifies and frees blocks from two goroutines.
 	"churn": childChurn,
@@ -96,6 +97,12 @@ func childAttach(args []string) int {
 			}
 			v := atomic.LoadUint64((*uint64)(unsafe.Pointer(&seg.env.Mem()[off])))
 			fmt.Printf("value %d %d\n", v, seg.Size())
+		case "change": // the open's first change: allocate a block
+			if _, err := seg.Allocate(64); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 2
+			}
+			fmt.Println("changed")
 		case "close":
 			if err := seg.Close(); err != nil {
 				fmt.Fprintln(os.Stderr, err)

@@ -34,11 +34,11 @@ func initManager(e *envelope.Envelope) error {
 
 // checkManager refuses, before an open changes anything, a segment whose
 // manager this build cannot read, or whose manager's fields do not fit
-// the segment (envelope.Params.Check). A segment closed cleanly must have
-// nothing half done.
-func checkManager(e *envelope.Envelope, hd envelope.Header) error {
+// the segment (envelope.Params.Check). A segment closed cleanly that
+// nobody holds must have nothing half done.
+func checkManager(e *envelope.Envelope, _ envelope.Header) error {
 	h := newHeap(e)
-	if hd.State != recovery.StateClosed {
+	if !e.Idle() {
 		// Processes may be attached, in the middle of operations: read the
 		// fixed fields between them. The words validateWords reads are
 		// checked by recovery once it knows nobody is (recoverManager).
@@ -47,7 +47,12 @@ func checkManager(e *envelope.Envelope, hd envelope.Header) error {
 	if err := h.validate(e.Size); err != nil {
 		return err
 	}
-	if err := quiet(e.Mem()); err != nil {
+	// The segment lock may still be held: a process that only read under
+	// it changes nothing, so its open never marked the segment in use, and
+	// a power loss can leave the page with the lock word on the disk
+	// without the page of its seat. A writable open releases such a lock
+	// (seatClaimed); nothing else may be half done.
+	if err := quietExceptLock(e.Mem()); err != nil {
 		return fmt.Errorf("closed cleanly, yet %w", corrupt("%v", err))
 	}
 	return h.validateWords()
@@ -240,18 +245,26 @@ func releaseStale(w *uint64, v uint64) {
 }
 
 // seatClaimed is recovery.Params.Claimed: this open just took seat, under
-// the meta lock. A segment lock that names the seat is stale (its earlier
-// occupant is gone without releasing it, and a dead occupant's operation
-// was rolled back when its seat was reaped): release it, so that this
-// process never waits on a lock it does not hold and believes alive.
+// the meta lock. A segment lock that names the seat, or a seat that is
+// free, is stale (its earlier occupant is gone without releasing it, and a
+// dead occupant's operation was rolled back when its seat was reaped; a
+// seat is marked attached before its process takes the lock and freed
+// after it lets go): release it, so that this process never waits on a
+// lock it does not hold and believes alive.
 func seatClaimed(e *envelope.Envelope, seat int, rep *recovery.Report) error {
 	h := newHeap(e)
 	w := lockWord(h)
 	v := atomic.LoadUint64(w)
-	if int(v&lockOwnerMask)-1 != seat {
+	owner := int(v&lockOwnerMask) - 1
+	if owner < 0 {
 		return nil
 	}
-	who := fmt.Sprintf("an earlier occupant of seat %d", seat)
+	if owner != seat {
+		if alive, err := e.SeatAlive(owner); err != nil || alive {
+			return err
+		}
+	}
+	who := fmt.Sprintf("an earlier occupant of seat %d", owner)
 	if err := h.rollBack(e.Size(), who, rep.Addf); err != nil {
 		return err
 	}
@@ -263,10 +276,7 @@ func seatClaimed(e *envelope.Envelope, seat int, rep *recovery.Report) error {
 // attachManager sets up this open's view of the manager.
 func (s *Segment) attachManager() error {
 	e := s.env
-	roots, err := e.Roots()
-	if err != nil {
-		return err
-	}
+	roots := e.Found().Roots
 	if roots[rootManager] != mgrOff {
 		return fmt.Errorf("%s: root %d is %d, not the manager's offset %d: %w", s.b.Name(), rootManager, roots[rootManager], mgrOff, ErrCorrupt)
 	}
@@ -299,8 +309,11 @@ func (s *Segment) attachManager() error {
 	s.lk.private = s.mode == OpenCopyOnWrite
 	s.lk.takeover = s.takeover
 	s.lk.stop = &s.state
-	if s.mode == OpenReadOnly {
+	switch s.mode {
+	case OpenReadOnly:
 		s.state.Or(stReadOnly)
+	case OpenOnly, OpenOrCreate, CreateOnly:
+		s.state.Or(stNotInUse)
 	}
 	if s.mode == OpenCopyOnWrite {
 		// The private copy may hold an operation in flight in another

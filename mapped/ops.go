@@ -18,8 +18,10 @@ const (
 	stClosed   = 1 << iota // Close has begun: every call is ErrClosed
 	stCorrupt              // an operation found the segment corrupt: every call that reads or writes its structures is ErrCorrupt
 	stReadOnly             // opened read-only: every change is ErrReadOnly
+	stNotInUse             // writable, and this open has not yet marked the segment in use (markInUse)
 
-	stUnusable = stClosed | stCorrupt // refuses reads too
+	stUnusable       = stClosed | stCorrupt              // refuses reads too
+	stRefusesChanges = stClosed | stCorrupt | stReadOnly // refuses changes
 )
 
 // stateErr is the error of a call refused because of state st.
@@ -96,6 +98,11 @@ func (s *Segment) lockOnly(op string) error {
 }
 
 func (s *Segment) lockOnlySlow(op string) error {
+	if st := s.state.Load(); st == stNotInUse {
+		if err := s.markInUse(op); err != nil {
+			return err
+		}
+	}
 	if st := s.state.Load(); st != 0 {
 		return s.stateErr(op, st)
 	}
@@ -104,6 +111,51 @@ func (s *Segment) lockOnlySlow(op string) error {
 	}
 	if st := s.state.Load(); st != 0 {
 		s.lk.unlock()
+		return s.stateErr(op, st)
+	}
+	return nil
+}
+
+// markInUse makes sure, before this open's first change, that the
+// segment's header says it is in use, durably on a file backing
+// (envelope.MarkInUse): an open that only reads leaves a segment that was
+// closed cleanly marked closed, and syncs nothing. Every call that
+// changes the segment through its own structures comes here first
+// (lockOnly); after the first, it is one bit of the state word.
+func (s *Segment) markInUse(op string) error {
+	if s.state.Load()&stNotInUse == 0 {
+		return nil
+	}
+	if err := s.env.MarkInUse(); err != nil {
+		return s.errf(op, err)
+	}
+	s.state.And(^uint32(stNotInUse))
+	return nil
+}
+
+// CanChange reports whether this open may change the segment now with
+// nothing more to do: writable, not closing, and already marked in use.
+// It is one load, and inlines: the fast path of a value in the segment
+// that publishes its changes itself (a container's append). When it says
+// false, call PrepareChange.
+func (s *Segment) CanChange() bool {
+	return s.state.Load()&(stClosed|stReadOnly|stNotInUse) == 0
+}
+
+// PrepareChange readies this open for a change that a value in the
+// segment makes by itself (not through the segment's own calls, which do
+// it): the first one of an open marks the segment in use (durably, on a
+// file backing: see Flush). It is ErrReadOnly for a read-only open and
+// ErrClosed once Close has begun; op names the call in the error.
+func (s *Segment) PrepareChange(op string) error {
+	st := s.state.Load()
+	if st&stNotInUse != 0 && st&(stClosed|stReadOnly) == 0 {
+		if err := s.markInUse(op); err != nil {
+			return err
+		}
+		st = s.state.Load()
+	}
+	if st&(stClosed|stReadOnly) != 0 {
 		return s.stateErr(op, st)
 	}
 	return nil

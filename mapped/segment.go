@@ -161,7 +161,10 @@ func openOrCreate(b backing.Backing, o options, p envelope.Params) (*envelope.En
 }
 
 // Close detaches from the segment and unmaps it. The last writable
-// process to close a file segment flushes it and marks it closed cleanly.
+// process to close a segment marked in use (changed since it was last
+// closed cleanly: see Durability in the package documentation) flushes
+// it, on a file, and marks it closed; closing a segment nobody changed
+// writes nothing but this open's seat, and syncs nothing.
 // Close is idempotent: a second call returns nil once the first is done;
 // afterwards every other method returns ErrClosed.
 //
@@ -235,7 +238,13 @@ func (s *Segment) finishPending() {
 // quiet is envelope.Closing.Quiet: nothing is half done in the segment
 // whose first pages are mem (the segment lock is free, the journal idle,
 // the fast-path intent record clear).
-func quiet(mem []byte) error {
+func quiet(mem []byte) error { return quietCheck(mem, true) }
+
+// quietExceptLock is quiet for a segment whose lock may be left held by a
+// process that changed nothing under it.
+func quietExceptLock(mem []byte) error { return quietCheck(mem, false) }
+
+func quietCheck(mem []byte, lock bool) error {
 	base := unsafe.Pointer(unsafe.SliceData(mem))
 	w := func(off uintptr) uint64 { return atomic.LoadUint64((*uint64)(unsafe.Add(base, off))) }
 	g := geometryOf(w(mGeometry))
@@ -243,7 +252,7 @@ func quiet(mem []byte) error {
 	switch op, _, err := j.Pending(); {
 	case err != nil:
 		return err
-	case w(mLock)&(lockOwnerMask|lockWaiters) != 0:
+	case lock && w(mLock)&(lockOwnerMask|lockWaiters) != 0:
 		return fmt.Errorf("the segment lock is held (word %#x)", w(mLock))
 	case op != 0:
 		return fmt.Errorf("the undo journal holds operation %d", op)
@@ -259,8 +268,11 @@ func quiet(mem []byte) error {
 }
 
 // Flush makes everything written to the segment so far durable: msync of
-// the used range and fdatasync. On shared memory, which has no disk behind
-// it, it returns nil at once.
+// the used range and fdatasync. In a writable open it first marks the
+// segment in use, durably, if it is not yet (see Durability in the
+// package documentation), so that what is written through pointers after
+// it is covered by power-loss detection too. On shared memory, which has
+// no disk behind it, it syncs nothing.
 func (s *Segment) Flush() error {
 	if st := s.state.Load(); st&stClosed != 0 {
 		return s.errClosed("flush")
@@ -341,7 +353,7 @@ type Info struct {
 	Mode       Mode           // how this process opened it
 	Size       int64          // current size in bytes
 	MaxSize    int64          // maximum size in bytes
-	State      recovery.State // header state now (attached while writers have it open)
+	State      recovery.State // header state now (attached from the first change until the last writer closes)
 	Opens      uint64         // writable opens over the segment's life
 	Generation uint64         // header generation
 	UUID       [16]byte       // creation UUID
@@ -365,7 +377,7 @@ func (s *Segment) Info() (Info, error) {
 	}
 	return Info{
 		Name: s.b.Name(), Mode: s.mode, Size: s.env.Size(), MaxSize: s.env.MaxSize(),
-		State: h.State, Opens: h.Opens, Generation: h.Generation, UUID: h.UUID,
+		State: h.State, Opens: s.env.Opens(), Generation: h.Generation, UUID: h.UUID,
 		FixedSize: h.Flags&envelope.FlagFixedSize != 0, Durable: s.env.Durable(),
 		LockAcquisitions: atomic.LoadUint64(s.lk.word) >> 8,
 	}, nil

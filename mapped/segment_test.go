@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"io/fs"
 	"os"
@@ -276,7 +277,17 @@ func TestBadFiles(t *testing.T) {
 				patchFile(t, p, off+8, []byte{envelope.FormatVersion + 1, 0, 0, 0})
 				resum(t, p, off)
 			}
-		}, ErrVersion, "format version 2"},
+		}, ErrVersion, fmt.Sprintf("format version %d", envelope.FormatVersion+1)},
+		{"older version", func(t *testing.T, p string) {
+			// Format 1 had no occupied-seat mask: its seats would be
+			// invisible to this build's liveness scan.
+			src := writeSegmentFile(t)
+			require.NoError(t, os.Rename(src, p))
+			for _, off := range []int64{0, 2048} {
+				patchFile(t, p, off+8, []byte{envelope.FormatVersion - 1, 0, 0, 0})
+				resum(t, p, off)
+			}
+		}, ErrVersion, fmt.Sprintf("format version %d, this build reads %d", envelope.FormatVersion-1, envelope.FormatVersion)},
 		{"no segment manager", func(t *testing.T, p string) {
 			src := writeSegmentFile(t)
 			require.NoError(t, os.Rename(src, p))
@@ -439,43 +450,6 @@ func TestGrowSeenByAnotherProcess(t *testing.T) {
 			require.Equal(t, 0, c.Wait())
 		}
 		assert.Equal(t, base, unsafe.Pointer(&s.env.Mem()[0]))
-	})
-}
-
-func TestSIGKILLWhileAttachedIsUncleanShutdown(t *testing.T) {
-	forKinds(t, func(t *testing.T, b backing.Backing, spec string) {
-		s, err := Open(b, CreateOnly)
-		require.NoError(t, err)
-		require.NoError(t, s.Close())
-
-		c := proctest.Start(t, "attach", spec)
-		fields := strings.Fields(c.Expect("ready"))
-		pid, _ := strconv.Atoi(fields[1])
-		c.Kill()
-
-		ro, err := Open(b, OpenReadOnly)
-		require.NoError(t, err)
-		assert.True(t, ro.RecoveryReport().UncleanShutdown)
-		assert.True(t, ro.RecoveryReport().RecoveryNeeded, "read-only cannot recover")
-		assert.Contains(t, ro.RecoveryReport().String(), "unclean shutdown: recovery needed")
-		require.NoError(t, ro.Close())
-
-		s, err = Open(b, OpenOnly)
-		require.NoError(t, err)
-		rep := s.RecoveryReport()
-		assert.True(t, rep.UncleanShutdown)
-		assert.False(t, rep.MachineRestarted)
-		require.Len(t, rep.DeadProcesses, 1)
-		assert.Equal(t, pid, rep.DeadProcesses[0].PID)
-		assert.Contains(t, rep.String(), "unclean shutdown: recovered")
-		assert.NotContains(t, rep.String(), "needed", "a writable open recovered it")
-		assert.Contains(t, rep.String(), "process "+strconv.Itoa(pid)+" ")
-		require.NoError(t, s.Close())
-
-		s, err = Open(b, OpenOnly)
-		require.NoError(t, err)
-		assert.True(t, s.RecoveryReport().Clean(), "recovered once, clean after: %s", s.RecoveryReport())
-		require.NoError(t, s.Close())
 	})
 }
 

@@ -22,13 +22,14 @@ func segFor(p unsafe.Pointer, typ string, method string) *mapped.Segment {
 	return seg
 }
 
-// writable is nil when seg may be changed; ErrReadOnly when it was
-// opened read-only.
+// writable is nil when seg may be changed (marking it in use first, if
+// this open has not yet: see mapped.Segment.PrepareChange); ErrReadOnly
+// when it was opened read-only, ErrClosed once it is closing.
 func writable(seg *mapped.Segment, typ, method string) error {
-	if seg.Mode() == mapped.OpenReadOnly {
-		return fmt.Errorf("mapstore: objects.%s.%s in %s: opened read-only: %w", typ, method, seg.Name(), mapped.ErrReadOnly)
+	if seg.CanChange() {
+		return nil
 	}
-	return nil
+	return seg.PrepareChange("objects." + typ + "." + method)
 }
 
 // damaged is the misuse-free panic for a header the segment holds that

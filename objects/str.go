@@ -109,7 +109,7 @@ func (s *String) Compare(v string) int {
 // larger block is mapped.ErrNoSpace, and the value is unchanged.
 func (s *String) Set(v string) error {
 	seg := mapped.SegmentAt(unsafe.Pointer(s))
-	if seg == nil || seg.Mode() == mapped.OpenReadOnly {
+	if seg == nil || !seg.CanChange() {
 		return s.setSlow(v)
 	}
 	n := uint64(len(v))

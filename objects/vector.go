@@ -129,7 +129,7 @@ func (v *Vector[T]) All() iter.Seq2[int, *T] {
 // the vector is unchanged.
 func (v *Vector[T]) Append(xs ...T) error {
 	seg := mapped.SegmentAt(unsafe.Pointer(v))
-	if seg != nil && len(xs) == 1 && seg.Mode() != mapped.OpenReadOnly {
+	if seg != nil && len(xs) == 1 && seg.CanChange() {
 		// The common case, written out: one element that fits. Write it
 		// past the length, then publish the length with one store. No
 		// lane, no lock, no shared word but the vector's own.

@@ -25,8 +25,10 @@ type Report struct {
 	// segment was opened from the other copy (and, when writable, the
 	// damaged copy was rewritten).
 	DamagedHeaders []string
-	// UncleanShutdown: the segment was left attached with no live process
-	// holding it, so one or more processes died with it open.
+	// UncleanShutdown: the segment was left in use (attached) with no live
+	// process holding it, so one or more processes died with it open after
+	// it was changed. (A process that dies before any change leaves it
+	// closed: it is only listed in DeadProcesses.)
 	UncleanShutdown bool
 	// MachineRestarted: it was left attached by a machine boot other than
 	// this one, so the machine stopped (power loss, OS crash) while it was

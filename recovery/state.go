@@ -11,9 +11,13 @@ const (
 	// StateCreating: creation began and has not finished (older builds
 	// wrote it; a segment found in it is refused).
 	StateCreating State = 1
-	// StateAttached: writable processes have it open (or died with it open).
+	// StateAttached: in use: a writable process changed it since it was
+	// last closed cleanly, and writable processes have it open (or died
+	// with it open).
 	StateAttached State = 2
-	// StateClosed: the last writer closed it cleanly and flushed it.
+	// StateClosed: the last writer closed it cleanly (and flushed it), and
+	// nobody has changed it since; writable processes may have it open
+	// and only read.
 	StateClosed State = 3
 )
 

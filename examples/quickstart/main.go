@@ -98,6 +98,11 @@ func run(path string) error {
 	}
 	*last = lastRun{Unix: time.Now().Unix(), PID: int64(os.Getpid())}
 
-	// Closing the last open of a file segment flushes it.
+	// The writes above went through pointers, which the segment does not
+	// see: Flush makes them durable (closing flushes only a segment some
+	// call changed, as the first run's constructions did).
+	if err := seg.Flush(); err != nil {
+		return err
+	}
 	return seg.Close()
 }

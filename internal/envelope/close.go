@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/mapstore/mapstore/recovery"
 )
@@ -66,30 +67,40 @@ func (e *Envelope) Close(c Closing) error {
 	if c.Release != nil {
 		c.Release(side)
 	}
+	// Give back the address space beyond the segment's size now (nothing
+	// can reach it: every access is bounded by a size read before the
+	// mapping was retired, and the size only grows), and the rest when
+	// Unmap runs. The size is read after the mapping was retired.
+	keep := int64(-1)
 	if attached {
 		errs = append(errs, e.detach(side, c.Quiet))
 		if sideMapped {
+			keep = int64(min(side.liveSize(), uint64(e.maxLen)))
 			errs = append(errs, e.region.UnmapSide(side))
 		} else {
 			errs = append(errs, e.region.Retire(e.Size()))
 		}
 	}
-	// Give back the address space beyond the segment's size now (nothing
-	// can reach it: every access is bounded by a size read before the
-	// mapping was retired, and the size only grows), and the rest when
-	// Unmap runs.
 	if e.fixedSize == 0 {
-		var word [8]byte
-		if _, err := e.region.ReadAt(word[:], liveSizeOff); err == nil {
-			errs = append(errs, e.region.Trim(int64(min(binary.LittleEndian.Uint64(word[:]), uint64(e.maxLen)))))
+		if keep < 0 {
+			var word [8]byte
+			if _, err := e.region.ReadAt(word[:], liveSizeOff); err == nil {
+				keep = int64(min(binary.LittleEndian.Uint64(word[:]), uint64(e.maxLen)))
+			}
+		}
+		if keep >= 0 {
+			errs = append(errs, e.region.Trim(keep))
 		}
 	}
 	errs = append(errs, e.region.CloseFile())
 	return errors.Join(errs...)
 }
 
-// detach gives up this open's seat; the last one out flushes and marks
-// the segment closed, unless quiet says an operation was left half done.
+// detach gives up this open's seat; the last one out of a segment marked
+// in use flushes it and marks it closed, unless quiet says an operation
+// was left half done. A segment still marked closed (nobody changed it
+// since it was last closed) needs neither: detach writes nothing but the
+// seat.
 func (e *Envelope) detach(v view, quiet func([]byte) error) error {
 	if _, err := e.region.Lock(metaLockOff, true, true); err != nil {
 		return err
@@ -99,14 +110,26 @@ func (e *Envelope) detach(v view, quiet func([]byte) error) error {
 	if v.seatsTaken() {
 		return nil // others attached, alive or awaiting recovery
 	}
+	v.clearStaleBits()
 	h, err := v.header(e.region.Name())
 	if err != nil {
 		return err
 	}
 	if quiet != nil {
 		if err := quiet(v); err != nil {
+			if h.State != recovery.StateAttached {
+				// Left for recovery, which only an open that finds the
+				// segment in use runs: say so (on a disk, durably).
+				h.State = recovery.StateAttached
+				h.BootID = bootID()
+				v.writeHeader(&h)
+				_ = e.region.Sync(v[:PageSize])
+			}
 			return fmt.Errorf("%s: left attached for recovery: %w", e.region.Name(), err)
 		}
+	}
+	if h.State != recovery.StateAttached {
+		return nil // never changed since it was last closed
 	}
 	// The data pages are dirty in the page cache (retiring the mapping
 	// handed their dirty bits over), so one fdatasync writes them.
@@ -114,6 +137,7 @@ func (e *Envelope) detach(v view, quiet func([]byte) error) error {
 		return err
 	}
 	h.State = recovery.StateClosed
+	h.Opens = atomic.LoadUint64(v.word(attachSeqOff))
 	v.writeHeader(&h)
 	return e.region.Sync(v[:PageSize])
 }

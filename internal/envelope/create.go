@@ -44,6 +44,7 @@ func (e *Envelope) create(p Params, rep *recovery.Report) error {
 	e.mem, e.maxLen, e.uuid, e.flags = mem, maxLen, h.UUID, h.Flags
 	h.MaxSize = uint64(maxLen)
 	e.writeHeader(&h)
+	e.inUse.Store(true) // created attached
 	e.mem.setLiveSize(h.Size)
 	if p.Init != nil {
 		if err := p.Init(e); err != nil {
@@ -51,6 +52,9 @@ func (e *Envelope) create(p Params, rep *recovery.Report) error {
 		}
 	}
 	if err := e.claimSeat(p, rep); err != nil {
+		return err
+	}
+	if e.hdr, err = e.current(); err != nil {
 		return err
 	}
 	return r.Publish()

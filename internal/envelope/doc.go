@@ -21,8 +21,9 @@
 //	0       512   header copy A (see Header for its fields)
 //	2048    512   header copy B
 //	4096    8     live size: the header's size, readable with one atomic load
-//	4104    8     attach counter, for attach ids
-//	4112    48    reserved
+//	4104    8     attach counter, for attach ids (writable opens over the segment's life)
+//	4112    16    occupied-seat mask: which seats of the table to look at
+//	4128    32    reserved
 //	4160    8128  attached-process table: MaxSeats seats of 64 bytes
 //	12288         first byte the layers above may use
 //

@@ -13,7 +13,9 @@ import (
 const Magic = "MAPSTORE"
 
 // FormatVersion is the envelope format this build writes and reads.
-const FormatVersion = 1
+// Version 2 added the occupied-seat mask (version 1 segments, whose mask
+// words are zero whatever seats are taken, are ErrVersion).
+const FormatVersion = 2
 
 // Envelope geometry.
 const (
@@ -23,6 +25,7 @@ const (
 	HeaderOffB   = 2048         // copy B
 	liveSizeOff  = 4096         // atomic uint64: current size
 	attachSeqOff = 4104         // atomic uint64: attach counter
+	seatMaskOff  = 4112         // 2 atomic uint64: occupied-seat mask
 	seatsOff     = 4160         // attached-process table
 	SeatLen      = 64           // bytes per seat
 	MaxSeats     = 127          // attached opens at one time

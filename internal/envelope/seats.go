@@ -2,7 +2,9 @@ package envelope
 
 import (
 	"fmt"
+	"math/bits"
 	"os"
+	"sync"
 	"sync/atomic"
 	"unsafe"
 
@@ -18,12 +20,49 @@ import (
 //	4   4  pid
 //	8   8  attach id (unique per attach over the segment's life)
 //	16  48 reserved for the layers above (SeatWords)
+//
+// The occupied-seat mask (two words at seatMaskOff: bit i%64 of word i/64
+// for seat i; bit 63 of the second word, seat 127, does not exist and is
+// ignored) names the seats worth looking at, so that an open reads one
+// cache line and tests only those seats' liveness locks instead of all
+// MaxSeats. A seat's bit is set before the seat is marked attached and
+// cleared after it is marked free, so whatever instruction a process dies
+// at, an attached seat always has its bit; a bit over a free seat (left by
+// a process that died between the two steps) only costs a look, and a
+// writable open clears it. The mask and the seats change only under the
+// meta lock; the atomic steps order them for processes that die.
 
 func seatBase(i int) int { return seatsOff + i*SeatLen }
 
 func (v view) seatState(i int) uint32 { return atomic.LoadUint32(v.word32(seatBase(i))) }
 
 func (v view) seatPID(i int) uint32 { return atomic.LoadUint32(v.word32(seatBase(i) + 4)) }
+
+// seatMask loads the occupied-seat mask, without the bit that names no
+// seat: whatever the segment holds, it names seats below MaxSeats.
+func (v view) seatMask() [2]uint64 {
+	return [2]uint64{
+		atomic.LoadUint64(v.word(seatMaskOff)),
+		atomic.LoadUint64(v.word(seatMaskOff+8)) & (1<<(MaxSeats-64) - 1),
+	}
+}
+
+func (v view) setSeatBit(i int) { atomic.OrUint64(v.word(seatMaskOff+8*(i/64)), 1<<(i%64)) }
+
+func (v view) clearSeatBit(i int) { atomic.AndUint64(v.word(seatMaskOff+8*(i/64)), ^uint64(1<<(i%64))) }
+
+// occupied calls f for each seat whose bit is set in the mask (through v),
+// in order, until f returns false. It visits at most MaxSeats seats.
+func (v view) occupied(f func(i int) bool) {
+	m := v.seatMask()
+	for w := range m {
+		for bs := m[w]; bs != 0; bs &= bs - 1 {
+			if !f(w*64 + bits.TrailingZeros64(bs)) {
+				return
+			}
+		}
+	}
+}
 
 // SeatAlive reports whether the process attached in seat i is alive: it
 // is this open's own seat, or its liveness lock is held. A free seat is
@@ -60,25 +99,34 @@ func (e *Envelope) SeatWords(i int) *[6]uint64 {
 	return (*[6]uint64)(unsafe.Pointer(&e.mem[seatBase(i)+16]))
 }
 
-// claimSeat takes a free seat and its liveness lock, then runs p.Claimed.
-// Meta lock held.
+// pid is this process's id (os.Getpid is a system call each time).
+var pid = sync.OnceValue(os.Getpid)
+
+// claimSeat takes a seat whose bit is clear in the mask, and its liveness
+// lock, then runs p.Claimed. Meta lock held (stale bits already cleared,
+// see clearStaleBits).
 func (e *Envelope) claimSeat(p Params, rep *recovery.Report) error {
+	m := e.mem.seatMask()
 	for i := 0; i < MaxSeats; i++ {
-		if e.mem.seatState(i) != 0 {
+		if m[i/64]&(1<<(i%64)) != 0 {
 			continue
 		}
+		e.mem.setSeatBit(i)
 		ok, err := e.region.Lock(seatLockOff+int64(i), true, false)
-		if err != nil {
-			return err
-		}
-		if !ok {
+		if err != nil || !ok {
+			// Held by an open that has no bit here (none should be): leave
+			// the seat alone.
+			e.mem.clearSeatBit(i)
+			if err != nil {
+				return err
+			}
 			continue
 		}
 		b := seatBase(i)
 		clear(e.mem[b : b+SeatLen])
 		id := atomic.AddUint64(e.mem.word(attachSeqOff), 1)
 		atomic.StoreUint64(e.mem.word(b+8), id)
-		atomic.StoreUint32(e.mem.word32(b+4), uint32(os.Getpid()))
+		atomic.StoreUint32(e.mem.word32(b+4), uint32(pid()))
 		atomic.StoreUint32(e.mem.word32(b), 1)
 		e.seat = i
 		if p.Claimed != nil {
@@ -91,22 +139,34 @@ func (e *Envelope) claimSeat(p Params, rep *recovery.Report) error {
 	return fmt.Errorf("%s: attach: all %d seats of the attached-process table are taken: %w", e.region.Name(), MaxSeats, region.ErrNoSpace)
 }
 
-// freeSeat clears seat i (through v) and, when it is ours, drops its
-// liveness lock.
+// freeSeat clears seat i (through v), then its bit in the mask, and, when
+// it is ours, drops its liveness lock. Meta lock held.
 func (e *Envelope) freeSeat(v view, i int) {
 	atomic.StoreUint32(v.word32(seatBase(i)), 0)
+	v.clearSeatBit(i)
 	if i == e.seat {
 		_ = e.region.Unlock(seatLockOff + int64(i))
 	}
 }
 
+// clearStaleBits clears the mask's bits over free seats (through v), left
+// by processes that died while claiming or freeing one. Meta lock held.
+func (v view) clearStaleBits() {
+	v.occupied(func(i int) bool {
+		if v.seatState(i) == 0 {
+			v.clearSeatBit(i)
+		}
+		return true
+	})
+}
+
 // seatsTaken reports whether any seat is taken (through v): by a live
 // process, or by a dead one awaiting recovery.
 func (v view) seatsTaken() bool {
-	for i := 0; i < MaxSeats; i++ {
-		if v.seatState(i) != 0 {
-			return true
-		}
-	}
-	return false
+	taken := false
+	v.occupied(func(i int) bool {
+		taken = v.seatState(i) != 0
+		return !taken
+	})
+	return taken
 }

@@ -43,6 +43,7 @@ const (
 
 	liveSizeOff  = 4096  // internal/envelope/doc.go: live size word
 	attachSeqOff = 4104  // internal/envelope/doc.go: attach counter
+	seatMaskOff  = 4112  // internal/envelope/doc.go: occupied-seat mask (two words)
 	seatsOff     = 4160  // internal/envelope/doc.go: attached-process table
 	seatsEnd     = 12288 // internal/envelope/doc.go: first byte the layers above may use
 
@@ -78,6 +79,7 @@ var regions = []region{
 	{"header B", 1, fixed(headerBOff, headerLen)},
 	{"live size", 2, fixed(liveSizeOff, 8)},
 	{"attach counter", 1, fixed(attachSeqOff, 8)},
+	{"seat mask", 1, fixed(seatMaskOff, 16)},
 	{"seat table", 3, fixed(seatsOff, seatsEnd-seatsOff)},
 	{"manager words", 8, fixed(mgrOff, mgrWordsLen)},
 	{"undo journal", 1, fixed(journalOff, journalLen)},

@@ -24,7 +24,7 @@ const (
 	MapPrivate
 )
 
-// The region's mapping is made and released with x/sys's MmapPtr and
+// The region's main mapping is made and released with x/sys's MmapPtr and
 // MunmapPtr rather than with mmap-go (which maps the side views): Close
 // replaces it in place with private memory (Retire) and gives part of it
 // back at once (Trim), and mmap-go's mappings can only be unmapped whole.
@@ -89,11 +89,15 @@ func (r *Region) Populate(mem []byte) error {
 // MapSide maps the first n bytes of the backing a second time, shared
 // and (unless the descriptor is read-only) writable, at an address of the
 // kernel's choosing: a view of those bytes that stays valid after Retire.
-// UnmapSide removes it.
+// Its pages are faulted in at once (one madvise instead of a fault per
+// window): the view is made to be used at once. UnmapSide removes it.
 func (r *Region) MapSide(n int64) ([]byte, error) {
 	prot := mmap.RDWR
 	if r.readOnly {
 		prot = mmap.RDONLY
+	}
+	if n <= 0 || int64(int(n)) != n {
+		return nil, fmt.Errorf("%s: map %d bytes: %w", r.name, n, ErrNoSpace)
 	}
 	_, done, err := r.useFd("map")
 	if err != nil {
@@ -104,6 +108,8 @@ func (r *Region) MapSide(n int64) ([]byte, error) {
 	if err != nil {
 		return nil, r.wrap("map", err)
 	}
+	// Best effort: a kernel without MADV_POPULATE_READ faults them later.
+	_ = unix.Madvise(m, unix.MADV_POPULATE_READ)
 	return m, nil
 }
 

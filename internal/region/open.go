@@ -59,11 +59,10 @@ func Open(spec Spec, flags Flags, perm fs.FileMode) (*Region, error) {
 		_ = f.Close()
 		return nil, err
 	}
-	// A regular file ignores O_NONBLOCK; clear it all the same.
-	if fl, err := unix.FcntlInt(f.Fd(), unix.F_GETFL, 0); err == nil {
-		_, _ = unix.FcntlInt(f.Fd(), unix.F_SETFL, fl&^unix.O_NONBLOCK)
-	}
-	return New(spec.Name, f, false, spec.Durable), nil
+	// A regular file ignores O_NONBLOCK; clear it all the same (none of
+	// the other flags F_SETFL sets was asked for).
+	_, _ = unix.FcntlInt(f.Fd(), unix.F_SETFL, 0)
+	return newRegion(spec.Name, f, false, spec.Durable, flags&ReadOnly != 0), nil
 }
 
 // create makes the unpublished file of a new backing.

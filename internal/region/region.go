@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 
@@ -48,7 +49,10 @@ func (r *Region) useFd(op string) (fd int, done func(), err error) {
 // meaningful (a file on disk) or a no-op (shared memory on tmpfs).
 func New(name string, f *os.File, created, durable bool) *Region {
 	fl, err := unix.FcntlInt(f.Fd(), unix.F_GETFL, 0)
-	readOnly := err == nil && fl&unix.O_ACCMODE == unix.O_RDONLY
+	return newRegion(name, f, created, durable, err == nil && fl&unix.O_ACCMODE == unix.O_RDONLY)
+}
+
+func newRegion(name string, f *os.File, created, durable, readOnly bool) *Region {
 	return &Region{name: name, f: f, created: created, durable: durable, readOnly: readOnly}
 }
 
@@ -165,12 +169,21 @@ func (r *Region) writeZeros(from, to int64) error {
 	return nil
 }
 
+// syncs counts the calls of Sync that reached stable storage.
+var syncs atomic.Uint64
+
+// Syncs is how many times Sync has written to stable storage (a durable
+// backing's msync and fdatasync) in this process: tests check with it
+// what an operation syncs.
+func Syncs() uint64 { return syncs.Load() }
+
 // Sync makes mem (a part of the mapping) and the backing's data durable:
 // msync then fdatasync. On a backing that is not durable it does nothing.
 func (r *Region) Sync(mem []byte) error {
 	if !r.durable {
 		return nil
 	}
+	syncs.Add(1)
 	if len(mem) > 0 {
 		if err := unix.Msync(mem, unix.MS_SYNC); err != nil {
 			return r.wrap("msync", err)

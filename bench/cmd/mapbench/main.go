@@ -34,8 +34,15 @@ type bench struct {
 	run  func(b env) (n int, d time.Duration, err error)
 }
 
-// env is one backing: seg is nil for heap.
-type env struct{ seg *mapped.Segment }
+// noHeap are the cases without a heap row: they are about segments.
+var noHeap = map[string]bool{"open_existing": true, "close_existing": true}
+
+// env is one backing: seg is nil for heap; b is the backing seg was
+// created in.
+type env struct {
+	seg *mapped.Segment
+	b   backing.Backing
+}
 
 var cases = []bench{
 	{"alloc_free_64", allocFree64},
@@ -47,6 +54,8 @@ var cases = []bench{
 	{"string_set", stringSet},
 	{"list_push_pop", listPushPop},
 	{"destroy_named", destroyNamed},
+	{"open_existing", openExisting},
+	{"close_existing", closeExisting},
 }
 
 func main() {
@@ -83,6 +92,9 @@ func runOne(c bench, bk, dir string) error {
 	var b backing.Backing
 	switch bk {
 	case "heap":
+		if noHeap[c.name] {
+			return nil
+		}
 	case "shm":
 		name := fmt.Sprintf("mapbench-%d", os.Getpid())
 		_ = shm.Remove(name)
@@ -103,7 +115,7 @@ func runOne(c bench, bk, dir string) error {
 			return err
 		}
 		defer s.Close()
-		e.seg = s
+		e.seg, e.b = s, b
 	}
 	runtime.GC()
 	n, d, err := c.run(e)
@@ -323,4 +335,57 @@ func destroyNamed(e env) (int, time.Duration, error) {
 		}
 	}
 	return numNamed, time.Since(start), nil
+}
+
+// openCloseTimes is open_existing and close_existing (bench/README.md):
+// with the segment holding numNamed named uint64s and closed, open it,
+// find a random one by name and check its value, then close it; 100
+// times. It returns the time of the opens and finds and that of the
+// closes.
+func openCloseTimes(e env) (n int, open, cls time.Duration, err error) {
+	const opens = 100
+	ns := names()
+	if err := construct(e, ns, nil); err != nil {
+		return 0, 0, 0, err
+	}
+	if err := e.seg.Close(); err != nil {
+		return 0, 0, 0, err
+	}
+	rng := rand.New(rand.NewPCG(42, 3))
+	idx := make([]uint32, opens)
+	for i := range idx {
+		idx[i] = uint32(rng.IntN(numNamed))
+	}
+	runtime.GC()
+	for _, i := range idx {
+		t0 := time.Now()
+		s, err := mapped.Open(e.b, mapped.OpenOnly)
+		if err != nil {
+			return 0, 0, 0, err
+		}
+		p, err := objects.Find[uint64](s, ns.at(int(i)))
+		if err != nil {
+			return 0, 0, 0, err
+		}
+		if *p != uint64(i) {
+			return 0, 0, 0, fmt.Errorf("%s holds %d", ns.at(int(i)), *p)
+		}
+		t1 := time.Now()
+		if err := s.Close(); err != nil {
+			return 0, 0, 0, err
+		}
+		open += t1.Sub(t0)
+		cls += time.Since(t1)
+	}
+	return opens, open, cls, nil
+}
+
+func openExisting(e env) (int, time.Duration, error) {
+	n, open, _, err := openCloseTimes(e)
+	return n, open, err
+}
+
+func closeExisting(e env) (int, time.Duration, error) {
+	n, _, cls, err := openCloseTimes(e)
+	return n, cls, err
 }
