@@ -237,7 +237,7 @@ func TestDamagedManagerOpensReadOnlyForInspection(t *testing.T) {
 // 3.2 GB).
 func TestDamagedLiveSizeWord(t *testing.T) {
 	p, _ := corruptFile(t, func(s *Segment) uint64 { return 0 }, func(data []byte, _ uint64) {
-		binary.LittleEndian.PutUint64(data[4096:], 2<<30) // "2 GiB"
+		binary.LittleEndian.PutUint64(data[1024:], 2<<30) // the live-size word: "2 GiB"
 	})
 	ro := mustOpen(t, file.Path(p), OpenReadOnly)
 	assert.Equal(t, int64(256<<10), ro.Size(), "read-only: the header's size")

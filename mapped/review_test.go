@@ -61,7 +61,7 @@ func init() {
 		if _, err := seg.env.Grow(old + 1<<20); err != nil {
 			return 2
 		}
-		atomic.StoreUint64((*uint64)(unsafe.Add(seg.env.Base(), 4096)), uint64(old)) // the live-size word
+		atomic.StoreUint64((*uint64)(unsafe.Add(seg.env.Base(), 1024)), uint64(old)) // the live-size word
 		return holdUntilKilled()
 	}
 	// holdlockbad: half an allocation, and a fast-path intent record that

@@ -104,8 +104,19 @@ func (h *heap) freeCell(page uint64, d uintptr, w0 uint64, c uint64) {
 	h.add(mInUse, -cl.size)
 	head := classHead(c)
 	if live+1 == cl.ncells {
-		// Was full: becomes the head of the partial list.
+		// Was full: becomes the head of the partial list. The head it
+		// displaces, if empty, goes back to the page heap, so that a
+		// class keeps at most one empty run (its head).
+		prev := h.get(head)
 		h.push(head, page)
+		if prev != 0 && prev != page && prev < h.managed() {
+			if w := h.get(h.desc(prev)); dKind(w) == kRun && dClass(w) == c && dLive(w) == 0 {
+				if g := geomOf(w); g != nil && g.pages <= h.managed()-prev {
+					h.unlink(head, prev)
+					h.pageFree(prev, g.pages)
+				}
+			}
+		}
 	}
 	if live == 0 && h.get(head) != page {
 		// Empty and not the class's current run: give the pages back.

@@ -267,13 +267,13 @@ func TestBadFiles(t *testing.T) {
 			src := writeSegmentFile(t)
 			data, _ := os.ReadFile(src)
 			copy(data[0:], "MAPSTORX")
-			copy(data[2048:], "MAPSTORX")
+			copy(data[envelope.HeaderOffB:], "MAPSTORX")
 			require.NoError(t, os.WriteFile(p, data, 0o600))
 		}, ErrCorrupt, "magic"},
 		{"newer version", func(t *testing.T, p string) {
 			src := writeSegmentFile(t)
 			require.NoError(t, os.Rename(src, p))
-			for _, off := range []int64{0, 2048} {
+			for _, off := range []int64{envelope.HeaderOffA, envelope.HeaderOffB} {
 				patchFile(t, p, off+8, []byte{envelope.FormatVersion + 1, 0, 0, 0})
 				resum(t, p, off)
 			}
@@ -283,7 +283,7 @@ func TestBadFiles(t *testing.T) {
 			// invisible to this build's liveness scan.
 			src := writeSegmentFile(t)
 			require.NoError(t, os.Rename(src, p))
-			for _, off := range []int64{0, 2048} {
+			for _, off := range []int64{envelope.HeaderOffA, envelope.HeaderOffB} {
 				patchFile(t, p, off+8, []byte{envelope.FormatVersion - 1, 0, 0, 0})
 				resum(t, p, off)
 			}
@@ -297,7 +297,7 @@ func TestBadFiles(t *testing.T) {
 			src := writeSegmentFile(t)
 			require.NoError(t, os.Rename(src, p))
 			patchFile(t, p, 40, []byte{0xff})
-			patchFile(t, p, 2048+40, []byte{0xff})
+			patchFile(t, p, envelope.HeaderOffB+40, []byte{0xff})
 		}, ErrCorrupt, "checksum"},
 		{"header size larger than the file", func(t *testing.T, p string) {
 			src := writeSegmentFile(t)
@@ -345,7 +345,7 @@ func TestBadFiles(t *testing.T) {
 func TestUnfinishedCreationIsRefused(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "half.seg")
 	p2 := writeSegmentFile(t)
-	for _, off := range []int64{0, 2048} {
+	for _, off := range []int64{envelope.HeaderOffA, envelope.HeaderOffB} {
 		patchFile(t, p2, off+64, []byte{byte(recovery.StateCreating), 0, 0, 0})
 		resum(t, p2, off)
 	}
@@ -360,7 +360,7 @@ func TestUnfinishedCreationIsRefused(t *testing.T) {
 }
 
 func TestOneHeaderCopyDamaged(t *testing.T) {
-	for _, off := range []int64{0, 2048} {
+	for _, off := range []int64{envelope.HeaderOffA, envelope.HeaderOffB} {
 		p := writeSegmentFile(t)
 		patchFile(t, p, off+40, []byte{0xff, 0xff})
 		s, err := Open(file.Path(p), OpenOnly)

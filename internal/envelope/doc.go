@@ -15,17 +15,19 @@
 //
 // # Layout
 //
-// The envelope occupies the first EnvelopeSize bytes of every segment:
+// The envelope occupies the first EnvelopeSize bytes (one page) of every
+// segment, so that a small segment keeps its pages for data:
 //
 //	offset  size  what
 //	0       512   header copy A (see Header for its fields)
-//	2048    512   header copy B
-//	4096    8     live size: the header's size, readable with one atomic load
-//	4104    8     attach counter, for attach ids (writable opens over the segment's life)
-//	4112    16    occupied-seat mask: which seats of the table to look at
-//	4128    32    reserved
-//	4160    8128  attached-process table: MaxSeats seats of 64 bytes
-//	12288         first byte the layers above may use
+//	512     512   header copy B (another disk sector)
+//	1024    8     live size: the header's size, readable with one atomic load
+//	1032    8     attach counter, for attach ids (writable opens over the segment's life)
+//	1040    16    occupied-seat mask: which seats of the table to look at
+//	1056    32    reserved
+//	1088    2032  attached-process table: MaxSeats seats of 16 bytes
+//	3120    976   reserved
+//	4096          first byte the layers above may use
 //
 // OFD locks are taken on single bytes far beyond any data (LockBase and
 // up): the meta lock that serialises opens, closes, growth and header

@@ -13,24 +13,25 @@ import (
 const Magic = "MAPSTORE"
 
 // FormatVersion is the envelope format this build writes and reads.
-// Version 2 added the occupied-seat mask (version 1 segments, whose mask
-// words are zero whatever seats are taken, are ErrVersion).
-const FormatVersion = 2
+// Version 2 added the occupied-seat mask; version 3 fits the envelope in
+// one page (both header copies, 16-byte seats). Older segments are
+// ErrVersion.
+const FormatVersion = 3
 
 // Envelope geometry.
 const (
-	PageSize     = 4096         // envelope unit; the system page size must match
-	HeaderLen    = 512          // bytes in one header copy
-	HeaderOffA   = 0            // copy A
-	HeaderOffB   = 2048         // copy B
-	liveSizeOff  = 4096         // atomic uint64: current size
-	attachSeqOff = 4104         // atomic uint64: attach counter
-	seatMaskOff  = 4112         // 2 atomic uint64: occupied-seat mask
-	seatsOff     = 4160         // attached-process table
-	SeatLen      = 64           // bytes per seat
-	MaxSeats     = 127          // attached opens at one time
-	EnvelopeSize = 3 * PageSize // bytes before the first usable byte
-	NumRoots     = 32           // root offsets the layers above may register
+	PageSize     = 4096     // envelope unit; the system page size must match
+	HeaderLen    = 512      // bytes in one header copy
+	HeaderOffA   = 0        // copy A
+	HeaderOffB   = 512      // copy B (another 512-byte sector)
+	liveSizeOff  = 1024     // atomic uint64: current size
+	attachSeqOff = 1032     // atomic uint64: attach counter
+	seatMaskOff  = 1040     // 2 atomic uint64: occupied-seat mask
+	seatsOff     = 1088     // attached-process table
+	SeatLen      = 16       // bytes per seat
+	MaxSeats     = 127      // attached opens at one time
+	EnvelopeSize = PageSize // bytes before the first usable byte
+	NumRoots     = 32       // root offsets the layers above may register
 )
 
 // Header flags.

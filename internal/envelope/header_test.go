@@ -65,7 +65,7 @@ func TestHeaderRejectsBadFields(t *testing.T) {
 		{"page size", func(b []byte) { binary.LittleEndian.PutUint32(b[16:], 65536) }, recovery.ErrVersion},
 		{"header length", func(b []byte) { binary.LittleEndian.PutUint16(b[14:], 100) }, recovery.ErrCorrupt},
 		{"state", func(b []byte) { binary.LittleEndian.PutUint32(b[64:], 9) }, recovery.ErrCorrupt},
-		{"size below envelope", func(b []byte) { binary.LittleEndian.PutUint64(b[40:], 4096) }, recovery.ErrCorrupt},
+		{"size below envelope", func(b []byte) { binary.LittleEndian.PutUint64(b[40:], EnvelopeSize-PageSize) }, recovery.ErrCorrupt},
 		{"size not page multiple", func(b []byte) { binary.LittleEndian.PutUint64(b[40:], 1<<20+1) }, recovery.ErrCorrupt},
 		{"max below size", func(b []byte) { binary.LittleEndian.PutUint64(b[48:], 1<<19) }, recovery.ErrCorrupt},
 		{"max too large", func(b []byte) { binary.LittleEndian.PutUint64(b[48:], 1<<50) }, recovery.ErrCorrupt},

@@ -6,7 +6,6 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"unsafe"
 
 	"github.com/mapstore/mapstore/internal/region"
 	"github.com/mapstore/mapstore/recovery"
@@ -19,7 +18,6 @@ import (
 //	0   4  state (0 free, 1 attached)
 //	4   4  pid
 //	8   8  attach id (unique per attach over the segment's life)
-//	16  48 reserved for the layers above (SeatWords)
 //
 // The occupied-seat mask (two words at seatMaskOff: bit i%64 of word i/64
 // for seat i; bit 63 of the second word, seat 127, does not exist and is
@@ -92,12 +90,6 @@ func (e *Envelope) SeatAttachID(i int) uint64 {
 
 // SeatPID is the process id recorded in seat i.
 func (e *Envelope) SeatPID(i int) int { return int(e.mem.seatPID(i)) }
-
-// SeatWords are the six words of seat i that the layers above may use
-// (for example to name the operation a process is in).
-func (e *Envelope) SeatWords(i int) *[6]uint64 {
-	return (*[6]uint64)(unsafe.Pointer(&e.mem[seatBase(i)+16]))
-}
 
 // pid is this process's id (os.Getpid is a system call each time).
 var pid = sync.OnceValue(os.Getpid)

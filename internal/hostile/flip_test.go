@@ -37,17 +37,17 @@ import (
 const (
 	segSize = 256 << 10 // the baseline segment's size; it must not grow
 
-	headerAOff = 0    // internal/envelope/header.go: HeaderOffA, header copy A
-	headerBOff = 2048 // internal/envelope/header.go: HeaderOffB, header copy B
-	headerLen  = 512  // internal/envelope/header.go: HeaderLen (CRC32C-checked)
+	headerAOff = 0   // internal/envelope/header.go: HeaderOffA, header copy A
+	headerBOff = 512 // internal/envelope/header.go: HeaderOffB, header copy B
+	headerLen  = 512 // internal/envelope/header.go: HeaderLen (CRC32C-checked)
 
-	liveSizeOff  = 4096  // internal/envelope/doc.go: live size word
-	attachSeqOff = 4104  // internal/envelope/doc.go: attach counter
-	seatMaskOff  = 4112  // internal/envelope/doc.go: occupied-seat mask (two words)
-	seatsOff     = 4160  // internal/envelope/doc.go: attached-process table
-	seatsEnd     = 12288 // internal/envelope/doc.go: first byte the layers above may use
+	liveSizeOff  = 1024 // internal/envelope/doc.go: live size word
+	attachSeqOff = 1032 // internal/envelope/doc.go: attach counter
+	seatMaskOff  = 1040 // internal/envelope/doc.go: occupied-seat mask (two words)
+	seatsOff     = 1088 // internal/envelope/doc.go: attached-process table
+	seatsEnd     = 3120 // internal/envelope/doc.go: its end (127 seats of 16 bytes)
 
-	mgrOff      = 12288         // mapped/heap.go: manager area (envelope.EnvelopeSize)
+	mgrOff      = 4096          // mapped/heap.go: manager area (envelope.EnvelopeSize)
 	mgrWordsLen = 1088          // mapped/heap.go: magic up to the 8 lane owner words at 1024
 	journalOff  = mgrOff + 4096 // mapped/heap.go: the small geometry's undo journal (segSize is small)
 	journalLen  = 2048          // mapped/heap.go: its length
