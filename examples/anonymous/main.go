@@ -73,7 +73,7 @@ func parent() (err error) {
 		}
 	}()
 
-	seg, err := mapped.Open(shm.Named(name), mapped.CreateOnly, mapped.WithSize(segSize))
+	seg, err := mapped.Open(shm.Named(name), mapped.CreateOnly, mapped.WithSize(segSize), mapped.WithFixedSize())
 	if err != nil {
 		return err
 	}

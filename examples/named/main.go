@@ -74,7 +74,7 @@ func parent() (err error) {
 		}
 	}()
 
-	seg, err := mapped.Open(shm.Named(name), mapped.CreateOnly, mapped.WithSize(64<<10))
+	seg, err := mapped.Open(shm.Named(name), mapped.CreateOnly, mapped.WithSize(64<<10), mapped.WithFixedSize())
 	if err != nil {
 		return err
 	}

@@ -3,9 +3,11 @@
 // maps the segment at another address.
 //
 // Run with no arguments, it is the parent: it creates a POSIX shared
-// memory segment, allocates 10 list nodes in it with objects.New, links
-// them with Ptr.Set (node i holds the value i) and keeps the first one in
-// the named object "list head". A Ptr stores the offset of its target in
+// memory segment and builds a list of 10 nodes in it (node i holds the
+// value i), from the named object "list head": objects.NewInto allocates
+// each node and links it from the previous one's Ptr in one crash-atomic
+// step, so a parent killed half-way leaves a shorter list, never a node
+// that nothing points to. A Ptr stores the offset of its target in
 // the segment, never an address, so the list means the same in every
 // process. Then it starts itself again as the child, which finds the head,
 // walks the list checking the values 0 to 9 in order, prints the address
@@ -79,7 +81,7 @@ func parent() (err error) {
 		}
 	}()
 
-	seg, err := mapped.Open(shm.Named(name), mapped.CreateOnly, mapped.WithSize(64<<10))
+	seg, err := mapped.Open(shm.Named(name), mapped.CreateOnly, mapped.WithSize(64<<10), mapped.WithFixedSize())
 	if err != nil {
 		return err
 	}
@@ -87,25 +89,20 @@ func parent() (err error) {
 	fmt.Printf("parent: created shm:%s (%d bytes), mapped at %p\n", name, seg.Size(), seg.Base())
 
 	// The head first, so that every node is linked from the segment as
-	// soon as it exists. A Ptr can only be set where it lies in the
-	// segment, so the head is constructed nil and set afterwards.
+	// soon as it exists: NewInto allocates the node and stores it in the
+	// Ptr as one step.
 	head, err := objects.Construct(seg, headName, listHead{})
 	if err != nil {
 		return err
 	}
-	var prev *listNode
+	link := &head.Head
 	for i := range nodes {
-		n, err := objects.New[listNode](seg)
+		n, err := objects.NewInto(link)
 		if err != nil {
 			return err
 		}
 		n.Value = int64(i)
-		if prev == nil {
-			head.Head.Set(n)
-		} else {
-			prev.Next.Set(n)
-		}
-		prev = n
+		link = &n.Next
 	}
 	fmt.Printf("parent: linked %d nodes, values 0..%d; %q points to offset %d\n", nodes, nodes-1, headName, head.Head.Offset())
 
