@@ -205,3 +205,41 @@ func TestAppendTakesNoLock(t *testing.T) {
 	require.NoError(t, err)
 	assert.Greater(t, grown.LockAcquisitions, after.LockAcquisitions)
 }
+
+func TestListRefusesElementsNotItsOwn(t *testing.T) {
+	seg := newSeg(t)
+	a, err := Construct(seg, "a", List[int64]{})
+	require.NoError(t, err)
+	b, err := Construct(seg, "b", List[int64]{})
+	require.NoError(t, err)
+	for i := range 3 {
+		_, err := a.PushBack(int64(i))
+		require.NoError(t, err)
+		_, err = b.PushBack(int64(10 + i))
+		require.NoError(t, err)
+	}
+	mid := b.Front().Next()
+	assert.ErrorIs(t, a.Remove(mid), mapped.ErrInvalidHandle, "another list's element")
+	_, err = a.InsertAfter(5, mid)
+	assert.ErrorIs(t, err, mapped.ErrInvalidHandle)
+	_, err = a.InsertBefore(5, mid)
+	assert.ErrorIs(t, err, mapped.ErrInvalidHandle)
+	assert.Equal(t, 3, a.Len())
+	assert.Equal(t, 3, b.Len())
+
+	e := a.Back()
+	require.NoError(t, a.Remove(e))
+	assert.ErrorIs(t, a.Remove(e), mapped.ErrInvalidHandle, "removed twice")
+	assert.Equal(t, 2, a.Len())
+
+	empty, err := Construct(seg, "empty", List[int64]{})
+	require.NoError(t, err)
+	_, err = empty.InsertAfter(1, a.Front())
+	assert.ErrorIs(t, err, mapped.ErrInvalidHandle, "a mark in an empty list")
+	assert.Equal(t, 0, empty.Len())
+	require.NoError(t, seg.CheckSanity())
+	for _, n := range []string{"a", "b", "empty"} {
+		require.NoError(t, Destroy[List[int64]](seg, n))
+	}
+	assert.True(t, seg.AllMemoryDeallocated())
+}

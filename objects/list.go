@@ -18,8 +18,11 @@ import (
 // and destroying the list free what they own.
 //
 // Header (24 bytes): the first element's offset, the last one's, the
-// length. An element: the next element's offset, the previous one's,
-// then the value.
+// length. An element: the next element's offset, the previous one's, the
+// offset of the List that holds it (0 once removed), then the value.
+// InsertAfter, InsertBefore and Remove check that their element is one of
+// the list's: another list's, or one removed already, is
+// mapped.ErrInvalidHandle and nothing changes.
 type List[T any] struct {
 	head uint64
 	tail uint64
@@ -30,6 +33,7 @@ type List[T any] struct {
 type ListElement[T any] struct {
 	next  uint64
 	prev  uint64
+	list  uint64
 	value T
 }
 
@@ -59,9 +63,12 @@ func elemAt[T any](seg *mapped.Segment, off uint64, from unsafe.Pointer) *ListEl
 
 // Len is the number of elements.
 func (l *List[T]) Len() int {
-	l.seg("Len")
+	seg := l.seg("Len")
 	if l.head == 0 {
 		return 0
+	}
+	if n := l.n; n > uint64(seg.Size())/uint64(unsafe.Sizeof(ListElement[T]{})) {
+		panic(damaged(seg, listName, unsafe.Pointer(l), "a length of %d elements", n))
 	}
 	return int(l.n)
 }
@@ -118,24 +125,34 @@ func (l *List[T]) PushFront(v T) (*ListElement[T], error) {
 // InsertAfter adds v after mark, an element of l.
 func (l *List[T]) InsertAfter(v T, mark *ListElement[T]) (*ListElement[T], error) {
 	seg := l.seg("InsertAfter")
-	off := l.member(seg, "InsertAfter", mark)
+	off, err := l.member(seg, "InsertAfter", mark)
+	if err != nil {
+		return nil, err
+	}
 	return l.insert("InsertAfter", v, off, mark.next)
 }
 
 // InsertBefore adds v before mark, an element of l.
 func (l *List[T]) InsertBefore(v T, mark *ListElement[T]) (*ListElement[T], error) {
 	seg := l.seg("InsertBefore")
-	off := l.member(seg, "InsertBefore", mark)
+	off, err := l.member(seg, "InsertBefore", mark)
+	if err != nil {
+		return nil, err
+	}
 	return l.insert("InsertBefore", v, mark.prev, off)
 }
 
-// member is e's offset; e must be in l's segment (a misuse panic
-// otherwise).
-func (l *List[T]) member(seg *mapped.Segment, method string, e *ListElement[T]) uint64 {
+// member is e's offset. e must be in l's segment (a misuse panic
+// otherwise) and one of l's elements (mapped.ErrInvalidHandle otherwise).
+func (l *List[T]) member(seg *mapped.Segment, method string, e *ListElement[T]) (uint64, error) {
 	if e == nil || mapped.SegmentAt(unsafe.Pointer(e)) != seg {
 		panic(fmt.Sprintf("mapstore: objects.List.%s: the element is not in the list's segment %s", method, seg.Name()))
 	}
-	return offOf(seg, unsafe.Pointer(e))
+	off := offOf(seg, unsafe.Pointer(e))
+	if e.list != offOf(seg, unsafe.Pointer(l)) || l.head == 0 {
+		return 0, fmt.Errorf("mapstore: objects.List.%s in %s: the element at offset %d is not one of this list's (another list's, or removed): %w", method, seg.Name(), off, mapped.ErrInvalidHandle)
+	}
+	return off, nil
 }
 
 // insert links a new element holding v between the elements at prev and
@@ -176,7 +193,7 @@ func (l *List[T]) insert(method string, v T, prev, next uint64) (*ListElement[T]
 		return fail(fmt.Errorf("mapstore: objects.List.%s: %w", method, err))
 	}
 	e := (*ListElement[T])(unsafe.Pointer(unsafe.SliceData(b)))
-	e.next, e.prev, e.value = next, prev, v
+	e.next, e.prev, e.list, e.value = next, prev, offOf(seg, unsafe.Pointer(l)), v
 	off := offOf(seg, unsafe.Pointer(e))
 	if pe != nil {
 		pe.next = off
@@ -206,9 +223,8 @@ func (l *List[T]) Remove(e *ListElement[T]) error {
 	if err := writable(seg, listName, "Remove"); err != nil {
 		return err
 	}
-	l.member(seg, "Remove", e)
-	if l.head == 0 {
-		panic("mapstore: objects.List.Remove: the list is empty")
+	if _, err := l.member(seg, "Remove", e); err != nil {
+		return err
 	}
 	shape, size, err := shapeFor[T]()
 	if err != nil {
@@ -229,6 +245,9 @@ func (l *List[T]) Remove(e *ListElement[T]) error {
 	}
 	if err == nil {
 		err = ln.Drop(unsafe.Pointer(&e.value), 1, int(size), shape)
+	}
+	if err == nil {
+		err = ln.Store(&e.list, 0) // a second Remove finds it removed
 	}
 	if err == nil {
 		err = ln.Free(unsafe.Pointer(e))
