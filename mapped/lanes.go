@@ -410,6 +410,13 @@ func (h *heap) dataRange(off, n uint64, size int64) bool {
 	return true
 }
 
+// laneStepHook, when not nil, is called before each entry that a lane's
+// undo (redo false) or redo (redo true) processes, with the entry's
+// kind and its index in the record. Tests set it to stop the process at
+// a chosen step (an operation or a recovery cut short). It is nil in
+// production, where it costs one load and compare per entry.
+var laneStepHook func(redo bool, k int, kind uint64)
+
 // laneUndo rolls back the uncommitted lane at off: saved bytes back in
 // reverse order, allocated blocks freed. held says the caller holds the
 // segment lock (recovery); otherwise each free takes it.
@@ -424,6 +431,9 @@ func (s *Segment) laneUndo(off uintptr, held bool) error {
 	for k := len(es) - 1; k >= 0; k-- {
 		e := es[k]
 		w0 := *h.w(e)
+		if laneStepHook != nil {
+			laneStepHook(false, k, w0&0xff)
+		}
 		switch w0 & 0xff {
 		case laneSave:
 			t, n := *h.w(e + 8), w0>>32
@@ -451,10 +461,13 @@ func (s *Segment) laneRedo(off uintptr, held bool) error {
 	}
 	size := s.env.Size()
 	var first error
-	for _, e := range es {
+	for k, e := range es {
 		w0 := *h.w(e)
 		if w0&laneDone != 0 {
 			continue
+		}
+		if laneStepHook != nil {
+			laneStepHook(true, k, w0&0xff)
 		}
 		var err error
 		switch w0 & 0xff {
