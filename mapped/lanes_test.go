@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"math/bits"
 	"os"
 	"strconv"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/mapstore/mapstore/backing"
+	"github.com/mapstore/mapstore/internal/journal"
 	"github.com/mapstore/mapstore/internal/proctest"
 )
 
@@ -434,7 +436,13 @@ func childLaneKill(args []string) int {
 // runLaneKill runs childLaneKill and requires it to have killed itself.
 func runLaneKill(t *testing.T, spec string, args ...string) {
 	t.Helper()
-	c := proctest.Start(t, "lanekill", append([]string{spec}, args...)...)
+	runLaneKill2(t, "lanekill", spec, args...)
+}
+
+// runLaneKill2 runs child name and requires it to have killed itself.
+func runLaneKill2(t *testing.T, name, spec string, args ...string) {
+	t.Helper()
+	c := proctest.Start(t, name, append([]string{spec}, args...)...)
 	require.Equal(t, -1, c.Wait(), "the child killed itself; stderr: %s", c.Stderr())
 }
 
@@ -576,5 +584,99 @@ func TestLanesAllTakenByDeadProcessAreRecoveredByBeginLane(t *testing.T) {
 		assert.Equal(t, f.orig, f.obj, "each dead lane's word restored")
 		l.Abort()
 		f.checkRolledBack(t)
+	})
+}
+
+func init() {
+	// lanefast: args spec alloc|free. It begins a lane and, holding the
+	// segment lock, half-does the small-block fast path of the lane's
+	// allocation (alloc) or of its committed free of the fixture's victim
+	// (free), whose reference word is the lane entry's, then dies.
+	children["lanefast"] = childLaneFast
+}
+
+func childLaneFast(args []string) int {
+	seg := childOpen(args[0])
+	f, err := findLaneFix(seg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	l, err := seg.BeginLane()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	h := seg.h
+	c := classOf[64/16]
+	if args[1] == "alloc" {
+		// Lane.Allocate's entry, published; then allocFast cut short after
+		// its intent, the bit and the reference word.
+		e, _ := l.entry(laneAlloc, 0, 2)
+		*h.w(e + 8) = 0
+		l.publish(e, 0, 2)
+		childLock(seg)
+		run := h.get(mClasses + uintptr(c)*8)
+		bm := h.w(uintptr(run << pageShift))
+		b := uint64(bits.TrailingZeros64(^*bm))
+		h.intend(fastAlloc, run, b, e+8)
+		*bm |= 1 << b
+		*h.w(e + 8) = run<<pageShift + classes[c].start + b*64
+	} else {
+		// A committed free of the victim; its redo's freeFast cut short
+		// after its intent and the bit.
+		if err := l.Free(unsafe.Add(h.base, f.word(fxVictim))); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 2
+		}
+		journal.StoreOrdered(l.state(), l.n|laneCommitted)
+		e := l.off + 8
+		off := *h.w(e + 8)
+		childLock(seg)
+		page := off >> pageShift
+		cell, _ := classes[c].cellOf(off - page<<pageShift)
+		h.intend(0, page, cell, e+8)
+		*h.w(uintptr(page<<pageShift + cell/64*8)) &^= 1 << (cell % 64)
+	}
+	_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	select {}
+}
+
+// A process killed inside the small-block fast path of a lane's
+// allocation or free, whose reference word is in the lane's record, is
+// recovered by the next Open: the fast path's intent is rolled back,
+// then the lane (rolled back before the commit, finished after it).
+func TestLaneFastPathKilledIsRecovered(t *testing.T) {
+	forKinds(t, func(t *testing.T, b backing.Backing, spec string) {
+		for _, how := range []string{"alloc", "free"} {
+			s, err := Open(b, OpenOrCreate)
+			require.NoError(t, err)
+			f := newLaneFix(t, s)
+			require.NoError(t, s.Close())
+			runLaneKill2(t, "lanefast", spec, how)
+			s, err = Open(b, OpenOnly)
+			require.NoError(t, err, how)
+			actions := laneActions(s) + "\n" + strings.Join(s.RecoveryReport().Actions, "\n")
+			assert.Contains(t, actions, "rolled back an interrupted small-block", how)
+			f2, err := findLaneFix(s)
+			require.NoError(t, err)
+			f2.orig = f.orig
+			if how == "alloc" {
+				assert.Contains(t, actions, "rolled back the operation of lane", how)
+				f2.checkRolledBack(t)
+			} else {
+				assert.Contains(t, actions, "finished the committed operation of lane", how)
+				require.Equal(t, f.orig, f2.obj)
+				require.NoError(t, s.CheckSanity())
+				vec := f2.word(fxVec)
+				for i := range 4 {
+					require.NoError(t, s.freeWord(uintptr(vec)+uintptr(8*i), 0, false))
+				}
+				f2.freeWordAt(t, fxVec)
+				require.NoError(t, s.RemoveNamed("lanefix", false, nil))
+				assert.True(t, s.AllMemoryDeallocated(), "the victim was freed once")
+			}
+			require.NoError(t, s.Close())
+		}
 	})
 }
