@@ -173,6 +173,13 @@ func (l *Lane) publish(e uintptr, data int, words int) {
 	journal.StoreOrdered(l.state(), l.n)
 }
 
+// inLaneRecords reports whether the word at off lies in the lanes'
+// records, where a lane's allocation and free entries hold the reference
+// words of the fast path (fast.go).
+func inLaneRecords(off uint64) bool {
+	return off >= mLanes && off+8 <= mLanes+numLanes*laneBytes
+}
+
 // offsetIn is the offset of [p, p+n) in the segment, which it must lie in
 // (after the manager's pages); outside, it is a misuse panic: the caller
 // passes memory of the segment it changes.

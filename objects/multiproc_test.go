@@ -27,6 +27,9 @@ func mainWithChildren(m *testing.M) {
 		"walk": childWalk,
 		// killobj constructs and destroys named objects until killed.
 		"killobj": childKillObjects,
+		// killcont runs random container calls, logging each before it
+		// starts, until killed (containers_kill_test.go).
+		"killcont": childKillContainers,
 	})
 }
 
