@@ -171,7 +171,7 @@ func (h *heap) rollBackFast(size int64) (alloc, was bool, err error) {
 	if dKind(w0) != kRun || cl == nil || cell >= cl.ncells {
 		return alloc, true, fmt.Errorf("interrupted fast operation names cell %d of page %d, which is not a run with that cell: %w", cell, page, ErrCorrupt)
 	}
-	if ref != 0 && (ref%8 != 0 || ref < h.geo.lo || ref+8 > uint64(size)) {
+	if ref != 0 && (ref%8 != 0 || (ref < h.geo.lo && !h.inLaneRecords(ref)) || ref+8 > uint64(size)) {
 		return alloc, true, fmt.Errorf("interrupted fast operation names reference word %d, outside the segment: %w", ref, ErrCorrupt)
 	}
 	roff := page << pageShift

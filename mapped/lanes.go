@@ -156,12 +156,19 @@ func (s *Segment) BeginLane() (Lane, error) {
 
 func (l *Lane) state() *uint64 { return l.s.h.w(l.off) }
 
-// entry reserves need bytes of log for an entry of kind and returns its
-// offset; the caller fills it and publishes it.
-func (l *Lane) entry(kind uint64, data int, words int) (uintptr, error) {
+// live is the lane's segment; a Lane that ended (or never began) is a
+// misuse panic that says so.
+func (l *Lane) live() *Segment {
 	if l.s == nil {
 		panic("mapstore: a Lane used after Commit or Abort, or never begun")
 	}
+	return l.s
+}
+
+// entry reserves need bytes of log for an entry of kind and returns its
+// offset; the caller fills it and publishes it.
+func (l *Lane) entry(kind uint64, data int, words int) (uintptr, error) {
+	l.live()
 	need := uint64(8*words) + (uint64(data)+7)&^7
 	if l.n+need > laneLog {
 		return 0, ErrLaneFull
@@ -174,6 +181,14 @@ func (l *Lane) entry(kind uint64, data int, words int) (uintptr, error) {
 func (l *Lane) publish(e uintptr, data int, words int) {
 	l.n += uint64(8*words) + (uint64(data)+7)&^7
 	journal.StoreOrdered(l.state(), l.n)
+}
+
+// inLaneRecords reports whether the word at off lies in the lanes'
+// records, where a lane's allocation and free entries hold the reference
+// words of the fast path (fast.go).
+func (h *heap) inLaneRecords(off uint64) bool {
+	lo := uint64(h.geo.lanes)
+	return off >= lo && off+8 <= lo+uint64(h.geo.nLanes)*laneBytes
 }
 
 // offsetIn is the offset of [p, p+n) in the segment, which it must lie in
@@ -191,7 +206,7 @@ func (s *Segment) offsetIn(p unsafe.Pointer, n uintptr, what string) uint64 {
 // Save records the n bytes at p (in the segment) before the operation
 // changes them: an abort or a rollback puts them back.
 func (l *Lane) Save(p unsafe.Pointer, n int) error {
-	off := l.s.offsetIn(p, uintptr(n), "save")
+	off := l.live().offsetIn(p, uintptr(n), "save")
 	e, err := l.entry(laneSave, n, 2)
 	if err != nil {
 		return err
@@ -206,7 +221,7 @@ func (l *Lane) Save(p unsafe.Pointer, n int) error {
 // does: an abort or a rollback frees it; once committed it stays.
 func (l *Lane) Allocate(n int) ([]byte, error) {
 	if err := checkSize(n); err != nil {
-		return nil, l.s.errf("allocate", err)
+		return nil, l.live().errf("allocate", err)
 	}
 	e, err := l.entry(laneAlloc, 0, 2)
 	if err != nil {
@@ -224,7 +239,7 @@ func (l *Lane) Allocate(n int) ([]byte, error) {
 // Free frees the block that starts at p once the operation commits (not
 // if it aborts).
 func (l *Lane) Free(p unsafe.Pointer) error {
-	off := l.s.offsetIn(p, 1, "free")
+	off := l.live().offsetIn(p, 1, "free")
 	e, err := l.entry(laneFree, 0, 2)
 	if err != nil {
 		return err
@@ -236,7 +251,7 @@ func (l *Lane) Free(p unsafe.Pointer) error {
 
 // Store stores v in the word at p once the operation commits.
 func (l *Lane) Store(p *uint64, v uint64) error {
-	off := l.s.offsetIn(unsafe.Pointer(p), 8, "store")
+	off := l.live().offsetIn(unsafe.Pointer(p), 8, "store")
 	e, err := l.entry(laneStore, 0, 3)
 	if err != nil {
 		return err
@@ -250,8 +265,8 @@ func (l *Lane) Store(p *uint64, v uint64) error {
 // Move moves n bytes from src to dst (both in the segment; they may
 // overlap) once the operation commits.
 func (l *Lane) Move(dst, src unsafe.Pointer, n int) error {
-	d := l.s.offsetIn(dst, uintptr(n), "move")
-	sr := l.s.offsetIn(src, uintptr(n), "move")
+	d := l.live().offsetIn(dst, uintptr(n), "move")
+	sr := l.live().offsetIn(src, uintptr(n), "move")
 	e, err := l.entry(laneMove, 0, 5)
 	if err != nil {
 		return err
@@ -264,7 +279,7 @@ func (l *Lane) Move(dst, src unsafe.Pointer, n int) error {
 
 // Write copies b to dst (in the segment) once the operation commits.
 func (l *Lane) Write(dst unsafe.Pointer, b []byte) error {
-	off := l.s.offsetIn(dst, uintptr(len(b)), "write")
+	off := l.live().offsetIn(dst, uintptr(len(b)), "write")
 	e, err := l.entry(laneWrite, len(b), 2)
 	if err != nil {
 		return err
@@ -281,7 +296,7 @@ func (l *Lane) Drop(p unsafe.Pointer, count, stride int, shape Shape) error {
 	if len(shape) == 0 || count == 0 {
 		return nil
 	}
-	off := l.s.offsetIn(p, uintptr(count*stride), "drop")
+	off := l.live().offsetIn(p, uintptr(count*stride), "drop")
 	e, err := l.entry(laneDrop, len(shape), 4)
 	if err != nil {
 		return err
@@ -297,10 +312,7 @@ func (l *Lane) Drop(p unsafe.Pointer, count, stride int, shape Shape) error {
 // stores, moves, drops) and releases the lane. An error of a redo entry
 // (a block that is not one) is returned after the others ran.
 func (l *Lane) Commit() error {
-	if l.s == nil {
-		panic("mapstore: a Lane used after Commit or Abort, or never begun")
-	}
-	s := l.s
+	s := l.live()
 	journal.StoreOrdered(l.state(), l.n|laneCommitted)
 	err := s.laneRedo(l.off, false)
 	l.release()
@@ -444,6 +456,13 @@ func (h *heap) dataRange(off, n uint64, size int64) bool {
 	return true
 }
 
+// laneStepHook, when not nil, is called before each entry that a lane's
+// undo (redo false) or redo (redo true) processes, with the entry's
+// kind and its index in the record. Tests set it to stop the process at
+// a chosen step (an operation or a recovery cut short). It is nil in
+// production, where it costs one load and compare per entry.
+var laneStepHook func(redo bool, k int, kind uint64)
+
 // laneUndo rolls back the uncommitted lane at off: saved bytes back in
 // reverse order, allocated blocks freed. held says the caller holds the
 // segment lock (recovery); otherwise each free takes it.
@@ -458,6 +477,9 @@ func (s *Segment) laneUndo(off uintptr, held bool) error {
 	for k := es.n - 1; k >= 0; k-- {
 		e := es.e[k]
 		w0 := *h.w(e)
+		if laneStepHook != nil {
+			laneStepHook(false, k, w0&0xff)
+		}
 		switch w0 & 0xff {
 		case laneSave:
 			t, n := *h.w(e + 8), w0>>32
@@ -485,10 +507,13 @@ func (s *Segment) laneRedo(off uintptr, held bool) error {
 	}
 	size := s.env.Size()
 	var first error
-	for _, e := range es.e[:es.n] {
+	for k, e := range es.e[:es.n] {
 		w0 := *h.w(e)
 		if w0&laneDone != 0 {
 			continue
+		}
+		if laneStepHook != nil {
+			laneStepHook(true, k, w0&0xff)
 		}
 		var err error
 		switch w0 & 0xff {

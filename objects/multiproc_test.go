@@ -30,6 +30,9 @@ func mainWithChildren(m *testing.M) {
 		// containers reads, changes and reads again the containers of
 		// TestContainersAcrossProcesses, at another base address.
 		"containers": childContainers,
+		// killcont runs random container calls, logging each before it
+		// starts, until killed (containers_kill_test.go).
+		"killcont": childKillContainers,
 	})
 }
 
