@@ -55,8 +55,10 @@
 // frees the blocks the values of a Shape own) run once Commit makes the
 // operation stand. If the process dies in the middle, whoever finds it
 // dead (a writable Open, a takeover of the segment lock, a BeginLane that
-// finds every lane taken) rolls the operation back, or finishes it if it
-// had committed, before anything else; a recovery cut short is done again.
+// finds every lane taken or, at most every 50 ms, another process's lane
+// claimed, or a call of Recover) rolls the operation back, or finishes it
+// if it had committed, before anything else; a recovery cut short is done
+// again. A supervisor that sees a worker exit calls Recover.
 // Expand grows a large block in place when the pages after it are free.
 // RemoveNamedDropping removes a name whose object owns blocks and frees
 // them all, as one step that recovery finishes. Info.LockAcquisitions

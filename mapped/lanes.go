@@ -117,11 +117,19 @@ func (s *Segment) BeginLane() (Lane, error) {
 	var since time.Time
 	for try := 0; ; try++ {
 		n := s.h.geo.nLanes
+		foreign := false
 		for k := range n {
 			i := (start + k) % n
 			w := s.h.w(mLaneOwners + uintptr(i)*8)
-			if atomic.LoadUint64(w) != 0 || !atomic.CompareAndSwapUint64(w, 0, me) {
+			if v := atomic.LoadUint64(w); v != 0 {
+				foreign = foreign || v != me
 				continue
+			}
+			if !atomic.CompareAndSwapUint64(w, 0, me) {
+				continue
+			}
+			if foreign {
+				s.checkForeignLanes()
 			}
 			// Close sets the state, then waits until no lane names this
 			// open: a claim it did not see must see the state (the CAS
@@ -598,6 +606,45 @@ func (s *Segment) recoverLanes() error {
 	s.repMu.Lock()
 	defer s.repMu.Unlock()
 	return s.recoverLanesHeld(s.report.Addf)
+}
+
+// checkForeignLanes recovers, at most every foreignCheck, the lanes of
+// other processes that have died: a survivor that changes containers
+// finds a dead process's half-done call within that time, without an
+// Open. It runs when a claim saw other processes' lanes taken, and costs
+// a liveness test per such lane.
+func (s *Segment) checkForeignLanes() {
+	now := time.Now().UnixNano()
+	last := s.lanesChecked.Load()
+	if now-last < int64(foreignCheck) || !s.lanesChecked.CompareAndSwap(last, now) {
+		return
+	}
+	_ = s.recoverLanes() // an error marks the segment (errf); the claim goes on
+}
+
+// foreignCheck is how often checkForeignLanes looks.
+const foreignCheck = 50 * time.Millisecond
+
+// Recover finds the processes that died with the segment attached and
+// undoes, or finishes, what they left half done: the operation of one
+// that held the segment lock, and every lane (container call) of theirs,
+// as a writable Open does; RecoveryReport says what it did. A survivor
+// that knows a process died (a supervisor that saw a worker exit) calls
+// it to repair the segment at once; otherwise the next Open, the next
+// wait for the segment lock, or a container call within 50 ms of seeing
+// the dead process's lane does.
+func (s *Segment) Recover() error {
+	if err := s.PrepareChange("recover"); err != nil {
+		return err
+	}
+	if !s.lk.lock() { // a dead holder is taken over, and rolled back
+		return s.stateErr("recover", s.state.Load())
+	}
+	s.lk.unlock()
+	if err := s.recoverLanes(); err != nil {
+		return s.errf("recover", err)
+	}
+	return nil
 }
 
 // deadLanes reports whether a lane is claimed by a process that is gone.

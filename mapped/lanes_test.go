@@ -681,3 +681,29 @@ func TestLaneFastPathKilledIsRecovered(t *testing.T) {
 		}
 	})
 }
+
+// A survivor that stays attached repairs a dead process's lane without an
+// Open: at once with Recover, or with its next lane claim once
+// foreignCheck has passed since it last looked.
+func TestSurvivorRecoversDeadLanes(t *testing.T) {
+	forKinds(t, func(t *testing.T, b backing.Backing, spec string) {
+		s := mustOpen(t, b, CreateOnly)
+
+		f := newLaneFix(t, s)
+		runLaneKill(t, spec, "stop", "8")
+		require.NotEqual(t, f.orig, f.obj, "the child changed the fixture and died in its lane")
+		require.NoError(t, s.Recover())
+		assert.Contains(t, laneActions(s), "rolled back the operation of lane")
+		f.checkRolledBack(t)
+
+		f = newLaneFix(t, s)
+		runLaneKill(t, spec, "redo", "3")
+		before := len(s.RecoveryReport().Actions)
+		s.lanesChecked.Store(0) // as if it last looked long ago
+		l, err := s.BeginLane()
+		require.NoError(t, err)
+		l.Abort()
+		assert.Contains(t, strings.Join(s.RecoveryReport().Actions[before:], "\n"), "finished the committed operation of lane")
+		f.checkCommitted(t)
+	})
+}

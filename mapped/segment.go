@@ -70,12 +70,13 @@ type Segment struct {
 	whyCorrupt atomic.Pointer[string] // what the operation that found the segment corrupt said
 	deadLock   atomic.Uint64          // a read-only open: the lock word last found held by a dead process
 
-	base      uintptr       // the mapping's address (SegmentAt)
-	span      uintptr       // its length: the maximum size (SegmentAt)
-	known     atomic.Uint64 // the size this process last saw (it only grows): Holds
-	laneMe    uint64        // lane owner word of this open (lanes.go)
-	laneHint  atomic.Uint32 // the lane this process claimed last
-	lanesLeft atomic.Uint32 // lanes an Abort that failed left to recovery: Close does not wait for them
+	base         uintptr       // the mapping's address (SegmentAt)
+	span         uintptr       // its length: the maximum size (SegmentAt)
+	known        atomic.Uint64 // the size this process last saw (it only grows): Holds
+	laneMe       uint64        // lane owner word of this open (lanes.go)
+	laneHint     atomic.Uint32 // the lane this process claimed last
+	lanesLeft    atomic.Uint32 // lanes an Abort that failed left to recovery: Close does not wait for them
+	lanesChecked atomic.Int64  // when a claim last looked for dead processes' lanes (unix ns)
 }
 
 // Open opens the segment in b as mode says.
