@@ -218,12 +218,13 @@ func TestListRefusesElementsNotItsOwn(t *testing.T) {
 		_, err = b.PushBack(int64(10 + i))
 		require.NoError(t, err)
 	}
-	mid := b.Front().Next()
-	assert.ErrorIs(t, a.Remove(mid), mapped.ErrInvalidHandle, "another list's element")
-	_, err = a.InsertAfter(5, mid)
-	assert.ErrorIs(t, err, mapped.ErrInvalidHandle)
-	_, err = a.InsertBefore(5, mid)
-	assert.ErrorIs(t, err, mapped.ErrInvalidHandle)
+	for _, other := range []*ListElement[int64]{b.Front(), b.Back()} {
+		assert.ErrorIs(t, a.Remove(other), mapped.ErrInvalidHandle, "another list's first or last element")
+		_, err = a.InsertAfter(5, other)
+		assert.ErrorIs(t, err, mapped.ErrInvalidHandle)
+		_, err = a.InsertBefore(5, other)
+		assert.ErrorIs(t, err, mapped.ErrInvalidHandle)
+	}
 	assert.Equal(t, 3, a.Len())
 	assert.Equal(t, 3, b.Len())
 
@@ -241,5 +242,30 @@ func TestListRefusesElementsNotItsOwn(t *testing.T) {
 	for _, n := range []string{"a", "b", "empty"} {
 		require.NoError(t, Destroy[List[int64]](seg, n))
 	}
+	assert.True(t, seg.AllMemoryDeallocated())
+}
+
+// A List moves with what holds it: a Vector of Lists that grows keeps
+// every list working.
+func TestListsMoveWithTheirVector(t *testing.T) {
+	seg := newSeg(t)
+	v, err := Construct(seg, "v", Vector[List[int64]]{})
+	require.NoError(t, err)
+	for i := range 40 { // grows, moving the headers, several times
+		require.NoError(t, v.Append(List[int64]{}))
+		for j := range 3 {
+			_, err := v.At(i).PushBack(int64(10*i + j))
+			require.NoError(t, err)
+		}
+	}
+	for i, l := range v.All() {
+		require.NoError(t, l.Remove(l.Front().Next()), "list %d", i)
+		got := []int64{}
+		for p := range l.All() {
+			got = append(got, *p)
+		}
+		assert.Equal(t, []int64{int64(10 * i), int64(10*i + 2)}, got)
+	}
+	require.NoError(t, Destroy[Vector[List[int64]]](seg, "v"))
 	assert.True(t, seg.AllMemoryDeallocated())
 }

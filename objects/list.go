@@ -18,11 +18,15 @@ import (
 // and destroying the list free what they own.
 //
 // Header (24 bytes): the first element's offset, the last one's, the
-// length. An element: the next element's offset, the previous one's, the
-// offset of the List that holds it (0 once removed), then the value.
-// InsertAfter, InsertBefore and Remove check that their element is one of
-// the list's: another list's, or one removed already, is
-// mapped.ErrInvalidHandle and nothing changes.
+// length. An element: the next element's offset, the previous one's, a
+// word that says it is linked (0 once removed), then the value. The
+// header holds no address of its own, so a List may move with what holds
+// it (a Vector's storage, a Map's node). InsertAfter, InsertBefore and
+// Remove check their element: one removed already, or one that cannot be
+// this list's (its links disagree with the list's ends), is
+// mapped.ErrInvalidHandle and nothing changes. An element of another
+// list in the middle of it cannot be told apart: that is a misuse, as
+// with container/list.
 type List[T any] struct {
 	head uint64
 	tail uint64
@@ -44,6 +48,9 @@ func (List[T]) containerShape(off uintptr, sh, elem mapped.Shape) mapped.Shape {
 }
 
 const listName = "List"
+
+// elemLinked marks an element that is in a list ("LINKED" in ASCII).
+const elemLinked = 0x44454b4e494c
 
 func (l *List[T]) seg(method string) *mapped.Segment {
 	return segFor(unsafe.Pointer(l), listName, method)
@@ -149,7 +156,7 @@ func (l *List[T]) member(seg *mapped.Segment, method string, e *ListElement[T]) 
 		panic(fmt.Sprintf("mapstore: objects.List.%s: the element is not in the list's segment %s", method, seg.Name()))
 	}
 	off := offOf(seg, unsafe.Pointer(e))
-	if e.list != offOf(seg, unsafe.Pointer(l)) || l.head == 0 {
+	if e.list != elemLinked || l.head == 0 || (e.prev == 0) != (l.head == off) || (e.next == 0) != (l.tail == off) {
 		return 0, fmt.Errorf("mapstore: objects.List.%s in %s: the element at offset %d is not one of this list's (another list's, or removed): %w", method, seg.Name(), off, mapped.ErrInvalidHandle)
 	}
 	return off, nil
@@ -193,7 +200,7 @@ func (l *List[T]) insert(method string, v T, prev, next uint64) (*ListElement[T]
 		return fail(fmt.Errorf("mapstore: objects.List.%s: %w", method, err))
 	}
 	e := (*ListElement[T])(unsafe.Pointer(unsafe.SliceData(b)))
-	e.next, e.prev, e.list, e.value = next, prev, offOf(seg, unsafe.Pointer(l)), v
+	e.next, e.prev, e.list, e.value = next, prev, elemLinked, v
 	off := offOf(seg, unsafe.Pointer(e))
 	if pe != nil {
 		pe.next = off
