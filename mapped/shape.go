@@ -22,6 +22,13 @@ import (
 //	                                 word holds the next node, its value
 //	                                 at valueOff owns elem
 //	'A' off count stride len(elem) elem   count values of stride bytes
+//	'S' off                          a key slot: the word at off says
+//	                                 whether its bytes are inline (bit
+//	                                 63); when not, the word at off+8
+//	                                 holds an owned block
+//	'T' off tree                     a B-tree: the word at off holds its
+//	                                 root node (0: empty); tree is the
+//	                                 node geometry (TreeGeometry)
 //
 // Dropping frees the innermost blocks first and zeroes each owning word
 // in the same crash-atomic step that frees its block (a list's first-node
@@ -50,6 +57,34 @@ func (sh Shape) List(off, valueOff uintptr, elem Shape) Shape {
 	sh = binary.AppendUvarint(sh, uint64(off))
 	sh = binary.AppendUvarint(sh, uint64(valueOff))
 	return appendSub(sh, elem)
+}
+
+// KeySlot adds a key slot at off (see the 'S' item).
+func (sh Shape) KeySlot(off uintptr) Shape {
+	sh = append(sh, 'S')
+	return binary.AppendUvarint(sh, uint64(off))
+}
+
+// TreeGeometry is how a B-tree's nodes are laid out, for Shape.Tree. A
+// node's first word holds its count of keys (bits 0-15) and whether it
+// is a leaf (bit 63). Keys (KeyStride bytes each, owning Key) start at
+// KeyOff in every node; a leaf's values (ValStride bytes each, owning
+// Val) at ValOff; an internal node's count+1 children (words) at
+// ChildOff. A node holds at most MaxKeys keys.
+type TreeGeometry struct {
+	KeyOff, KeyStride, ValOff, ValStride, ChildOff uintptr
+	MaxKeys                                        int
+	Key, Val                                       Shape
+}
+
+// Tree adds a B-tree whose root is the word at off.
+func (sh Shape) Tree(off uintptr, g TreeGeometry) Shape {
+	sh = append(sh, 'T')
+	for _, v := range []uint64{uint64(off), uint64(g.KeyOff), uint64(g.KeyStride), uint64(g.ValOff), uint64(g.ValStride), uint64(g.ChildOff), uint64(g.MaxKeys)} {
+		sh = binary.AppendUvarint(sh, v)
+	}
+	sh = appendSub(sh, g.Key)
+	return appendSub(sh, g.Val)
 }
 
 // Array adds count values of stride bytes at off, each owning elem.
@@ -156,6 +191,29 @@ func (d *dropper) value(obj uint64, shape Shape, depth int) error {
 			if err := d.list(off, valueOff, elem, depth); err != nil {
 				return err
 			}
+		case 'S':
+			w, ok := d.word(off)
+			if !ok {
+				return corrupt("key slot at %d is outside the segment's blocks", off)
+			}
+			if atomic.LoadUint64(w)&keyInline == 0 {
+				if _, ok := d.word(off + 8); !ok {
+					return corrupt("key slot at %d is outside the segment's blocks", off)
+				}
+				if err := d.s.freeWord(uintptr(off+8), 0, d.held); err != nil {
+					return err
+				}
+			}
+		case 'T':
+			var g treeGeo
+			g.keyOff, g.keyStride, g.valOff, g.valStride, g.childOff, g.maxKeys = r.uv(), r.uv(), r.uv(), r.uv(), r.uv(), r.uv()
+			g.key, g.val = r.sub(), r.sub()
+			if !r.ok {
+				break
+			}
+			if err := d.tree(off, &g, depth); err != nil {
+				return err
+			}
 		case 'A':
 			count, stride, elem := r.uv(), r.uv(), r.sub()
 			if count > uint64(d.size) || stride > uint64(d.size) || !d.s.h.dataRange(off, count*stride, d.size) {
@@ -227,6 +285,91 @@ func (d *dropper) list(off, valueOff uint64, elem Shape, depth int) error {
 			return err
 		}
 	}
+}
+
+// keyInline is the bit of a key slot's first word that says its bytes
+// are inline (objects' Map keys).
+const keyInline = uint64(1) << 63
+
+type treeGeo struct {
+	keyOff, keyStride, valOff, valStride, childOff, maxKeys uint64
+	key, val                                                Shape
+}
+
+// tree frees a B-tree whose root word is at off: each node after what its
+// keys and values own (a leaf) or its children (an internal node), each
+// owning word zeroed as its block is freed, so a drop cut short resumes.
+func (d *dropper) tree(off uint64, g *treeGeo, depth int) error {
+	if _, ok := d.word(off); !ok {
+		return corrupt("tree root word at %d is outside the segment's blocks", off)
+	}
+	if g.maxKeys == 0 || g.maxKeys > 1<<15 || g.keyStride > 1<<20 || g.valStride > 1<<20 {
+		return corrupt("a malformed tree shape at %d", off)
+	}
+	return d.node(off, g, depth)
+}
+
+// node frees the subtree whose root word is at ref.
+func (d *dropper) node(ref uint64, g *treeGeo, depth int) error {
+	if depth > maxShapeDepth {
+		return corrupt("a tree deeper than %d at offset %d", maxShapeDepth, ref)
+	}
+	nd := atomic.LoadUint64(d.s.h.w(uintptr(ref)))
+	if nd == 0 {
+		return nil
+	}
+	if d.steps == 0 {
+		return corrupt("the tree at %d has more nodes than the segment can", ref)
+	}
+	d.steps--
+	w, ok := d.word(nd)
+	if !ok {
+		return corrupt("tree node at %d is outside the segment's blocks", nd)
+	}
+	hdr := atomic.LoadUint64(w)
+	n, leaf := hdr&0xffff, hdr>>63 != 0
+	bsize, err := d.blockSize(nd)
+	if err != nil {
+		return err
+	}
+	if n > g.maxKeys {
+		return corrupt("tree node at %d says %d keys, at most %d fit", nd, n, g.maxKeys)
+	}
+	if leaf {
+		if g.keyOff+n*g.keyStride > bsize || g.valOff+n*g.valStride > bsize {
+			return corrupt("tree leaf at %d: %d keys and values do not fit its %d bytes", nd, n, bsize)
+		}
+		for i := uint64(0); i < n; i++ {
+			if len(g.key) > 0 {
+				if err := d.value(nd+g.keyOff+i*g.keyStride, g.key, depth+1); err != nil {
+					return err
+				}
+			}
+			if len(g.val) > 0 {
+				if err := d.value(nd+g.valOff+i*g.valStride, g.val, depth+1); err != nil {
+					return err
+				}
+			}
+		}
+	} else {
+		if g.childOff+(n+1)*8 > bsize {
+			return corrupt("tree node at %d: %d children do not fit its %d bytes", nd, n+1, bsize)
+		}
+		if g.keyOff+n*g.keyStride > bsize {
+			return corrupt("tree node at %d: %d keys do not fit its %d bytes", nd, n, bsize)
+		}
+		for i := uint64(0); i <= n; i++ {
+			if err := d.node(nd+g.childOff+i*8, g, depth+1); err != nil {
+				return err
+			}
+		}
+		for i := uint64(0); i < n && len(g.key) > 0; i++ { // separators own their bytes too
+			if err := d.value(nd+g.keyOff+i*g.keyStride, g.key, depth+1); err != nil {
+				return err
+			}
+		}
+	}
+	return d.s.freeWord(uintptr(ref), 0, d.held)
 }
 
 // blockSize is the usable size of the live block at off.

@@ -122,6 +122,13 @@ func checkPlain(t reflect.Type, path string, seen []reflect.Type) error {
 		}
 		seen = append(seen, t)
 		if t.Implements(containerMarkerType) {
+			if t.Implements(mapKeyerType) {
+				if kt := reflect.Zero(t).Interface().(mapKeyer).mapKey(); kt.Kind() != reflect.String {
+					if err := checkPlain(kt, path+"[key]", seen); err != nil {
+						return err
+					}
+				}
+			}
 			if elem := reflect.Zero(t).Interface().(containerMarker).containerElem(); elem != nil {
 				return checkPlain(elem, path+"[elem]", seen)
 			}
@@ -177,6 +184,9 @@ func encodeLayout(b *bytes.Buffer, t reflect.Type, stack []reflect.Type) {
 			c := reflect.Zero(t).Interface().(containerMarker)
 			b.WriteByte('C')
 			b.WriteByte(c.containerKind())
+			if mk, ok := c.(mapKeyer); ok {
+				encodeLayout(b, mk.mapKey(), stack)
+			}
 			if elem := c.containerElem(); elem != nil {
 				encodeLayout(b, elem, stack)
 			}
@@ -227,6 +237,12 @@ type containerMarker interface {
 
 var containerMarkerType = reflect.TypeFor[containerMarker]()
 
+// mapKeyer is implemented by Map: its fingerprint records the key type,
+// and a key must be plain data or a string.
+type mapKeyer interface{ mapKey() reflect.Type }
+
+var mapKeyerType = reflect.TypeFor[mapKeyer]()
+
 // ErrRecursiveContainer: a type holds, through containers, a container of
 // itself (a tree whose nodes hold a Vector of nodes). Build such a
 // structure with Ptr links instead.
@@ -260,6 +276,11 @@ func shapeOf(t reflect.Type, off uintptr, sh mapped.Shape, stack []reflect.Type)
 					return nil, err
 				}
 			}
+			if mk, ok := c.(mapKeyer); ok {
+				if err := mapKeyCheck(mk.mapKey()); err != nil {
+					return nil, err
+				}
+			}
 			return c.containerShape(off, sh, elem), nil
 		}
 		if t.Implements(ptrMarkerType) {
@@ -274,4 +295,18 @@ func shapeOf(t reflect.Type, off uintptr, sh mapped.Shape, stack []reflect.Type)
 		}
 	}
 	return sh, nil
+}
+
+// mapKeyCheck refuses a Map whose key type cannot be ordered.
+func mapKeyCheck(kt reflect.Type) error {
+	if kt.Kind() == reflect.String {
+		return nil
+	}
+	if _, _, _, err := keyKind(kt); err != nil {
+		return err
+	}
+	if kt.Size() > 128 {
+		return fmt.Errorf("map key %s: %d bytes, more than 128: %w", typeName(kt), kt.Size(), ErrNotPlainData)
+	}
+	return nil
 }

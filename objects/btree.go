@@ -1,0 +1,747 @@
+package objects
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"iter"
+	"math"
+	"reflect"
+	"sync"
+	"unsafe"
+
+	"github.com/mapstore/mapstore/mapped"
+)
+
+// Map is an ordered map from K to V that lives in a segment: a B+tree of
+// wide nodes (about 512 bytes: a few cache lines of keys per node, so a
+// lookup misses the cache a few times in all), every node a block of the
+// segment. Its zero value is an empty map: construct it in a segment
+// (objects.Construct(seg, name, objects.Map[K, V]{}), or as a field of a
+// value there) and call its methods through the pointer you get.
+//
+// Keys are integers, floats (NaN is refused: ErrInvalidKey), fixed-size
+// arrays of those (ordered element by element), or Go strings: a
+// Map[string, V] stores each key in the segment (up to 16 bytes inline in
+// its node, longer ones in a block of their own) and Get, Has, Delete and
+// the others take a Go string and do not allocate. Values are any plain
+// data, containers included, to any depth: Delete, Set over an existing
+// key, Clear and destroying the map free what the removed values own.
+//
+// Values live in the leaves, in place: Get and GetOrInsert return a
+// pointer to one, valid until the next change of the map (a change
+// rebuilds the nodes it touches, like a Go slice's append moves its
+// array). Change a value through the pointer, or build a nested value
+// where it lies (r, _, _ := m.GetOrInsert("alice"); r.Name.Set("Alice")),
+// before changing the map again.
+//
+// Every mutating call is crash-atomic: it writes the nodes it changes as
+// new blocks in a mapped.Lane and publishes them with one pointer, so
+// after a SIGKILL anywhere in it, and recovery, the map holds the state
+// before the call or after it, and no block leaks. Like a Go map it is
+// not safe for concurrent mutation.
+//
+// Header (24 bytes): the root node's offset (0: empty), the number of
+// keys, a reserved word. A node: a word with its number of keys (bits
+// 0-15) and whether it is a leaf (bit 63), a reserved word, the keys,
+// then a leaf's values or an internal node's children (offsets).
+type Map[K comparable, V any] struct {
+	root uint64
+	n    uint64
+	_    uint64
+}
+
+// ErrInvalidKey: a key a Map cannot order (a float NaN).
+var ErrInvalidKey = errors.New("invalid map key")
+
+const (
+	mapName     = "Map"
+	nodeLeaf    = uint64(1) << 63
+	nodeHdr     = 16
+	nodeTarget  = 512 // bytes a node aims at
+	maxMapDepth = 24  // far more than 2^64 keys need at the narrowest fan-out
+
+	keyInline    = uint64(1) << 63 // a string key slot's bytes are inline
+	keyInlineMax = 16
+	strSlot      = 24
+)
+
+func (Map[K, V]) containerKind() byte         { return 'M' }
+func (Map[K, V]) containerElem() reflect.Type { return reflect.TypeFor[V]() }
+func (Map[K, V]) mapKey() reflect.Type        { return reflect.TypeFor[K]() }
+func (Map[K, V]) containerShape(off uintptr, sh, elem mapped.Shape) mapped.Shape {
+	g, err := mapGeoOf[K, V]()
+	if err != nil {
+		return sh // refused when the type's info is built (mapKeyCheck)
+	}
+	return sh.Tree(off, mapped.TreeGeometry{
+		KeyOff: nodeHdr, KeyStride: g.ks, ValOff: g.valOff, ValStride: g.vs, ChildOff: g.childOff,
+		MaxKeys: g.maxKeys(), Key: g.keyShape, Val: elem,
+	})
+}
+
+// mapGeo is how a Map[K, V]'s nodes are laid out and its keys compared.
+type mapGeo struct {
+	str      bool    // K is string
+	ks, vs   uintptr // bytes per key slot, per value
+	leafCap  int     // keys a leaf holds
+	innerCap int     // keys an internal node holds
+	valOff   uintptr // a leaf's values
+	childOff uintptr // an internal node's children
+	leafSize uintptr
+	inSize   uintptr
+	keyShape mapped.Shape
+	kind     uint8   // a fixed-size K's element kind (kInt8 ...)
+	count    int     // and its elements
+	esize    uintptr // and their size
+}
+
+func (g *mapGeo) maxKeys() int { return max(g.leafCap, g.innerCap) }
+
+var mapGeos sync.Map // reflect.Type of Map[K, V] -> *mapGeo or error
+
+func mapGeoOf[K comparable, V any]() (*mapGeo, error) {
+	t := reflect.TypeFor[Map[K, V]]()
+	if v, ok := mapGeos.Load(t); ok {
+		if g, ok := v.(*mapGeo); ok {
+			return g, nil
+		}
+		return nil, v.(error)
+	}
+	g, err := buildMapGeo(reflect.TypeFor[K](), reflect.TypeFor[V]())
+	if err != nil {
+		mapGeos.Store(t, err)
+		return nil, err
+	}
+	v, _ := mapGeos.LoadOrStore(t, g)
+	return v.(*mapGeo), nil
+}
+
+func buildMapGeo(kt, vt reflect.Type) (*mapGeo, error) {
+	if err := mapKeyCheck(kt); err != nil {
+		return nil, err
+	}
+	g := &mapGeo{vs: vt.Size()}
+	if vt.Align() > 8 {
+		return nil, fmt.Errorf("map value %s: alignment %d, more than 8: %w", typeName(vt), vt.Align(), ErrNotPlainData)
+	}
+	if kt.Kind() == reflect.String {
+		g.str, g.ks = true, strSlot
+		g.keyShape = mapped.Shape(nil).KeySlot(0)
+	} else {
+		kind, count, esize, err := keyKind(kt)
+		if err != nil {
+			return nil, err
+		}
+		g.ks, g.kind, g.count, g.esize = (kt.Size()+7)&^7, kind, count, esize
+		if kt.Size() == 0 {
+			g.ks = 8
+		}
+	}
+	per := g.ks + (g.vs+7)&^7
+	g.leafCap = min(max(int((nodeTarget-nodeHdr)/per), 4), 64)
+	g.innerCap = min(max(int((nodeTarget-nodeHdr-8)/(g.ks+8)), 4), 64)
+	g.valOff = nodeHdr + uintptr(g.leafCap)*g.ks
+	g.leafSize = g.valOff + uintptr(g.leafCap)*g.vs
+	g.childOff = nodeHdr + uintptr(g.innerCap)*g.ks
+	g.inSize = g.childOff + uintptr(g.innerCap+1)*8
+	return g, nil
+}
+
+// Fixed-size key kinds: an integer or float type, or an array of one
+// (arrays of arrays flattened: the elements are contiguous and compared
+// in order).
+const (
+	kInt8 = iota + 1
+	kInt16
+	kInt32
+	kInt64
+	kUint8
+	kUint16
+	kUint32
+	kUint64
+	kFloat32
+	kFloat64
+)
+
+// keyKind is the element kind, element count and element size of a
+// fixed-size key type.
+func keyKind(t reflect.Type) (kind uint8, count int, esize uintptr, err error) {
+	count = 1
+	for t.Kind() == reflect.Array {
+		count *= t.Len()
+		t = t.Elem()
+	}
+	kinds := map[reflect.Kind]uint8{
+		reflect.Int8: kInt8, reflect.Int16: kInt16, reflect.Int32: kInt32, reflect.Int64: kInt64, reflect.Int: kInt64,
+		reflect.Uint8: kUint8, reflect.Bool: kUint8, reflect.Uint16: kUint16, reflect.Uint32: kUint32,
+		reflect.Uint64: kUint64, reflect.Uint: kUint64, reflect.Uintptr: kUint64,
+		reflect.Float32: kFloat32, reflect.Float64: kFloat64,
+	}
+	kind, ok := kinds[t.Kind()]
+	if !ok {
+		return 0, 0, 0, fmt.Errorf("map key %s: keys are integers, floats, fixed-size arrays of those, or strings: %w", typeName(t), ErrNotPlainData)
+	}
+	return kind, count, t.Size(), nil
+}
+
+// cmpElem compares two keys' elements of kind at a and b.
+func cmpElem(kind uint8, a, b unsafe.Pointer) int {
+	switch kind {
+	case kInt8:
+		return cmp3(*(*int8)(a), *(*int8)(b))
+	case kInt16:
+		return cmp3(*(*int16)(a), *(*int16)(b))
+	case kInt32:
+		return cmp3(*(*int32)(a), *(*int32)(b))
+	case kInt64:
+		return cmp3(*(*int64)(a), *(*int64)(b))
+	case kUint8:
+		return cmp3(*(*uint8)(a), *(*uint8)(b))
+	case kUint16:
+		return cmp3(*(*uint16)(a), *(*uint16)(b))
+	case kUint32:
+		return cmp3(*(*uint32)(a), *(*uint32)(b))
+	case kUint64:
+		return cmp3(*(*uint64)(a), *(*uint64)(b))
+	case kFloat32:
+		return cmp3(*(*float32)(a), *(*float32)(b))
+	}
+	return cmp3(*(*float64)(a), *(*float64)(b))
+}
+
+// cmpFixed compares two fixed-size keys.
+func (g *mapGeo) cmpFixed(a, b unsafe.Pointer) int {
+	if g.count == 1 {
+		return cmpElem(g.kind, a, b)
+	}
+	for i := range g.count {
+		if c := cmpElem(g.kind, unsafe.Add(a, uintptr(i)*g.esize), unsafe.Add(b, uintptr(i)*g.esize)); c != 0 {
+			return c
+		}
+	}
+	return 0
+}
+
+// isNaN reports whether a float key (or an element of one) is NaN.
+func (g *mapGeo) isNaN(k unsafe.Pointer) bool {
+	if g.str || (g.kind != kFloat32 && g.kind != kFloat64) {
+		return false
+	}
+	for i := range g.count {
+		p := unsafe.Add(k, uintptr(i)*g.esize)
+		if g.kind == kFloat32 && math.IsNaN(float64(*(*float32)(p))) || g.kind == kFloat64 && math.IsNaN(*(*float64)(p)) {
+			return true
+		}
+	}
+	return false
+}
+
+// mapOp is one call's view of a map: its segment, geometry and header.
+type mapOp[K comparable, V any] struct {
+	m    *Map[K, V]
+	seg  *mapped.Segment
+	g    *mapGeo
+	base unsafe.Pointer
+}
+
+func (m *Map[K, V]) op(method string) (mapOp[K, V], error) {
+	seg := segFor(unsafe.Pointer(m), mapName, method)
+	g, err := mapGeoOf[K, V]()
+	if err != nil {
+		return mapOp[K, V]{}, fmt.Errorf("mapstore: objects.Map.%s: %w", method, err)
+	}
+	return mapOp[K, V]{m: m, seg: seg, g: g, base: seg.Base()}, nil
+}
+
+func (o *mapOp[K, V]) at(off uint64) unsafe.Pointer { return unsafe.Add(o.base, off) }
+
+// node checks the node at off against the segment and returns its key
+// count and whether it is a leaf.
+func (o *mapOp[K, V]) node(off uint64) (n int, leaf bool, err error) {
+	if off%8 != 0 || !o.seg.Holds(off, uint64(nodeHdr)) {
+		return 0, false, o.corrupt("a node at offset %d, outside the segment", off)
+	}
+	h := *(*uint64)(o.at(off))
+	n, leaf = int(h&0xffff), h&nodeLeaf != 0
+	size, capn := o.g.inSize, o.g.innerCap
+	if leaf {
+		size, capn = o.g.leafSize, o.g.leafCap
+	}
+	if n > capn || !o.seg.Holds(off, uint64(size)) {
+		return 0, false, o.corrupt("a node at offset %d says %d keys (a %s holds %d) or does not fit the segment", off, n, map[bool]string{true: "leaf", false: "node"}[leaf], capn)
+	}
+	return n, leaf, nil
+}
+
+func (o *mapOp[K, V]) corrupt(format string, args ...any) error {
+	return damaged(o.seg, mapName, unsafe.Pointer(o.m), format, args...)
+}
+
+func (o *mapOp[K, V]) key(nd uint64, i int) unsafe.Pointer {
+	return o.at(nd + nodeHdr + uint64(i)*uint64(o.g.ks))
+}
+func (o *mapOp[K, V]) val(nd uint64, i int) unsafe.Pointer {
+	return o.at(nd + uint64(o.g.valOff) + uint64(i)*uint64(o.g.vs))
+}
+func (o *mapOp[K, V]) child(nd uint64, i int) *uint64 {
+	return (*uint64)(o.at(nd + uint64(o.g.childOff) + uint64(i)*8))
+}
+
+// slotBytes is a string key slot's bytes, checked against the segment.
+func (o *mapOp[K, V]) slotBytes(slot unsafe.Pointer) ([]byte, error) {
+	w := (*[3]uint64)(slot)
+	if w[0]&keyInline != 0 {
+		n := w[0] &^ keyInline
+		if n > keyInlineMax {
+			return nil, o.corrupt("an inline key of %d bytes", n)
+		}
+		return unsafe.Slice((*byte)(unsafe.Pointer(&w[1])), 16)[:n:n], nil
+	}
+	n, off := w[0], w[1]
+	if n > 1<<40 || !o.seg.Holds(off, n) {
+		return nil, o.corrupt("a key of %d bytes at offset %d, outside the segment", n, off)
+	}
+	return unsafe.Slice((*byte)(o.at(off)), n), nil
+}
+
+// cmpKey compares the stored key at slot with k.
+func (o *mapOp[K, V]) cmpKey(slot unsafe.Pointer, k *K) (int, error) {
+	if o.g.str {
+		b, err := o.slotBytes(slot)
+		if err != nil {
+			return 0, err
+		}
+		s := *(*string)(unsafe.Pointer(k))
+		return bytes.Compare(b, unsafe.Slice(unsafe.StringData(s), len(s))), nil
+	}
+	return o.g.cmpFixed(slot, unsafe.Pointer(k)), nil
+}
+
+// search is the first index in node nd (n keys) whose key is not below
+// k, and whether it equals k.
+func (o *mapOp[K, V]) search(nd uint64, n int, k *K) (int, bool, error) {
+	lo, hi := 0, n
+	for lo < hi {
+		mid := int(uint(lo+hi) >> 1)
+		c, err := o.cmpKey(o.key(nd, mid), k)
+		if err != nil {
+			return 0, false, err
+		}
+		if c < 0 {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	if lo < n {
+		c, err := o.cmpKey(o.key(nd, lo), k)
+		if err != nil {
+			return 0, false, err
+		}
+		return lo, c == 0, nil
+	}
+	return lo, false, nil
+}
+
+// pathEnt is a node on the way from the root to a leaf, and the index of
+// the child taken (for the leaf: the key's position).
+type pathEnt struct {
+	nd  uint64
+	n   int
+	idx int
+}
+
+// descend walks from the root to the leaf where k is or would be.
+func (o *mapOp[K, V]) descend(k *K, path *[maxMapDepth]pathEnt) (depth int, found bool, err error) {
+	nd := o.m.root
+	for d := 0; ; d++ {
+		if d == maxMapDepth {
+			return 0, false, o.corrupt("a tree deeper than %d levels", maxMapDepth)
+		}
+		n, leaf, err := o.node(nd)
+		if err != nil {
+			return 0, false, err
+		}
+		i, eq, err := o.search(nd, n, k)
+		if err != nil {
+			return 0, false, err
+		}
+		if leaf {
+			path[d] = pathEnt{nd, n, i}
+			return d + 1, eq, nil
+		}
+		if eq {
+			i++ // a separator equal to k: k is in the right subtree
+		}
+		path[d] = pathEnt{nd, n, i}
+		nd = *o.child(nd, i)
+	}
+}
+
+func (o *mapOp[K, V]) checkKey(method string, k *K) error {
+	if o.g.isNaN(unsafe.Pointer(k)) {
+		return fmt.Errorf("mapstore: objects.Map.%s in %s: a NaN key cannot be ordered: %w", method, o.seg.Name(), ErrInvalidKey)
+	}
+	return nil
+}
+
+// Len is the number of keys.
+func (m *Map[K, V]) Len() int {
+	seg := segFor(unsafe.Pointer(m), mapName, "Len")
+	if m.root == 0 {
+		return 0
+	}
+	if m.n > uint64(seg.Size()) {
+		panic(damaged(seg, mapName, unsafe.Pointer(m), "a count of %d keys", m.n))
+	}
+	return int(m.n)
+}
+
+// Get returns a pointer to k's value, in place (valid until the next
+// change of the map), and whether k is there.
+func (m *Map[K, V]) Get(k K) (*V, bool) {
+	o, err := m.op("Get")
+	if err != nil {
+		panic(err)
+	}
+	if m.root == 0 || o.g.isNaN(unsafe.Pointer(&k)) {
+		return nil, false
+	}
+	var path [maxMapDepth]pathEnt
+	d, found, err := o.descend(&k, &path)
+	if err != nil {
+		panic(err)
+	}
+	if !found {
+		return nil, false
+	}
+	leaf := path[d-1]
+	return (*V)(o.val(leaf.nd, leaf.idx)), true
+}
+
+// Has reports whether k is in the map.
+func (m *Map[K, V]) Has(k K) bool {
+	_, ok := m.Get(k)
+	return ok
+}
+
+// Set makes k's value v: a new key is inserted, an existing one's value
+// replaced (what the old value owns is freed).
+func (m *Map[K, V]) Set(k K, v V) error {
+	_, _, err := m.put("Set", k, &v, true)
+	return err
+}
+
+// GetOrInsert returns a pointer to k's value, in place (valid until the
+// next change of the map), inserting a zero value first if k is absent;
+// inserted says which. Build a nested value where it lies through the
+// pointer.
+func (m *Map[K, V]) GetOrInsert(k K) (v *V, inserted bool, err error) {
+	return m.put("GetOrInsert", k, nil, false)
+}
+
+// put inserts k (with *v, or zero), or with overwrite replaces an
+// existing key's value.
+func (m *Map[K, V]) put(method string, k K, v *V, overwrite bool) (*V, bool, error) {
+	o, err := m.op(method)
+	if err != nil {
+		return nil, false, err
+	}
+	if err := writable(o.seg, mapName, method); err != nil {
+		return nil, false, err
+	}
+	if err := o.checkKey(method, &k); err != nil {
+		return nil, false, err
+	}
+	var path [maxMapDepth]pathEnt
+	depth, found := 0, false
+	if m.root != 0 {
+		if depth, found, err = o.descend(&k, &path); err != nil {
+			return nil, false, err
+		}
+		if found && !overwrite {
+			leaf := path[depth-1]
+			return (*V)(o.val(leaf.nd, leaf.idx)), false, nil
+		}
+	}
+	shape, _, err := shapeFor[V]()
+	if err != nil {
+		return nil, false, err
+	}
+	if found && len(shape) == 0 && o.g.vs <= 256 {
+		// A plain value replaced in place: saved first, so a rollback puts
+		// it back.
+		leaf := path[depth-1]
+		p := o.val(leaf.nd, leaf.idx)
+		l, err := o.seg.BeginLane()
+		if err != nil {
+			return nil, false, err
+		}
+		if err := l.Save(p, int(o.g.vs)); err != nil {
+			l.Abort()
+			return nil, false, err
+		}
+		*(*V)(p) = *v
+		return (*V)(p), false, l.Commit()
+	}
+	l, err := o.seg.BeginLane()
+	if err != nil {
+		return nil, false, err
+	}
+	b := builder[K, V]{o: &o, l: &l}
+	res, err := b.insert(path[:depth], &k, v, found, shape)
+	if err != nil {
+		l.Abort()
+		return nil, false, mapErr(o.seg, method, err)
+	}
+	if err := l.Commit(); err != nil {
+		return nil, false, err
+	}
+	return res, !found, nil
+}
+
+func mapErr(seg *mapped.Segment, method string, err error) error {
+	if errors.Is(err, mapped.ErrLaneFull) {
+		return fmt.Errorf("mapstore: objects.Map.%s in %s: the change touches more nodes than a lane records: %w", method, seg.Name(), err)
+	}
+	return err
+}
+
+// Delete removes k and frees what its value owns; it reports whether k
+// was there.
+func (m *Map[K, V]) Delete(k K) (bool, error) {
+	o, err := m.op("Delete")
+	if err != nil {
+		return false, err
+	}
+	if err := writable(o.seg, mapName, "Delete"); err != nil {
+		return false, err
+	}
+	if m.root == 0 || o.g.isNaN(unsafe.Pointer(&k)) {
+		return false, nil
+	}
+	var path [maxMapDepth]pathEnt
+	depth, found, err := o.descend(&k, &path)
+	if err != nil || !found {
+		return false, err
+	}
+	shape, _, err := shapeFor[V]()
+	if err != nil {
+		return false, err
+	}
+	l, err := o.seg.BeginLane()
+	if err != nil {
+		return false, err
+	}
+	b := builder[K, V]{o: &o, l: &l}
+	if err := b.remove(path[:depth], shape); err != nil {
+		l.Abort()
+		return false, mapErr(o.seg, "Delete", err)
+	}
+	return true, l.Commit()
+}
+
+// Clear removes every key, freeing the nodes and what the values own.
+func (m *Map[K, V]) Clear() error {
+	o, err := m.op("Clear")
+	if err != nil {
+		return err
+	}
+	if err := writable(o.seg, mapName, "Clear"); err != nil {
+		return err
+	}
+	if m.root == 0 {
+		return nil
+	}
+	shape, _, err := shapeFor[V]()
+	if err != nil {
+		return err
+	}
+	// After the commit: the root word is dropped (every node, key and
+	// value freed, the word zeroed), then the count.
+	l, err := o.seg.BeginLane()
+	if err != nil {
+		return err
+	}
+	var zero Map[K, V]
+	sh := zero.containerShape(0, nil, shape)
+	if err := l.Drop(unsafe.Pointer(m), 1, int(unsafe.Sizeof(*m)), sh); err != nil {
+		l.Abort()
+		return err
+	}
+	if err := l.Store(&m.n, 0); err != nil {
+		l.Abort()
+		return err
+	}
+	return l.Commit()
+}
+
+// All iterates over the keys in order, with pointers to their values.
+// The map must not change during the loop.
+func (m *Map[K, V]) All() iter.Seq2[K, *V] {
+	return m.iterate("All", nil, nil)
+}
+
+// Range iterates, in order, over the keys k with from <= k < to.
+func (m *Map[K, V]) Range(from, to K) iter.Seq2[K, *V] {
+	return m.iterate("Range", &from, &to)
+}
+
+// Min is the least key and its value; ok is false for an empty map.
+func (m *Map[K, V]) Min() (k K, v *V, ok bool) {
+	for k, v := range m.iterate("Min", nil, nil) {
+		return k, v, true
+	}
+	return k, nil, false
+}
+
+// Max is the greatest key and its value; ok is false for an empty map.
+func (m *Map[K, V]) Max() (k K, v *V, ok bool) {
+	o, err := m.op("Max")
+	if err != nil {
+		panic(err)
+	}
+	nd := m.root
+	if nd == 0 {
+		return k, nil, false
+	}
+	for d := 0; d < maxMapDepth; d++ {
+		n, leaf, err := o.node(nd)
+		if err != nil {
+			panic(err)
+		}
+		if leaf {
+			if n == 0 {
+				return k, nil, false
+			}
+			return o.keyOf(nd, n-1), (*V)(o.val(nd, n-1)), true
+		}
+		nd = *o.child(nd, n)
+	}
+	panic(o.corrupt("a tree deeper than %d levels", maxMapDepth))
+}
+
+// keyOf is the key at index i of node nd as a K (a string is copied).
+func (o *mapOp[K, V]) keyOf(nd uint64, i int) K {
+	var k K
+	if o.g.str {
+		b, err := o.slotBytes(o.key(nd, i))
+		if err != nil {
+			panic(err)
+		}
+		*(*string)(unsafe.Pointer(&k)) = string(b)
+		return k
+	}
+	return *(*K)(o.key(nd, i))
+}
+
+func (m *Map[K, V]) iterate(method string, from, to *K) iter.Seq2[K, *V] {
+	return func(yield func(K, *V) bool) {
+		o, err := m.op(method)
+		if err != nil {
+			panic(err)
+		}
+		if m.root == 0 {
+			return
+		}
+		var stack [maxMapDepth]pathEnt
+		sp := 0
+		nd := m.root
+		// Down to the first leaf that may hold from.
+		for {
+			if sp == maxMapDepth {
+				panic(o.corrupt("a tree deeper than %d levels", maxMapDepth))
+			}
+			n, leaf, err := o.node(nd)
+			if err != nil {
+				panic(err)
+			}
+			i := 0
+			if from != nil {
+				var eq bool
+				if i, eq, err = o.search(nd, n, from); err != nil {
+					panic(err)
+				}
+				if eq && !leaf {
+					i++
+				}
+			}
+			stack[sp] = pathEnt{nd, n, i}
+			if leaf {
+				break
+			}
+			sp++
+			nd = *o.child(nd, i)
+		}
+		steps := uint64(o.seg.Size()) / 8
+		for {
+			top := &stack[sp]
+			if top.idx > top.n || (top.idx == top.n && sp == len(stack)) {
+				panic(o.corrupt("an iteration out of its node"))
+			}
+			_, leaf, err := o.node(top.nd)
+			if err != nil {
+				panic(err)
+			}
+			if leaf && top.idx < top.n {
+				if to != nil {
+					c, err := o.cmpKey(o.key(top.nd, top.idx), to)
+					if err != nil {
+						panic(err)
+					}
+					if c >= 0 {
+						return
+					}
+				}
+				if !yield(o.keyOf(top.nd, top.idx), (*V)(o.val(top.nd, top.idx))) {
+					return
+				}
+				top.idx++
+				continue
+			}
+			// This node is done: up, then down the next child.
+			for {
+				if sp == 0 {
+					return
+				}
+				sp--
+				p := &stack[sp]
+				p.idx++
+				if p.idx <= p.n {
+					break
+				}
+			}
+			for {
+				if steps == 0 {
+					panic(o.corrupt("an iteration that does not end"))
+				}
+				steps--
+				p := stack[sp]
+				c := *o.child(p.nd, p.idx)
+				n, leaf, err := o.node(c)
+				if err != nil {
+					panic(err)
+				}
+				sp++
+				if sp == maxMapDepth {
+					panic(o.corrupt("a tree deeper than %d levels", maxMapDepth))
+				}
+				stack[sp] = pathEnt{c, n, 0}
+				if leaf {
+					break
+				}
+			}
+		}
+	}
+}
+
+func cmp3[T int8 | int16 | int32 | int64 | uint8 | uint16 | uint32 | uint64 | float32 | float64](a, b T) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
