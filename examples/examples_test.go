@@ -112,6 +112,23 @@ func TestParentChild(t *testing.T) {
 			`^parent: OK: the head is destroyed and all memory is deallocated$`,
 			`^parent: all checks passed; removing the segment$`,
 		}},
+		{"map", []string{
+			`^parent: created shm:mapstore-example-map-\d+ \(65536 bytes, fixed size\)$`,
+			`^parent: constructed "MyMap" and inserted i -> float32\(i\) for i in 0\.\.99, shuffled \(100 keys\)$`,
+			`^child: found "MyMap" with 100 keys, mapped at 0x[0-9a-f]+$`,
+			`^child: OK: read 0 -> 0 \.\. 99 -> 99 in key order$`,
+			`^child: destroyed "MyMap" and closed the segment$`,
+			`^parent: OK: the map is gone \(mapped.ErrNotFound\) and all memory is deallocated$`,
+			`^parent: all checks passed; removing the segment$`,
+		}},
+		{"nested", []string{
+			`^parent: constructed "people": 24 records, 36 tags `,
+			`^child: found "people" with 24 records, mapped at 0x[0-9a-f]+$`,
+			`^child: OK: 24 records in key order, each with its ID, name and tags \(36 tags in all\)$`,
+			`^child: destroyed "people" \(every string, vector and node in it\) and closed the segment$`,
+			`^parent: OK: the map is gone \(mapped.ErrNotFound\) and all memory is deallocated$`,
+			`^parent: all checks passed; removing the segment$`,
+		}},
 		{"vector", []string{
 			`^parent: created shm:mapstore-example-vector-\d+ \(65536 bytes, fixed size\)$`,
 			`^parent: constructed "MyVector" and appended 0\.\.99 \(length 100, `,
@@ -138,7 +155,7 @@ func TestParentChild(t *testing.T) {
 
 			// A child that cannot do its part must fail, and say so.
 			args := []string{"child", fmt.Sprintf("mapstore-example-%s-missing-%d", tc.name, os.Getpid()), "1"}
-			if tc.name == "named" || tc.name == "vector" {
+			if tc.name == "named" || tc.name == "vector" || tc.name == "map" || tc.name == "nested" {
 				args = args[:2]
 			}
 			out, _, err = run(t, bin, args...)

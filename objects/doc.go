@@ -1,6 +1,6 @@
 // Package objects puts Go values in a mapstore segment: named objects and
 // arrays, anonymous objects, one-per-type instances, offset pointers and
-// containers (Vector, String, List), all type-checked.
+// containers (Vector, String, List, Map), all type-checked.
 //
 //	p, err := objects.Construct(seg, "counter", Counter{})        // mapped.ErrExists if taken
 //	a, err := objects.ConstructArray(seg, "table", 10, Entry{})    // []Entry, len 10
@@ -30,6 +30,11 @@
 //	var name objects.String          // as a field of a value in the segment
 //	err = name.Set("hello"); name.String(); name.Equal("hello")
 //
+//	m, err := objects.Construct(seg, "people", objects.Map[string, Record]{})
+//	r, inserted, err := m.GetOrInsert("alice")  // a zero Record built in place
+//	err = r.Name.Set("Alice"); ok := m.Has("alice"); ok, err = m.Delete("alice")
+//	for k, r := range m.All() { /* key order */ }
+//
 //	l, err := objects.Construct(seg, "queue", objects.List[Job]{})
 //	e, err := l.PushBack(Job{ID: 1})
 //	for j := range l.All() { /* *Job in place */ }
@@ -39,8 +44,8 @@
 // is blocks of the segment. It lives in the segment like any value (a
 // named object, a field, an element of another container) and is used
 // through a pointer into the segment. Containers nest to any depth
-// (Vector[String], List[Vector[int64]], a struct with String and Vector
-// fields in a Vector); Delete, Truncate, Clear, Remove, Delete (of New'd
+// (Vector[String], List[Vector[int64]], Map[string, Record] where Record
+// holds a String and a Vector[String]); Delete, Truncate, Clear, Remove, Delete (of New'd
 // values) and Destroy free everything nested in what they remove. A type
 // that holds, through containers, a container of itself is refused
 // (ErrNotPlainData): link such structures with Ptr.
