@@ -26,6 +26,13 @@ import (
 //	                                 whether its bytes are inline (bit
 //	                                 63); when not, the word at off+8
 //	                                 holds an owned block
+//	'H' off slot keyOff valOff len(key) key len(val) val
+//	                                 a hash table: the word at off holds
+//	                                 its table block (0: none), the word
+//	                                 at off+16 its slots (slot bytes
+//	                                 each); a slot whose first word is 2
+//	                                 or more holds a key owning key at
+//	                                 keyOff and a value owning val
 //	'T' off tree                     a B-tree: the word at off holds its
 //	                                 root node (0: empty); tree is the
 //	                                 node geometry (TreeGeometry)
@@ -85,6 +92,19 @@ func (sh Shape) Tree(off uintptr, g TreeGeometry) Shape {
 	}
 	sh = appendSub(sh, g.Key)
 	return appendSub(sh, g.Val)
+}
+
+// HashTable adds a hash table whose table block is the word at off and
+// whose slot count is the word at off+16; each slot (slot bytes; its
+// first word 2 or more when it holds an entry) has a key at keyOff
+// owning key and a value at valOff owning val.
+func (sh Shape) HashTable(off, slot, keyOff, valOff uintptr, key, val Shape) Shape {
+	sh = append(sh, 'H')
+	for _, v := range []uint64{uint64(off), uint64(slot), uint64(keyOff), uint64(valOff)} {
+		sh = binary.AppendUvarint(sh, v)
+	}
+	sh = appendSub(sh, key)
+	return appendSub(sh, val)
 }
 
 // Array adds count values of stride bytes at off, each owning elem.
@@ -212,6 +232,15 @@ func (d *dropper) value(obj uint64, shape Shape, depth int) error {
 				break
 			}
 			if err := d.tree(off, &g, depth); err != nil {
+				return err
+			}
+		case 'H':
+			slot, keyOff, valOff := r.uv(), r.uv(), r.uv()
+			key, val := r.sub(), r.sub()
+			if !r.ok {
+				break
+			}
+			if err := d.hashTable(off, slot, keyOff, valOff, key, val, depth); err != nil {
 				return err
 			}
 		case 'A':
@@ -370,6 +399,46 @@ func (d *dropper) node(ref uint64, g *treeGeo, depth int) error {
 		}
 	}
 	return d.s.freeWord(uintptr(ref), 0, d.held)
+}
+
+// hashTable frees a hash table's entries' storage, then its table.
+func (d *dropper) hashTable(off, slot, keyOff, valOff uint64, key, val Shape, depth int) error {
+	ref, ok := d.word(off)
+	capw, ok2 := d.word(off + 16)
+	if !ok || !ok2 {
+		return corrupt("hash table header at %d is outside the segment's blocks", off)
+	}
+	t := atomic.LoadUint64(ref)
+	if t == 0 {
+		return nil
+	}
+	if len(key)+len(val) > 0 {
+		n := atomic.LoadUint64(capw)
+		bsize, err := d.blockSize(t)
+		if err != nil {
+			return err
+		}
+		if slot < 8 || slot > 1<<20 || n > bsize/slot || keyOff >= slot || valOff > slot {
+			return corrupt("hash table at %d: %d slots of %d bytes in a block of %d at %d", off, n, slot, bsize, t)
+		}
+		for i := uint64(0); i < n; i++ {
+			s := t + i*slot
+			if atomic.LoadUint64(d.s.h.w(uintptr(s))) < 2 {
+				continue
+			}
+			if len(key) > 0 {
+				if err := d.value(s+keyOff, key, depth+1); err != nil {
+					return err
+				}
+			}
+			if len(val) > 0 {
+				if err := d.value(s+valOff, val, depth+1); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return d.s.freeWord(uintptr(off), 0, d.held)
 }
 
 // blockSize is the usable size of the live block at off.

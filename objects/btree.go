@@ -243,6 +243,8 @@ type mapOp[K comparable, V any] struct {
 	seg  *mapped.Segment
 	g    *mapGeo
 	base unsafe.Pointer
+	self unsafe.Pointer // the container's header, for errors
+	typ  string         // and its type's name
 }
 
 func (m *Map[K, V]) op(method string) (mapOp[K, V], error) {
@@ -251,7 +253,7 @@ func (m *Map[K, V]) op(method string) (mapOp[K, V], error) {
 	if err != nil {
 		return mapOp[K, V]{}, fmt.Errorf("mapstore: objects.Map.%s: %w", method, err)
 	}
-	return mapOp[K, V]{m: m, seg: seg, g: g, base: seg.Base()}, nil
+	return mapOp[K, V]{m: m, seg: seg, g: g, base: seg.Base(), self: unsafe.Pointer(m), typ: mapName}, nil
 }
 
 func (o *mapOp[K, V]) at(off uint64) unsafe.Pointer { return unsafe.Add(o.base, off) }
@@ -275,7 +277,7 @@ func (o *mapOp[K, V]) node(off uint64) (n int, leaf bool, err error) {
 }
 
 func (o *mapOp[K, V]) corrupt(format string, args ...any) error {
-	return damaged(o.seg, mapName, unsafe.Pointer(o.m), format, args...)
+	return damaged(o.seg, o.typ, o.self, format, args...)
 }
 
 func (o *mapOp[K, V]) key(nd uint64, i int) unsafe.Pointer {
@@ -381,7 +383,7 @@ func (o *mapOp[K, V]) descend(k *K, path *[maxMapDepth]pathEnt) (depth int, foun
 
 func (o *mapOp[K, V]) checkKey(method string, k *K) error {
 	if o.g.isNaN(unsafe.Pointer(k)) {
-		return fmt.Errorf("mapstore: objects.Map.%s in %s: a NaN key cannot be ordered: %w", method, o.seg.Name(), ErrInvalidKey)
+		return fmt.Errorf("mapstore: objects.%s.%s in %s: a NaN key is not a key: %w", o.typ, method, o.seg.Name(), ErrInvalidKey)
 	}
 	return nil
 }

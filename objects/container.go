@@ -61,3 +61,5 @@ func shapeFor[T any]() (mapped.Shape, uintptr, error) {
 	}
 	return ti.shape, ti.size, nil
 }
+
+func unsafePtr[T any](p *T) unsafe.Pointer { return unsafe.Pointer(p) }

@@ -1,6 +1,6 @@
 // Package objects puts Go values in a mapstore segment: named objects and
 // arrays, anonymous objects, one-per-type instances, offset pointers and
-// containers (Vector, String, List, Map), all type-checked.
+// containers (Vector, String, List, Map, HashMap), all type-checked.
 //
 //	p, err := objects.Construct(seg, "counter", Counter{})        // mapped.ErrExists if taken
 //	a, err := objects.ConstructArray(seg, "table", 10, Entry{})    // []Entry, len 10
@@ -34,6 +34,9 @@
 //	r, inserted, err := m.GetOrInsert("alice")  // a zero Record built in place
 //	err = r.Name.Set("Alice"); ok := m.Has("alice"); ok, err = m.Delete("alice")
 //	for k, r := range m.All() { /* key order */ }
+//
+//	h, err := objects.Construct(seg, "ids", objects.HashMap[string, int64]{})  // unordered
+//	err = h.Set("bob", 2); p, ok := h.Get("bob")
 //
 //	l, err := objects.Construct(seg, "queue", objects.List[Job]{})
 //	e, err := l.PushBack(Job{ID: 1})
