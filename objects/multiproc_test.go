@@ -33,6 +33,8 @@ func mainWithChildren(m *testing.M) {
 		// killcont runs random container calls, logging each before it
 		// starts, until killed (containers_kill_test.go).
 		"killcont": childKillContainers,
+		// killhash runs HashMap calls until killed (hashmap_kill_test.go).
+		"killhash": childKillHashMap,
 	})
 }
 

@@ -1,0 +1,248 @@
+package objects
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/mapstore/mapstore/backing/shm"
+	"github.com/mapstore/mapstore/internal/proctest"
+	"github.com/mapstore/mapstore/mapped"
+)
+
+// SIGKILL during HashMap calls: a child runs a deterministic sequence of
+// calls (Set of long String values, which frees the old value's block;
+// GetOrInsert; Delete; now and then Clear; rebuilds as the table grows
+// and removed slots pile up), storing the index of the call it is in
+// before it starts; the parent kills it at random, reopens the segment,
+// and requires the map to hold the state after that many calls or one
+// more, a sane segment, and, at the end, every byte back after a
+// destroy.
+
+type hkOp struct {
+	call string
+	key  int64
+}
+
+// hkOpAt is call i of the sequence of seed.
+func hkOpAt(seed uint64, i int64) hkOp {
+	r := rand.New(rand.NewPCG(seed, uint64(i)))
+	k := int64(r.IntN(400))
+	switch x := r.IntN(100); {
+	case x < 55:
+		return hkOp{"set", k}
+	case x < 65:
+		return hkOp{"ins", k}
+	case x < 99:
+		return hkOp{"del", k}
+	}
+	return hkOp{"clear", 0}
+}
+
+func hkText(i int64) string {
+	return fmt.Sprintf("value of call %d, long enough to own a block of its own", i)
+}
+
+// hkApply applies calls [from, to) to model m.
+func hkApply(m map[int64]string, seed uint64, from, to int64) {
+	for i := from; i < to; i++ {
+		switch o := hkOpAt(seed, i); o.call {
+		case "set":
+			m[o.key] = hkText(i)
+		case "ins":
+			if _, ok := m[o.key]; !ok {
+				m[o.key] = ""
+			}
+		case "del":
+			delete(m, o.key)
+		case "clear":
+			clear(m)
+		}
+	}
+}
+
+func hkClone(m map[int64]string) map[int64]string {
+	c := make(map[int64]string, len(m))
+	for k, v := range m {
+		c[k] = v
+	}
+	return c
+}
+
+func hkDo(h *HashMap[int64, String], seed uint64, i int64) error {
+	switch o := hkOpAt(seed, i); o.call {
+	case "set":
+		var v String
+		if err := h.Set(o.key, v); err != nil { // a zero value first, then the text: two calls
+			return err
+		}
+		p, _ := h.Get(o.key)
+		return p.Set(hkText(i))
+	case "ins":
+		_, _, err := h.GetOrInsert(o.key)
+		return err
+	case "del":
+		_, err := h.Delete(o.key)
+		return err
+	default:
+		return h.Clear()
+	}
+}
+
+// childKillHashMap runs calls from index args[2] on, storing each index
+// in the word of file args[1] before it starts, until killed.
+func childKillHashMap(args []string) int {
+	seg, err := kOpenSpec(args[0], mapped.OpenOnly)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	f, err := os.OpenFile(args[1], os.O_RDWR, 0)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	mem, err := syscall.Mmap(int(f.Fd()), 0, 8, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	word := (*int64)(unsafe.Pointer(&mem[0]))
+	from, _ := strconv.ParseInt(args[2], 10, 64)
+	seed, _ := strconv.ParseUint(args[3], 10, 64)
+	h, err := Find[HashMap[int64, String]](seg, "hm")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	fmt.Println("ready")
+	for i := from; ; i++ {
+		atomic.StoreInt64(word, i)
+		if err := hkDo(h, seed, i); err != nil {
+			fmt.Fprintf(os.Stderr, "call %d: %v\n", i, err)
+			return 1
+		}
+	}
+}
+
+// hkState reads the map into a Go map (values as strings).
+func hkState(t *testing.T, seg *mapped.Segment) map[int64]string {
+	h, err := Find[HashMap[int64, String]](seg, "hm")
+	require.NoError(t, err)
+	got := map[int64]string{}
+	for k, v := range h.All() {
+		got[k] = v.String()
+	}
+	require.Equal(t, len(got), h.Len())
+	return got
+}
+
+func hkEqual(a, b map[int64]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
+
+func TestSIGKILLDuringHashMapCalls(t *testing.T) {
+	kills := 200
+	if testing.Short() {
+		kills = 20
+	}
+	if v, err := strconv.Atoi(os.Getenv("MAPSTORE_HASHMAP_KILLS")); err == nil {
+		kills = v
+	}
+	name := fmt.Sprintf("mapstore-hkill-%d", os.Getpid())
+	t.Cleanup(func() { _ = shm.Remove(name) })
+	for _, spec := range []string{"shm:" + name, "file:" + filepath.Join(t.TempDir(), "hkill.seg")} {
+		t.Run(strings.SplitN(spec, ":", 2)[0], func(t *testing.T) { killHashMap(t, spec, kills) })
+	}
+}
+
+func killHashMap(t *testing.T, spec string, kills int) {
+	seg, err := kOpenSpec(spec, mapped.CreateOnly, mapped.WithSize(8<<20))
+	require.NoError(t, err)
+	free0 := seg.FreeMemory()
+	_, err = Construct(seg, "hm", HashMap[int64, String]{})
+	require.NoError(t, err)
+	require.NoError(t, seg.Close())
+	wordFile := filepath.Join(t.TempDir(), "word")
+	require.NoError(t, os.WriteFile(wordFile, make([]byte, 8), 0o600))
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 99))
+
+	next, rolled, finished := int64(0), 0, 0
+	model := map[int64]string{} // after calls [0, next)
+	for kill := range kills {
+		c := proctest.Start(t, "killhash", spec, wordFile, strconv.FormatInt(next, 10), strconv.FormatUint(seed, 10))
+		c.Expect("ready")
+		time.Sleep(time.Duration(rng.IntN(3000)) * time.Microsecond)
+		c.Kill()
+		data, err := os.ReadFile(wordFile)
+		require.NoError(t, err)
+		in := *(*int64)(unsafe.Pointer(&data[0])) // the call it was in (or about to start)
+
+		seg, err := kOpenSpec(spec, mapped.OpenOnly)
+		require.NoError(t, err)
+		for _, a := range seg.RecoveryReport().Actions {
+			switch {
+			case strings.Contains(a, "rolled back the operation of lane"):
+				rolled++
+			case strings.Contains(a, "finished the committed operation of lane"):
+				finished++
+			}
+		}
+		require.NoError(t, seg.CheckSanity(), "kill %d", kill)
+		got := hkState(t, seg)
+		hkApply(model, seed, next, in) // before call in
+		after := hkClone(model)
+		hkApply(after, seed, in, in+1)
+		mid := hkClone(model) // a set is two steps: a zero value, then its text
+		if o := hkOpAt(seed, in); o.call == "set" {
+			mid[o.key] = ""
+		}
+		switch {
+		case hkEqual(got, after):
+			model, next = after, in+1
+		case hkEqual(got, model):
+			next = in
+		case hkEqual(got, mid):
+			// Between the two steps of a set: finish it here.
+			h, err := Find[HashMap[int64, String]](seg, "hm")
+			require.NoError(t, err)
+			require.NoError(t, hkDo(h, seed, in))
+			model, next = after, in+1
+		default:
+			t.Fatalf("kill %d in call %d (%v): the map holds neither the state before it nor after it", kill, in, hkOpAt(seed, in))
+		}
+		require.NoError(t, seg.Close())
+	}
+	t.Logf("%d kills, %d calls; lanes recovered: %d rolled back, %d finished", kills, next, rolled, finished)
+	assert.Positive(t, rolled, "some kills landed inside a lane before its commit")
+	assert.Positive(t, finished, "some kills landed inside a lane after its commit")
+
+	seg, err = kOpenSpec(spec, mapped.OpenOnly)
+	require.NoError(t, err)
+	defer seg.Close()
+	require.NoError(t, Destroy[HashMap[int64, String]](seg, "hm"))
+	require.NoError(t, seg.CheckSanity())
+	assert.True(t, seg.AllMemoryDeallocated())
+	assert.Equal(t, free0, seg.FreeMemory())
+}
