@@ -73,7 +73,9 @@ func TestHashMapNested(t *testing.T) {
 	seg := newSeg(t)
 	h, err := Construct(seg, "h", HashMap[int64, Map[string, Vector[int64]]]{})
 	require.NoError(t, err)
-	for i := range 60 {
+	// Thousands of blocks: 400 inner maps (nodes and key blocks), and a
+	// vector in most of their entries.
+	for i := range 400 {
 		inner, _, err := h.GetOrInsert(int64(i))
 		require.NoError(t, err)
 		for j := range i % 7 {
@@ -90,7 +92,7 @@ func TestHashMapNested(t *testing.T) {
 	vec, ok := inner.Get("a key long enough to own a block 5")
 	require.True(t, ok)
 	assert.Equal(t, 50, vec.Len())
-	for i := 0; i < 60; i += 3 {
+	for i := 0; i < 400; i += 3 {
 		ok, err := h.Delete(int64(i))
 		require.NoError(t, err)
 		require.True(t, ok)
