@@ -15,7 +15,10 @@
 #
 # The container cases (CONTAINER_CASES below: vector_push_back, string_set,
 # list_push_pop) are not in the default list; name them, or give the word
-# "containers" as the case list to run all three.
+# "containers" as the case list to run all three. Likewise the ordered-map
+# cases (MAP_CASES below: map_insert, map_find, and open_existing and
+# close_existing, which reopen the segment holding map_insert's map): the
+# word "maps" runs all four.
 #
 # Both harnesses print lines of the form
 #   case=<name> backing=<shm|file|heap> n=<ops> ns_per_op=<float>
@@ -29,10 +32,12 @@ cd "$(dirname "$0")/.."
 
 DEFAULT_CASES=alloc_free_64,alloc_many_then_free_64,alloc_mixed,construct_named,find_named,destroy_named
 CONTAINER_CASES=vector_push_back,string_set,list_push_pop
+MAP_CASES=map_insert,map_find,open_existing,close_existing
 CASES=${1:-$DEFAULT_CASES}
-if [ "$CASES" = containers ]; then
-	CASES=$CONTAINER_CASES
-fi
+case $CASES in
+containers) CASES=$CONTAINER_CASES ;;
+maps) CASES=$MAP_CASES ;;
+esac
 ROUNDS=${ROUNDS:-3}
 BACKINGS=shm,file,heap
 BUILD_DIR=bench/boost/build

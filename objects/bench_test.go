@@ -172,3 +172,86 @@ func BenchmarkVectorAppendWarm(b *testing.B) {
 		}
 	}
 }
+
+// mapBenchKeys is n distinct random uint64 keys from a fixed seed.
+func mapBenchKeys(n int) []uint64 {
+	rng := rand.New(rand.NewPCG(42, 4))
+	keys := make([]uint64, 0, n)
+	seen := make(map[uint64]struct{}, n)
+	for len(keys) < n {
+		k := rng.Uint64()
+		if _, dup := seen[k]; !dup {
+			seen[k] = struct{}{}
+			keys = append(keys, k)
+		}
+	}
+	return keys
+}
+
+var mapBenchSizes = []int{100_000, 1_000_000}
+
+// BenchmarkMapSet is map_insert: Set of a new random uint64 key (value a
+// float64) into an objects.Map[uint64, float64], which holds from 0 up to
+// n keys during a pass; a pass that reaches n keys starts over with a
+// fresh map (the Clear is not timed).
+func BenchmarkMapSet(b *testing.B) {
+	for _, n := range mapBenchSizes {
+		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
+			s := benchSegment(b)
+			keys := mapBenchKeys(n)
+			m, err := objects.Construct(s, "m", objects.Map[uint64, float64]{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			i := 0
+			for b.Loop() {
+				if i == n {
+					b.StopTimer()
+					if err := m.Clear(); err != nil {
+						b.Fatal(err)
+					}
+					i = 0
+					b.StartTimer()
+				}
+				if err := m.Set(keys[i], float64(i)); err != nil {
+					b.Fatal(err)
+				}
+				i++
+			}
+		})
+	}
+}
+
+// BenchmarkMapGet is map_find: Get of a random present key in an
+// objects.Map[uint64, float64] of n keys.
+func BenchmarkMapGet(b *testing.B) {
+	for _, n := range mapBenchSizes {
+		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
+			s := benchSegment(b)
+			keys := mapBenchKeys(n)
+			m, err := objects.Construct(s, "m", objects.Map[uint64, float64]{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			for i, k := range keys {
+				if err := m.Set(k, float64(i)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			rng := rand.New(rand.NewPCG(42, 5))
+			idx := make([]uint32, 1<<20)
+			for i := range idx {
+				idx[i] = uint32(rng.IntN(n))
+			}
+			k := 0
+			for b.Loop() {
+				i := idx[k&(len(idx)-1)]
+				k++
+				v, ok := m.Get(keys[i])
+				if !ok || *v != float64(i) {
+					b.Fatalf("get %d: %v", keys[i], ok)
+				}
+			}
+		})
+	}
+}

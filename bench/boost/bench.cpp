@@ -487,25 +487,24 @@ Result seg_map_find(const B &b) {
   return {n, elapsed_ns(t0, t1)};
 }
 
-// open_existing and close_existing: with a segment holding kNamedN named
-// uint64_t objects (as construct_named builds them) created and closed
-// beforehand, open it, find one object by name and check its value, then
-// close it; kOpenN times, a different random name each time. The open and
-// the find are one sum of times, the close (destructor: unmap and close
-// the descriptor) another; each case reports its own. (DESIGN.md's
-// open_existing holds a 1e6-entry map; until mapstore's map lands both
-// harnesses measure it with the named objects.)
+// open_existing and close_existing: with a segment holding map_insert's
+// map (kMapN keys, keys[i] -> double(i), constructed by name) created and
+// closed beforehand, open it, find the map by name and look up one random
+// key, checking its value, then close it; kOpenN times, a different key
+// each time. The open, the find of the map and the key's lookup are one
+// sum of times, the close (destructor: unmap and close the descriptor)
+// another; each case reports its own.
 template <class B>
 std::pair<Result, Result> open_close_times(const B &b) {
   using Seg = typename B::segment;
-  const std::vector<std::string> names = make_names(kNamedN);
   std::mt19937_64 rng(kSeed);
-  const std::vector<std::uint32_t> idx = make_indices(kOpenN, kNamedN, rng);
+  const std::vector<std::uint64_t> keys = make_distinct_keys(kMapN, rng);
+  const std::vector<std::uint32_t> idx = make_indices(kOpenN, kMapN, rng);
 
   Fresh<B> fresh(b);
   {
     SegPtr<Seg> seg(b.create(kSegmentSize));
-    construct_all(*seg, names);
+    fill_map(*construct_map(*seg), keys);
   }  // closed here
 
   const std::size_t n = kOpenN;
@@ -513,10 +512,12 @@ std::pair<Result, Result> open_close_times(const B &b) {
   for (std::size_t i = 0; i < n; ++i) {
     auto t0 = Clock::now();
     SegPtr<Seg> seg(b.open());
-    std::uint64_t *p = seg->template find<std::uint64_t>(names[idx[i]].c_str()).first;
-    if (p == nullptr) fail("open_existing: not found: " + names[idx[i]]);
-    if (*p != idx[i]) fail("open_existing: wrong value for " + names[idx[i]]);
-    escape(p);
+    SegMap<Seg> *m = seg->template find<SegMap<Seg>>(kMapName).first;
+    if (m == nullptr) fail("open_existing: map not found");
+    auto it = m->find(keys[idx[i]]);
+    if (it == m->end()) fail("open_existing: key not found");
+    if (it->second != double(idx[i])) fail("open_existing: wrong value");
+    escape(it->second);
     auto t1 = Clock::now();
     seg.reset();
     auto t2 = Clock::now();

@@ -54,6 +54,8 @@ var cases = []bench{
 	{"string_set", stringSet},
 	{"list_push_pop", listPushPop},
 	{"destroy_named", destroyNamed},
+	{"map_insert", mapInsert},
+	{"map_find", mapFind},
 	{"open_existing", openExisting},
 	{"close_existing", closeExisting},
 }
@@ -338,14 +340,14 @@ func destroyNamed(e env) (int, time.Duration, error) {
 }
 
 // openCloseTimes is open_existing and close_existing (bench/README.md):
-// with the segment holding numNamed named uint64s and closed, open it,
-// find a random one by name and check its value, then close it; 100
-// times. It returns the time of the opens and finds and that of the
-// closes.
+// with the segment holding map_insert's map of mapN keys and closed, open
+// it, find the map by name, look up a random key and check its value,
+// then close it; 100 times. It returns the time of the opens and finds
+// and that of the closes.
 func openCloseTimes(e env) (n int, open, cls time.Duration, err error) {
 	const opens = 100
-	ns := names()
-	if err := construct(e, ns, nil); err != nil {
+	keys, _ := mapKeys()
+	if _, err := fillMap(e, keys); err != nil {
 		return 0, 0, 0, err
 	}
 	if err := e.seg.Close(); err != nil {
@@ -354,7 +356,7 @@ func openCloseTimes(e env) (n int, open, cls time.Duration, err error) {
 	rng := rand.New(rand.NewPCG(42, 3))
 	idx := make([]uint32, opens)
 	for i := range idx {
-		idx[i] = uint32(rng.IntN(numNamed))
+		idx[i] = uint32(rng.IntN(mapN))
 	}
 	runtime.GC()
 	for _, i := range idx {
@@ -363,12 +365,13 @@ func openCloseTimes(e env) (n int, open, cls time.Duration, err error) {
 		if err != nil {
 			return 0, 0, 0, err
 		}
-		p, err := objects.Find[uint64](s, ns.at(int(i)))
+		m, err := objects.Find[objects.Map[uint64, float64]](s, mapName)
 		if err != nil {
 			return 0, 0, 0, err
 		}
-		if *p != uint64(i) {
-			return 0, 0, 0, fmt.Errorf("%s holds %d", ns.at(int(i)), *p)
+		v, ok := m.Get(keys[i])
+		if !ok || *v != float64(i) {
+			return 0, 0, 0, fmt.Errorf("key %d (index %d) not found or wrong value", keys[i], i)
 		}
 		t1 := time.Now()
 		if err := s.Close(); err != nil {
