@@ -8,6 +8,7 @@ import (
 	"math"
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/mapstore/mapstore/mapped"
@@ -100,7 +101,30 @@ func (g *mapGeo) maxKeys() int { return max(g.leafCap, g.innerCap) }
 
 var mapGeos sync.Map // reflect.Type of Map[K, V] -> *mapGeo or error
 
+// recentGeos is a small direct-mapped cache in front of mapGeos, keyed by
+// the type word of *Map[K, V] (a constant the compiler emits), as recent
+// is for typeInfo: a hit costs a few instructions.
+var recentGeos [64]atomic.Pointer[geoEntry]
+
+type geoEntry struct {
+	key unsafe.Pointer
+	g   *mapGeo
+}
+
 func mapGeoOf[K comparable, V any]() (*mapGeo, error) {
+	key := keyOf((*Map[K, V])(nil))
+	slot := &recentGeos[uintptr(key)>>4%uintptr(len(recentGeos))]
+	if e := slot.Load(); e != nil && e.key == key {
+		return e.g, nil
+	}
+	g, err := mapGeoSlow[K, V]()
+	if err == nil {
+		slot.Store(&geoEntry{key, g})
+	}
+	return g, err
+}
+
+func mapGeoSlow[K comparable, V any]() (*mapGeo, error) {
 	t := reflect.TypeFor[Map[K, V]]()
 	if v, ok := mapGeos.Load(t); ok {
 		if g, ok := v.(*mapGeo); ok {

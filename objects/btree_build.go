@@ -20,18 +20,43 @@ import (
 const maxFan = 2*64 + 2 // keys (or children) a rebuild lists at most
 
 // seq is the keys, values (leaves) or children (internal nodes) a new
-// node, or a pair of them, is built from.
+// node, or a pair of them, is built from. Keys and values are given by
+// reference: a segment offset, or for a key 0 or 1 (builder.buf[0] or
+// [1]: a new key's slot, a separator's copy) and for a value 0 (the new
+// value). References, not pointers, so that nothing escapes to the Go
+// heap.
 type seq struct {
-	keys [maxFan]unsafe.Pointer // slots, in the segment or in a buffer
-	vals [maxFan]unsafe.Pointer // a leaf's values
-	kids [maxFan + 1]uint64     // an internal node's children
+	keys [maxFan]uint64
+	vals [maxFan]uint64
+	kids [maxFan + 1]uint64 // an internal node's children
 	nk   int
 }
 
+const (
+	refNewVal = 0 // seq.vals: the value being inserted
+	refBuf0   = 0 // seq.keys: builder.buf[0]
+	refBuf1   = 1 // seq.keys: builder.buf[1]
+)
+
 type builder[K comparable, V any] struct {
-	o   *mapOp[K, V]
-	l   *mapped.Lane
-	buf [2][128]byte // a new key's slot, a separator's copy
+	o      *mapOp[K, V]
+	l      *mapped.Lane
+	newVal unsafe.Pointer // the value being inserted (refNewVal)
+	buf    [2][128]byte   // a new key's slot, a separator's copy
+}
+
+func (b *builder[K, V]) keyPtr(ref uint64) unsafe.Pointer {
+	if ref <= refBuf1 {
+		return unsafe.Pointer(&b.buf[ref])
+	}
+	return b.o.at(ref)
+}
+
+func (b *builder[K, V]) valPtr(ref uint64) unsafe.Pointer {
+	if ref == refNewVal {
+		return b.newVal
+	}
+	return b.o.at(ref)
 }
 
 // newNode allocates a node in the lane.
@@ -57,12 +82,11 @@ func (b *builder[K, V]) write(s *seq, leaf bool, from, to int) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	ks := o.g.ks
-	for i := from; i < to; i++ {
-		copy(unsafe.Slice((*byte)(o.key(nd, i-from)), ks), unsafe.Slice((*byte)(s.keys[i]), ks))
-		if leaf {
-			copy(unsafe.Slice((*byte)(o.val(nd, i-from)), o.g.vs), unsafe.Slice((*byte)(s.vals[i]), o.g.vs))
-		}
+	// Runs of entries that lie side by side in one old node are copied
+	// whole.
+	b.copyRuns(s.keys[from:to], o.key(nd, 0), o.g.ks, false)
+	if leaf {
+		b.copyRuns(s.vals[from:to], o.val(nd, 0), o.g.vs, true)
 	}
 	if !leaf {
 		for i := from; i <= to; i++ {
@@ -77,13 +101,48 @@ func (b *builder[K, V]) write(s *seq, leaf bool, from, to int) (uint64, error) {
 	return nd, nil
 }
 
+// copyRuns copies the entries refs name, size bytes each, to dst one
+// after another: a run of references to consecutive segment memory in
+// one copy.
+func (b *builder[K, V]) copyRuns(refs []uint64, dst unsafe.Pointer, size uintptr, vals bool) {
+	if size == 0 {
+		return
+	}
+	special := uint64(refBuf1)
+	if vals {
+		special = refNewVal
+	}
+	for i := 0; i < len(refs); {
+		j := i + 1
+		if refs[i] > special {
+			for j < len(refs) && refs[j] == refs[j-1]+uint64(size) {
+				j++
+			}
+		}
+		n := uintptr(j-i) * size
+		d := unsafe.Slice((*byte)(unsafe.Add(dst, uintptr(i)*size)), n)
+		var src unsafe.Pointer
+		if vals {
+			src = b.valPtr(refs[i])
+		} else {
+			src = b.keyPtr(refs[i])
+		}
+		if src != nil {
+			copy(d, unsafe.Slice((*byte)(src), n))
+		} else {
+			clear(d) // a zero value
+		}
+		i = j
+	}
+}
+
 // listNode lists node nd's n entries into s from index at.
 func (b *builder[K, V]) listNode(s *seq, nd uint64, n int, leaf bool, at int) {
 	o := b.o
 	for i := range n {
-		s.keys[at+i] = o.key(nd, i)
+		s.keys[at+i] = nd + nodeHdr + uint64(i)*uint64(o.g.ks)
 		if leaf {
-			s.vals[at+i] = o.val(nd, i)
+			s.vals[at+i] = nd + uint64(o.g.valOff) + uint64(i)*uint64(o.g.vs)
 		}
 	}
 	if !leaf {
@@ -121,24 +180,24 @@ func (b *builder[K, V]) makeSlot(buf *[128]byte, k *K) (unsafe.Pointer, error) {
 
 // copySlot writes into buf a separator copy of the slot at src: a string
 // key's bytes get a block of their own.
-func (b *builder[K, V]) copySlot(buf *[128]byte, src unsafe.Pointer) (unsafe.Pointer, error) {
+func (b *builder[K, V]) copySlot(buf *[128]byte, src unsafe.Pointer) error {
 	o := b.o
 	copy(buf[:o.g.ks], unsafe.Slice((*byte)(src), o.g.ks))
-	p := unsafe.Pointer(buf)
-	if !o.g.str || (*[3]uint64)(p)[0]&keyInline != 0 {
-		return p, nil
+	w := (*[3]uint64)(unsafe.Pointer(buf))
+	if !o.g.str || w[0]&keyInline != 0 {
+		return nil
 	}
 	bs, err := o.slotBytes(src)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	blk, err := b.l.Allocate(max(len(bs), 1))
 	if err != nil {
-		return nil, err
+		return err
 	}
 	copy(blk, bs)
-	(*[3]uint64)(p)[1] = offOf(o.seg, unsafe.Pointer(unsafe.SliceData(blk)))
-	return p, nil
+	w[1] = offOf(o.seg, unsafe.Pointer(unsafe.SliceData(blk)))
+	return nil
 }
 
 // publish makes nd the node at level lvl of path: the root, or the child
@@ -164,17 +223,17 @@ func (b *builder[K, V]) insert(path []pathEnt, k *K, v *V, found bool, shape map
 	if err := l.Save(unsafe.Pointer(m), int(unsafe.Sizeof(*m))); err != nil {
 		return nil, err
 	}
-	var zero V
 	if v == nil {
-		v = &zero
+		b.newVal = nil // a zero value: written as zeros
+	} else {
+		b.newVal = unsafe.Pointer(v)
 	}
 	if len(path) == 0 {
-		slot, err := b.makeSlot(&b.buf[0], k)
-		if err != nil {
+		if _, err := b.makeSlot(&b.buf[0], k); err != nil {
 			return nil, err
 		}
 		var s seq
-		s.keys[0], s.vals[0], s.nk = slot, unsafe.Pointer(v), 1
+		s.keys[0], s.vals[0], s.nk = refBuf0, refNewVal, 1
 		nd, err := b.write(&s, true, 0, 1)
 		if err != nil {
 			return nil, err
@@ -194,15 +253,14 @@ func (b *builder[K, V]) insert(path []pathEnt, k *K, v *V, found bool, shape map
 		if err := l.Drop(o.val(leaf.nd, pos), 1, int(o.g.vs), shape); err != nil {
 			return nil, err
 		}
-		s.vals[pos] = unsafe.Pointer(v)
+		s.vals[pos] = refNewVal
 	} else {
-		slot, err := b.makeSlot(&b.buf[0], k)
-		if err != nil {
+		if _, err := b.makeSlot(&b.buf[0], k); err != nil {
 			return nil, err
 		}
 		copy(s.keys[pos+1:s.nk+1], s.keys[pos:s.nk])
 		copy(s.vals[pos+1:s.nk+1], s.vals[pos:s.nk])
-		s.keys[pos], s.vals[pos] = slot, unsafe.Pointer(v)
+		s.keys[pos], s.vals[pos] = refBuf0, refNewVal
 		s.nk++
 	}
 	if err := l.Free(o.at(leaf.nd)); err != nil {
@@ -210,7 +268,7 @@ func (b *builder[K, V]) insert(path []pathEnt, k *K, v *V, found bool, shape map
 	}
 	var res *V
 	left, right := uint64(0), uint64(0)
-	var sep unsafe.Pointer
+	var sep uint64 // a reference (refBuf0 or refBuf1)
 	var err error
 	if s.nk <= o.g.leafCap {
 		if left, err = b.write(&s, true, 0, s.nk); err != nil {
@@ -225,9 +283,10 @@ func (b *builder[K, V]) insert(path []pathEnt, k *K, v *V, found bool, shape map
 		if right, err = b.write(&s, true, h, s.nk); err != nil {
 			return nil, err
 		}
-		if sep, err = b.copySlot(&b.buf[1], o.key(right, 0)); err != nil {
+		if err = b.copySlot(&b.buf[1], o.key(right, 0)); err != nil {
 			return nil, err
 		}
+		sep = refBuf1
 		if pos < h {
 			res = (*V)(o.val(left, pos))
 		} else {
@@ -272,18 +331,18 @@ func (b *builder[K, V]) insert(path []pathEnt, k *K, v *V, found bool, shape map
 		mid := ps.nk / 2
 		// The middle key moves up: its slot's bytes go with it, copied
 		// into the buffer not in use (sep may be the other one).
-		up := &b.buf[0]
-		if sep == unsafe.Pointer(&b.buf[0]) {
-			up = &b.buf[1]
+		up := uint64(refBuf0)
+		if sep == refBuf0 {
+			up = refBuf1
 		}
-		copy(up[:o.g.ks], unsafe.Slice((*byte)(ps.keys[mid]), o.g.ks))
+		copy(b.buf[up][:o.g.ks], unsafe.Slice((*byte)(b.keyPtr(ps.keys[mid])), o.g.ks))
 		if left, err = b.write(&ps, false, 0, mid); err != nil {
 			return nil, err
 		}
 		if right, err = b.write(&ps, false, mid+1, ps.nk); err != nil {
 			return nil, err
 		}
-		sep = unsafe.Pointer(up)
+		sep = up
 	}
 	return res, b.publish(path, lvl, left)
 }
@@ -367,7 +426,7 @@ func (b *builder[K, V]) remove(path []pathEnt, shape mapped.Shape) error {
 			b.listNode(&c, sib, sn, isLeaf, 0)
 			c.nk = sn
 			if !isLeaf {
-				c.keys[c.nk] = o.key(p.nd, li) // the separator comes down
+				c.keys[c.nk] = p.nd + nodeHdr + uint64(li)*uint64(o.g.ks) // the separator comes down
 				c.nk++
 			}
 			copy(c.keys[c.nk:], s.keys[:s.nk])
@@ -380,7 +439,7 @@ func (b *builder[K, V]) remove(path []pathEnt, shape mapped.Shape) error {
 		} else {
 			c = s
 			if !isLeaf {
-				c.keys[c.nk] = o.key(p.nd, li)
+				c.keys[c.nk] = p.nd + nodeHdr + uint64(li)*uint64(o.g.ks)
 				c.nk++
 			}
 			b.listNode(&c, sib, sn, isLeaf, c.nk)
@@ -414,23 +473,21 @@ func (b *builder[K, V]) remove(path []pathEnt, shape mapped.Shape) error {
 			if err != nil {
 				return err
 			}
-			var sep unsafe.Pointer
 			var rn uint64
 			if isLeaf {
 				if rn, err = b.write(&c, true, h, c.nk); err != nil {
 					return err
 				}
-				if sep, err = b.copySlot(&b.buf[1], o.key(rn, 0)); err != nil {
+				if err = b.copySlot(&b.buf[1], o.key(rn, 0)); err != nil {
 					return err
 				}
 			} else {
-				copy(b.buf[1][:o.g.ks], unsafe.Slice((*byte)(c.keys[h]), o.g.ks))
-				sep = unsafe.Pointer(&b.buf[1])
+				copy(b.buf[1][:o.g.ks], unsafe.Slice((*byte)(b.keyPtr(c.keys[h])), o.g.ks))
 				if rn, err = b.write(&c, false, h+1, c.nk); err != nil {
 					return err
 				}
 			}
-			ps.keys[li], ps.kids[li], ps.kids[li+1] = sep, ln, rn
+			ps.keys[li], ps.kids[li], ps.kids[li+1] = refBuf1, ln, rn
 		}
 		if err := l.Free(o.at(p.nd)); err != nil {
 			return err
