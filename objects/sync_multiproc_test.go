@@ -137,6 +137,44 @@ func childSync(args []string) int {
 				return fail(err)
 			}
 		}
+	case "condwait": // condwait G TOTAL: G goroutines take tokens under Mu, waiting on Cond, until TOTAL were taken
+		g, _ := strconv.Atoi(args[2])
+		total, _ := strconv.ParseInt(args[3], 10, 64)
+		var wg sync.WaitGroup
+		errs := make(chan error, g)
+		for range g {
+			wg.Go(func() {
+				if err := fx.Mu.Lock(); err != nil {
+					errs <- err
+					return
+				}
+				for {
+					for fx.Tokens == 0 && fx.Got < total {
+						if err := fx.Cond.Wait(); err != nil {
+							errs <- err
+							return
+						}
+					}
+					if fx.Got == total {
+						break
+					}
+					fx.Tokens--
+					if fx.Got++; fx.Got == total {
+						fx.Cond.Broadcast() // the others stop
+					}
+				}
+				if err := fx.Mu.Unlock(); err != nil {
+					errs <- err
+				}
+			})
+		}
+		fmt.Println("ready")
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			return fail(err)
+		}
+		fmt.Println("done")
 	default:
 		return fail(fmt.Errorf("sync child: unknown command %q", args[0]))
 	}
@@ -314,4 +352,66 @@ func TestOwnerDiedWithContainerMidUpdate(t *testing.T) {
 			})
 		})
 	}
+}
+
+// Many waiters in several processes take tokens handed out one at a time
+// with Signal (now and then Broadcast): every token is taken, so no
+// wake-up was lost (a lost one leaves a token and a sleeping waiter, and
+// the children never say done).
+func TestCondManyWaitersAcrossProcesses(t *testing.T) {
+	forSyncKinds(t, func(t *testing.T, spec string) {
+		seg, fx := syncFixture(t, spec)
+		const procs, gs = 3, 4
+		total := orShortN(1500, 300)
+		var cs []*proctest.Child
+		for range procs {
+			c := proctest.Start(t, "sync", "condwait", spec, strconv.Itoa(gs), strconv.Itoa(total))
+			c.Expect("ready")
+			cs = append(cs, c)
+		}
+		for k := range total {
+			require.NoError(t, fx.Mu.Lock())
+			fx.Tokens++
+			if k%50 == 49 {
+				fx.Cond.Broadcast()
+			} else {
+				fx.Cond.Signal()
+			}
+			require.NoError(t, fx.Mu.Unlock())
+			if k%8 == 0 {
+				time.Sleep(50 * time.Microsecond) // let waiters sleep again, now and then
+			}
+		}
+		for _, c := range cs {
+			c.Expect("done")
+			require.Equal(t, 0, c.Wait(), c.Stderr())
+		}
+		assert.Equal(t, int64(total), fx.Got)
+		assert.Zero(t, fx.Tokens)
+		require.NoError(t, seg.CheckSanity())
+	})
+}
+
+// A process killed holding a read hold: a writer in another process gets
+// the lock (the dead reader's hold is released, and that is no error),
+// within the same 100 ms.
+func TestRWMutexDeadReaderReleased(t *testing.T) {
+	forSyncKinds(t, func(t *testing.T, spec string) {
+		_, fx := syncFixture(t, spec)
+		c := proctest.Start(t, "sync", "hold", spec, "rw-read")
+		c.Expect("locked")
+		require.NoError(t, fx.RW.RLock(), "readers share")
+		require.NoError(t, fx.RW.RUnlock())
+		got := make(chan error, 1)
+		go func() { got <- fx.RW.Lock() }()
+		time.Sleep(30 * time.Millisecond)
+		select {
+		case err := <-got:
+			t.Fatalf("the writer got in past a live reader: %v", err)
+		default:
+		}
+		c.Kill()
+		require.NoError(t, <-got)
+		require.NoError(t, fx.RW.Unlock())
+	})
 }
