@@ -137,12 +137,11 @@ func queueThroughput64(e env) (int, time.Duration, error) {
 	if err != nil {
 		return 0, 0, err
 	}
-	start := time.Now()
 	cmd, err := startChild("queue_throughput_64", e.b, throughputN)
 	if err != nil {
 		return 0, 0, err
 	}
-	start = time.Now() // from the child's first send on
+	start := time.Now() // from the child's first send on
 	buf := make([]byte, msgSize)
 	sum := 0
 	for i := 0; i < throughputN; i++ {
