@@ -20,6 +20,17 @@
 # close_existing, which reopen the segment holding map_insert's map): the
 # word "maps" runs all four.
 #
+# The durable-IPC cases (IPC_CASES below; the word "ipc" runs all three):
+#   mutex_lock_unlock    uncontended lock+unlock, 1e7 (heap: std::mutex and
+#                        Go's sync.Mutex, the floor)
+#   queue_pingpong_64    a 64-byte round trip between two processes through
+#                        two queues, 1e5 (Boost: message_queue, shm only; its
+#                        heap row is a Unix domain socket pair)
+#   queue_throughput_64  1e6 64-byte messages from one process to another
+#                        through a queue of 1024 (Boost: shm only)
+# Blocking cases on a loaded machine drift widely from run to run: use
+# ROUNDS=5 or more, and compare within one run.
+#
 # Both harnesses print lines of the form
 #   case=<name> backing=<shm|file|heap> n=<ops> ns_per_op=<float>
 # This script prints, per case and backing (shm, file), the median ns/op of
@@ -33,10 +44,12 @@ cd "$(dirname "$0")/.."
 DEFAULT_CASES=alloc_free_64,alloc_many_then_free_64,alloc_mixed,construct_named,find_named,destroy_named
 CONTAINER_CASES=vector_push_back,string_set,list_push_pop
 MAP_CASES=map_insert,map_find,open_existing,close_existing
+IPC_CASES=mutex_lock_unlock,queue_pingpong_64,queue_throughput_64
 CASES=${1:-$DEFAULT_CASES}
 case $CASES in
 containers) CASES=$CONTAINER_CASES ;;
 maps) CASES=$MAP_CASES ;;
+ipc) CASES=$IPC_CASES ;;
 esac
 ROUNDS=${ROUNDS:-3}
 BACKINGS=shm,file,heap

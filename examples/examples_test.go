@@ -196,3 +196,27 @@ func TestQuickstart(t *testing.T) {
 		`^run 2$`,
 		`^previous run \(run 1\): pid \d+ at `)
 }
+
+// queue: a producer and a consumer process; the consumer is SIGKILLed
+// holding the ledger's lock, and a second one finishes the stream.
+func TestQueueExample(t *testing.T) {
+	t.Parallel()
+	bin := build(t, "queue")
+	out, pid, err := run(t, bin)
+	if err != nil {
+		t.Fatalf("queue: %v\n%s", err, out)
+	}
+	t.Logf("output:\n%s", out)
+	mustMatch(t, out,
+		`^parent: created shm:mapstore-example-queue-\d+ with queue "jobs" \(32 messages of up to 64 bytes\)$`,
+		`^parent: SIGKILLed the consumer \(pid \d+\) after 700 messages, inside the ledger's critical section; \d+ messages queued$`,
+		`^consumer: the ledger's lock was held by a consumer that died: .*lock owner died$`,
+		`^producer: sent 2000 messages, priorities 0\.\.2$`,
+		`^consumer: the ledger holds all 2000 messages$`,
+		`^parent: OK: all 2000 messages received exactly once, in order within each priority; the queue is empty$`,
+		`^parent: all checks passed; removing the segment$`)
+	seg := filepath.Join("/dev/shm", fmt.Sprintf("mapstore-example-queue-%d", pid))
+	if _, err := os.Stat(seg); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s was not removed (stat: %v)", seg, err)
+	}
+}

@@ -58,7 +58,10 @@
 // finds every lane taken or, at most every 50 ms, another process's lane
 // claimed, or a call of Recover) rolls the operation back, or finishes it
 // if it had committed, before anything else; a recovery cut short is done
-// again. A supervisor that sees a worker exit calls Recover.
+// again. A supervisor that sees a worker exit calls Recover. Locks kept
+// in the segment (objects.Mutex and the others) record their holder as an
+// OwnerID and test it with OwnerAlive; the one that takes a lock over
+// from a dead holder calls Recover before it goes on.
 // Expand grows a large block in place when the pages after it are free.
 // RemoveNamedDropping removes a name whose object owns blocks and frees
 // them all, as one step that recovery finishes. Info.LockAcquisitions

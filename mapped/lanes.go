@@ -854,3 +854,31 @@ func (s *Segment) RemoveNamedDropping(name string, unique bool, check func(Named
 	}
 	return nil
 }
+
+// OwnerID identifies this open to a lock kept in the segment that records
+// its holder (objects.Mutex and the others): the word this open's lanes
+// carry, seat+1 in bits 0-6, bit 7 clear (the lock's to use), the seat's
+// attach id from bit 8 (unique over the segment's life, so that a later
+// open in the same seat is another owner). It is 0 for a read-only open,
+// which may hold nothing.
+func (s *Segment) OwnerID() uint64 {
+	if s.mode == OpenReadOnly {
+		return 0
+	}
+	return s.laneMe &^ 0x80 // a private copy's 0xff: no seat, seen by none
+}
+
+// OwnerAlive reports whether id, the OwnerID of an open of this segment
+// in any process, names an open still attached: its seat is held (the
+// kernel drops the hold when the process dies) by the same attach. An id
+// whose liveness cannot be tested counts as alive. It costs a system call
+// (about 250 ns) unless id is this open's.
+func (s *Segment) OwnerAlive(id uint64) bool {
+	if id == 0 {
+		return false
+	}
+	if id == s.OwnerID() {
+		return true
+	}
+	return s.laneOwnerAlive(id)
+}

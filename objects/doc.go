@@ -1,6 +1,8 @@
 // Package objects puts Go values in a mapstore segment: named objects and
-// arrays, anonymous objects, one-per-type instances, offset pointers and
-// containers (Vector, String, List, Map, HashMap), all type-checked.
+// arrays, anonymous objects, one-per-type instances, offset pointers,
+// containers (Vector, String, List, Map, HashMap), all type-checked, and
+// the synchronisation primitives and message queue that processes share
+// through it (Mutex, RWMutex, Cond, Semaphore, Queue).
 //
 //	p, err := objects.Construct(seg, "counter", Counter{})        // mapped.ErrExists if taken
 //	a, err := objects.ConstructArray(seg, "table", 10, Entry{})    // []Entry, len 10
@@ -68,6 +70,46 @@
 // do. These are the documented misuse panics. A container in a segment
 // opened read-only returns mapped.ErrReadOnly from every mutating method,
 // and a header whose words do not fit the segment is mapped.ErrCorrupt.
+//
+// # Synchronisation and queues
+//
+//	type Shared struct {
+//	    Mu    objects.Mutex            // also RWMutex, Cond, Semaphore: plain values in the segment
+//	    Ready objects.Cond
+//	    Jobs  objects.Vector[int64]
+//	}
+//	sh, err := objects.FindOrConstruct(seg, "shared", Shared{})
+//	sh.Ready.L.Set(&sh.Mu)             // once: the Cond's Mutex
+//	if err := sh.Mu.Lock(); errors.Is(err, objects.ErrOwnerDied) {
+//	    // held: the dead holder's unfinished container calls were rolled back
+//	}
+//	defer sh.Mu.Unlock()
+//
+//	q, err := objects.ConstructQueue(seg, "jobs", objects.QueueConfig{MaxMsgSize: 64, MaxMsgs: 1024})
+//	err = q.Send(msg, prio)            // SendContext(ctx, ...), TrySend; blocks while full
+//	n, prio, err := q.Receive(buf)     // ReceiveContext, TryReceive; into buf, no allocation
+//
+// Mutex, RWMutex, Cond and Semaphore live in the segment (a field of a
+// value there, or named) and are shared by the goroutines of every process
+// that maps it. They wait on futexes (no system call uncontended: Lock
+// and Unlock are a compare-and-swap each). A lock is held by an open of
+// the segment (a process), not a goroutine. They are robust: a process
+// that dies holding a Mutex, or an RWMutex for writing, hands it to the
+// next locker with ErrOwnerDied, after the dead process's lanes (its
+// container calls cut short) were rolled back; waiters find the death
+// within about 20 ms. A dead reader's read hold is released. A Cond's
+// Wait returns its Mutex's ErrOwnerDied. A Semaphore reports the units a
+// dead process held (Orphaned) rather than losing them silently. Unlock
+// of a lock this open does not hold is ErrNotHeld. In a segment opened
+// read-only they are mapped.ErrReadOnly.
+//
+// Queue is a bounded message queue in the segment, like Boost's
+// message_queue: messages of at most MaxMsgSize bytes, at most MaxMsgs
+// queued, higher priority first and first in first out within one; a
+// longer message is ErrMsgSize. A process killed in Send leaves the whole
+// message queued or none of it; killed in Receive, the message is still
+// queued or consumed, never twice. With a file backing the messages
+// survive restarts.
 //
 // # Plain data only
 //

@@ -35,6 +35,12 @@ func mainWithChildren(m *testing.M) {
 		"killcont": childKillContainers,
 		// killhash runs HashMap calls until killed (hashmap_kill_test.go).
 		"killhash": childKillHashMap,
+		// sync runs one of the synchronisation children (sync_multiproc_test.go).
+		"sync": childSync,
+		// qsend and qrecv send to and receive from a queue until killed,
+		// logging each step (queue_kill_test.go).
+		"qsend": childQueueSend,
+		"qrecv": childQueueRecv,
 	})
 }
 

@@ -39,6 +39,8 @@
 #include <boost/interprocess/managed_mapped_file.hpp>
 #include <boost/interprocess/managed_shared_memory.hpp>
 #include <boost/interprocess/shared_memory_object.hpp>
+#include <boost/interprocess/ipc/message_queue.hpp>
+#include <boost/interprocess/sync/interprocess_mutex.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -61,7 +63,10 @@
 #include <utility>
 #include <vector>
 
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
+#include <mutex>
 
 namespace bip = boost::interprocess;
 
@@ -733,6 +738,181 @@ Result heap_map_find() {
 }
 
 // ---------------------------------------------------------------------------
+// Durable-IPC cases (issue 15): an uncontended interprocess_mutex in the
+// segment (heap: std::mutex), and 64-byte messages between two processes
+// (fork) through Boost's message_queue, which lives in a shared memory
+// object of its own whatever the backing (so it has a shm row only; the
+// heap row of queue_pingpong_64 is a Unix domain socket pair).
+
+constexpr std::size_t kMutexN = 10000000;
+constexpr std::size_t kPingpongN = 100000;
+constexpr std::size_t kThroughputN = 1000000;
+constexpr std::size_t kQueueCap = 1024;
+constexpr std::size_t kMsgSize = 64;
+
+template <class B>
+Result seg_mutex_lock_unlock(const B &b) {
+  Fresh<B> fresh(b);
+  SegPtr<typename B::segment> seg(b.create(kSegmentSize));
+  auto *mu = seg->template construct<bip::interprocess_mutex>("mutex")();
+  auto *count = seg->template construct<std::uint64_t>("count")(0);
+  auto t0 = Clock::now();
+  for (std::size_t i = 0; i < kMutexN; ++i) {
+    mu->lock();
+    ++*count;
+    mu->unlock();
+  }
+  auto t1 = Clock::now();
+  if (*count != kMutexN) fail("mutex_lock_unlock: wrong count");
+  return {kMutexN, elapsed_ns(t0, t1)};
+}
+
+Result heap_mutex_lock_unlock() {
+  std::mutex mu;
+  std::uint64_t count = 0;
+  auto t0 = Clock::now();
+  for (std::size_t i = 0; i < kMutexN; ++i) {
+    mu.lock();
+    ++count;
+    escape(count);
+    mu.unlock();
+  }
+  auto t1 = Clock::now();
+  if (count != kMutexN) fail("heap mutex_lock_unlock: wrong count");
+  return {kMutexN, elapsed_ns(t0, t1)};
+}
+
+// Runs child in a forked process; returns its pid.
+pid_t fork_child(const std::function<void()> &child) {
+  std::fflush(stdout);
+  pid_t pid = ::fork();
+  if (pid < 0) fail("fork failed");
+  if (pid == 0) {
+    try {
+      child();
+    } catch (const std::exception &e) {
+      std::fprintf(stderr, "boostbench child: %s\n", e.what());
+      ::_exit(1);
+    }
+    ::_exit(0);
+  }
+  return pid;
+}
+
+void wait_child(pid_t pid) {
+  int st = 0;
+  if (::waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+    fail("child process failed");
+}
+
+struct QueueNames {
+  std::string ping, pong;
+  explicit QueueNames(const std::string &base) : ping(base + "_ping"), pong(base + "_pong") {
+    bip::message_queue::remove(ping.c_str());
+    bip::message_queue::remove(pong.c_str());
+  }
+  ~QueueNames() {
+    bip::message_queue::remove(ping.c_str());
+    bip::message_queue::remove(pong.c_str());
+  }
+};
+
+Result shm_queue_pingpong_64(const ShmBacking &b) {
+  QueueNames qn(b.name);
+  bip::message_queue ping(bip::create_only, qn.ping.c_str(), kQueueCap, kMsgSize);
+  bip::message_queue pong(bip::create_only, qn.pong.c_str(), kQueueCap, kMsgSize);
+  pid_t pid = fork_child([&] {
+    bip::message_queue in(bip::open_only, qn.ping.c_str());
+    bip::message_queue out(bip::open_only, qn.pong.c_str());
+    char buf[kMsgSize];
+    for (std::size_t i = 0; i < kPingpongN; ++i) {
+      bip::message_queue::size_type n;
+      unsigned prio;
+      in.receive(buf, sizeof buf, n, prio);
+      out.send(buf, n, 0);
+    }
+  });
+  char msg[kMsgSize] = {0}, buf[kMsgSize];
+  auto t0 = Clock::now();
+  for (std::size_t i = 0; i < kPingpongN; ++i) {
+    msg[0] = char(i);
+    ping.send(msg, sizeof msg, 0);
+    bip::message_queue::size_type n;
+    unsigned prio;
+    pong.receive(buf, sizeof buf, n, prio);
+    if (n != kMsgSize || buf[0] != char(i)) fail("pingpong: wrong message back");
+  }
+  auto t1 = Clock::now();
+  wait_child(pid);
+  return {kPingpongN, elapsed_ns(t0, t1)};
+}
+
+Result shm_queue_throughput_64(const ShmBacking &b) {
+  QueueNames qn(b.name);
+  bip::message_queue q(bip::create_only, qn.ping.c_str(), kQueueCap, kMsgSize);
+  bip::message_queue ready(bip::create_only, qn.pong.c_str(), 1, 1);
+  pid_t pid = fork_child([&] {
+    bip::message_queue out(bip::open_only, qn.ping.c_str());
+    bip::message_queue go(bip::open_only, qn.pong.c_str());
+    go.send("r", 1, 0);
+    char buf[kMsgSize] = {0};
+    for (std::size_t i = 0; i < kThroughputN; ++i) {
+      buf[0] = char(i);
+      out.send(buf, sizeof buf, 0);
+    }
+  });
+  char buf[kMsgSize];
+  bip::message_queue::size_type n;
+  unsigned prio;
+  ready.receive(buf, sizeof buf, n, prio);  // the child is running
+  std::size_t sum = 0;
+  auto t0 = Clock::now();
+  for (std::size_t i = 0; i < kThroughputN; ++i) {
+    q.receive(buf, sizeof buf, n, prio);
+    sum += n;
+  }
+  auto t1 = Clock::now();
+  wait_child(pid);
+  if (sum != kThroughputN * kMsgSize) fail("throughput: wrong byte count");
+  return {kThroughputN, elapsed_ns(t0, t1)};
+}
+
+// A Unix domain socket pair: the floor a queue in memory should beat.
+Result heap_queue_pingpong_64() {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) fail("socketpair failed");
+  auto full = [](int fd, char *p, std::size_t n, bool wr) {
+    while (n > 0) {
+      ssize_t k = wr ? ::write(fd, p, n) : ::read(fd, p, n);
+      if (k <= 0) fail("socket i/o failed");
+      p += k;
+      n -= std::size_t(k);
+    }
+  };
+  pid_t pid = fork_child([&] {
+    ::close(sv[0]);
+    char buf[kMsgSize];
+    for (std::size_t i = 0; i < kPingpongN; ++i) {
+      full(sv[1], buf, sizeof buf, false);
+      full(sv[1], buf, sizeof buf, true);
+    }
+  });
+  ::close(sv[1]);
+  char msg[kMsgSize] = {0}, buf[kMsgSize];
+  auto t0 = Clock::now();
+  for (std::size_t i = 0; i < kPingpongN; ++i) {
+    msg[0] = char(i);
+    full(sv[0], msg, sizeof msg, true);
+    full(sv[0], buf, sizeof buf, false);
+    if (buf[0] != char(i)) fail("socketpair pingpong: wrong message back");
+  }
+  auto t1 = Clock::now();
+  ::close(sv[0]);
+  wait_child(pid);
+  return {kPingpongN, elapsed_ns(t0, t1)};
+}
+
+// ---------------------------------------------------------------------------
 // Case table.
 
 struct Case {
@@ -758,6 +938,9 @@ const std::vector<Case> &all_cases() {
       {SEG_CASE(map_find), heap_map_find},
       {SEG_CASE(open_existing), nullptr},
       {SEG_CASE(close_existing), nullptr},
+      {SEG_CASE(mutex_lock_unlock), heap_mutex_lock_unlock},
+      {"queue_pingpong_64", shm_queue_pingpong_64, nullptr, heap_queue_pingpong_64},
+      {"queue_throughput_64", shm_queue_throughput_64, nullptr, nullptr},
   };
   return cases;
 }
@@ -900,6 +1083,10 @@ int main(int argc, char **argv) {
         if (bname == "shm") {
           r = c->shm(shm);
         } else if (bname == "file") {
+          if (!c->file) {
+            std::fprintf(stderr, "boostbench: %s has no file variant; skipped\n", c->name);
+            continue;
+          }
           r = c->file(file);
         } else {
           if (!c->heap) {

@@ -35,7 +35,7 @@ type bench struct {
 }
 
 // noHeap are the cases without a heap row: they are about segments.
-var noHeap = map[string]bool{"open_existing": true, "close_existing": true}
+var noHeap = map[string]bool{"open_existing": true, "close_existing": true, "queue_pingpong_64": true, "queue_throughput_64": true}
 
 // env is one backing: seg is nil for heap; b is the backing seg was
 // created in.
@@ -58,13 +58,26 @@ var cases = []bench{
 	{"map_find", mapFind},
 	{"open_existing", openExisting},
 	{"close_existing", closeExisting},
+	{"mutex_lock_unlock", mutexLockUnlock},
+	{"queue_pingpong_64", queuePingpong64},
+	{"queue_throughput_64", queueThroughput64},
 }
 
 func main() {
 	caseList := flag.String("cases", "", "comma list of cases (default all)")
 	backings := flag.String("backings", "shm,file,heap", "comma list of backings")
 	dir := flag.String("dir", os.TempDir(), "directory for file segments")
+	child := flag.String("child", "", "run as the second process of this case (internal)")
+	childSeg := flag.String("seg", "", "with -child: the segment (shm:NAME or a path)")
+	childN := flag.Int("n", 0, "with -child: operations")
 	flag.Parse()
+	if *child != "" {
+		if err := ipcChild(*child, *childSeg, *childN); err != nil {
+			fmt.Fprintf(os.Stderr, "mapbench: child %s: %v\n", *child, err)
+			os.Exit(1)
+		}
+		return
+	}
 	want := map[string]bool{}
 	for _, c := range strings.Split(*caseList, ",") {
 		if c != "" {

@@ -1,0 +1,272 @@
+package objects
+
+import (
+	"bufio"
+	"encoding/binary"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/mapstore/mapstore/backing/shm"
+	"github.com/mapstore/mapstore/internal/proctest"
+	"github.com/mapstore/mapstore/mapped"
+)
+
+// The queue kill test: a sender and a receiver process run at once on a
+// small queue (so both block, on full and on empty) and are SIGKILLed at
+// random, one at a time, and replaced. Each logs what it does to a file of
+// its own, one write(2) per line (a SIGKILL loses nothing the kernel was
+// given): the sender "I seq prio" before a Send and "D seq" after it, the
+// receiver "R run seq prio" after each Receive. A message names its
+// sender's run and sequence number and carries bytes derived from them,
+// which the receiver checks (a torn message exits it with status 1). At
+// the end the parent drains the queue and checks the ledger: no message
+// received twice, none received that was not sent, every completed Send
+// received or still queued, except at most one per receiver kill (the
+// message a receiver consumed and was killed before logging: "consumed"),
+// and within a sender and a priority, messages come out in order.
+
+const qkName = "qk"
+
+func qkBody(run, seq uint32, n int) []byte {
+	b := make([]byte, n)
+	binary.LittleEndian.PutUint32(b, run)
+	binary.LittleEndian.PutUint32(b[4:], seq)
+	for i := 8; i < n; i++ {
+		b[i] = byte(run*31 + seq*7 + uint32(i))
+	}
+	return b
+}
+
+func qkOpen(args []string) (*Queue, *os.File, uint32, error) {
+	seg, err := kOpenSpec(args[0], mapped.OpenOnly)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	q, err := FindQueue(seg, qkName)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	log, err := os.OpenFile(args[1], os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	run, _ := strconv.ParseUint(args[2], 10, 32)
+	return q, log, uint32(run), nil
+}
+
+func childQueueSend(args []string) int {
+	q, log, run, err := qkOpen(args)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	rng := rand.New(rand.NewPCG(uint64(run), 77))
+	fmt.Println("ready")
+	for seq := uint32(0); ; seq++ {
+		prio := uint32(rng.IntN(4))
+		msg := qkBody(run, seq, 8+rng.IntN(q.MaxMsgSize()-7))
+		fmt.Fprintf(log, "I %d %d\n", seq, prio)
+		if err := q.Send(msg, prio); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		fmt.Fprintf(log, "D %d\n", seq)
+	}
+}
+
+func childQueueRecv(args []string) int {
+	q, log, _, err := qkOpen(args)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	buf := make([]byte, q.MaxMsgSize())
+	fmt.Println("ready")
+	for {
+		n, prio, err := q.Receive(buf)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		run, seq, ok := qkCheck(buf[:n])
+		if !ok {
+			fmt.Fprintf(os.Stderr, "torn message %x\n", buf[:n])
+			return 1
+		}
+		fmt.Fprintf(log, "R %d %d %d\n", run, seq, prio)
+	}
+}
+
+// qkCheck parses and verifies a message.
+func qkCheck(m []byte) (run, seq uint32, ok bool) {
+	if len(m) < 8 {
+		return 0, 0, false
+	}
+	run, seq = binary.LittleEndian.Uint32(m), binary.LittleEndian.Uint32(m[4:])
+	return run, seq, string(m) == string(qkBody(run, seq, len(m)))
+}
+
+type qkMsg struct{ run, seq uint32 }
+
+func TestQueueSIGKILLSendersAndReceivers(t *testing.T) {
+	kills := orShortN(200, 40)
+	if v := os.Getenv("MAPSTORE_QUEUE_KILLS"); v != "" {
+		var err error
+		kills, err = strconv.Atoi(v)
+		require.NoError(t, err)
+	}
+	t.Run("file", func(t *testing.T) {
+		queueKills(t, "file:"+filepath.Join(t.TempDir(), "qk.seg"), kills)
+	})
+	t.Run("shm", func(t *testing.T) {
+		name := fmt.Sprintf("mapstore-qk-%d", os.Getpid())
+		t.Cleanup(func() { _ = shm.Remove(name) })
+		queueKills(t, "shm:"+name, kills)
+	})
+}
+
+func queueKills(t *testing.T, spec string, kills int) {
+	start := time.Now()
+	dir := t.TempDir()
+	seg, err := kOpenSpec(spec, mapped.CreateOnly, mapped.WithSize(1<<20))
+	require.NoError(t, err)
+	defer seg.Close()
+	q, err := ConstructQueue(seg, qkName, QueueConfig{MaxMsgSize: 64, MaxMsgs: 16})
+	require.NoError(t, err)
+
+	rng := rand.New(rand.NewPCG(15, 15))
+	run := uint32(0)
+	type side struct {
+		child *proctest.Child
+		logs  []string
+		runs  []uint32
+		kills int
+	}
+	var send, recv side
+	startSide := func(s *side, name string) {
+		run++
+		log := filepath.Join(dir, fmt.Sprintf("%s-%d.log", name, run))
+		s.child = proctest.Start(t, name, spec, log, strconv.Itoa(int(run)))
+		s.child.Expect("ready")
+		s.logs, s.runs = append(s.logs, log), append(s.runs, run)
+	}
+	startSide(&send, "qsend")
+	startSide(&recv, "qrecv")
+	for range kills {
+		time.Sleep(time.Duration(rng.IntN(3000)) * time.Microsecond)
+		s, name := &send, "qsend"
+		if rng.IntN(2) == 0 {
+			s, name = &recv, "qrecv"
+		}
+		s.child.Kill()
+		if code := s.child.Cmd.ProcessState.ExitCode(); code != -1 {
+			t.Fatalf("%s exited %d before it was killed: %s", name, code, s.child.Stderr())
+		}
+		s.kills++
+		startSide(s, name)
+	}
+	send.child.Kill()
+	recv.child.Kill()
+	for _, s := range []*side{&send, &recv} {
+		if code := s.child.Cmd.ProcessState.ExitCode(); code != -1 {
+			t.Fatalf("a child exited %d: %s", code, s.child.Stderr())
+		}
+	}
+
+	// The ledger.
+	intended := map[qkMsg]uint32{} // prio
+	completed := map[qkMsg]bool{}
+	for i, log := range send.logs {
+		for _, f := range qkLines(t, log) {
+			seq, _ := strconv.ParseUint(f[1], 10, 32)
+			m := qkMsg{send.runs[i], uint32(seq)}
+			switch f[0] {
+			case "I":
+				p, _ := strconv.ParseUint(f[2], 10, 32)
+				intended[m] = uint32(p)
+			case "D":
+				completed[m] = true
+			}
+		}
+	}
+	received := map[qkMsg]int{}
+	var order []qkMsg
+	note := func(m qkMsg, prio uint32) {
+		received[m]++
+		order = append(order, m)
+		p, ok := intended[m]
+		require.True(t, ok, "received %v, which no sender meant to send", m)
+		require.Equal(t, p, prio, "%v's priority", m)
+	}
+	for _, log := range recv.logs {
+		for _, f := range qkLines(t, log) {
+			r, _ := strconv.ParseUint(f[1], 10, 32)
+			s, _ := strconv.ParseUint(f[2], 10, 32)
+			p, _ := strconv.ParseUint(f[3], 10, 32)
+			note(qkMsg{uint32(r), uint32(s)}, uint32(p))
+		}
+	}
+	logged := len(order)
+	queued := q.Len()
+	buf := make([]byte, 64)
+	for q.Len() > 0 {
+		n, p, err := q.Receive(buf)
+		require.NoError(t, err)
+		r, s, ok := qkCheck(buf[:n])
+		require.True(t, ok, "torn message left queued: %x", buf[:n])
+		note(qkMsg{r, s}, p)
+	}
+	for m, c := range received {
+		require.Equal(t, 1, c, "%v received %d times", m, c)
+	}
+	consumed := 0
+	for m := range completed {
+		if received[m] == 0 {
+			consumed++
+		}
+	}
+	assert.LessOrEqual(t, consumed, recv.kills, "completed sends neither received nor queued: at most one per receiver kill")
+	cut := 0
+	for m := range intended {
+		if !completed[m] && received[m] == 1 {
+			cut++
+		}
+	}
+	// Order: within one sender run and one priority, sequence numbers rise.
+	last := map[[2]uint32]int64{}
+	for _, m := range order {
+		k := [2]uint32{m.run, intended[m]}
+		prev, ok := last[k]
+		require.True(t, !ok || int64(m.seq) > prev, "%v out of order after seq %d", m, prev)
+		last[k] = int64(m.seq)
+	}
+	require.NoError(t, seg.CheckSanity())
+	t.Logf("%s: %d kills (%d senders, %d receivers) in %v: %d messages sent, %d received and logged, %d left queued; %d sends cut short yet delivered whole; %d consumed by a receiver killed before it logged them",
+		spec[:strings.IndexByte(spec, ':')], kills, send.kills, recv.kills, time.Since(start).Round(time.Millisecond), len(completed), logged, queued, cut, consumed)
+	assert.Positive(t, logged)
+}
+
+func qkLines(t *testing.T, path string) [][]string {
+	t.Helper()
+	f, err := os.Open(path)
+	require.NoError(t, err)
+	defer f.Close()
+	var out [][]string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if fs := strings.Fields(sc.Text()); len(fs) > 0 {
+			out = append(out, fs)
+		}
+	}
+	require.NoError(t, sc.Err())
+	return out
+}
