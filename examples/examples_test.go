@@ -220,3 +220,29 @@ func TestQueueExample(t *testing.T) {
 		t.Errorf("%s was not removed (stat: %v)", seg, err)
 	}
 }
+
+// supervisor: three workers share a Map under a Mutex; worker 0 is
+// SIGKILLed holding the lock, most likely inside a Map call; the next
+// locker gets ErrOwnerDied and a map that checks out.
+func TestSupervisorExample(t *testing.T) {
+	t.Parallel()
+	bin := build(t, "supervisor")
+	out, pid, err := run(t, bin)
+	if err != nil {
+		t.Fatalf("supervisor: %v\n%s", err, out)
+	}
+	t.Logf("output:\n%s", out)
+	mustMatch(t, out,
+		`^supervisor: created shm:mapstore-example-supervisor-\d+ with a Mutex and a Map; starting 3 workers$`,
+		`^supervisor: SIGKILLed worker 0 \(pid \d+\) in its round 10, holding the lock$`,
+		`(?:^worker [12]|^supervisor): Lock reported ErrOwnerDied`,
+		`^worker 1: done, 40 rounds of 200 keys$`,
+		`^worker 2: done, 40 rounds of 200 keys$`,
+		`^supervisor: OK: workers 1 and 2 set all 8000 keys; worker 0's \d+: 10 whole rounds and a prefix `,
+		`^supervisor: OK: destroyed the shared state .* and all memory is deallocated$`,
+		`^supervisor: all checks passed; removing the segment$`)
+	seg := filepath.Join("/dev/shm", fmt.Sprintf("mapstore-example-supervisor-%d", pid))
+	if _, err := os.Stat(seg); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s was not removed (stat: %v)", seg, err)
+	}
+}
