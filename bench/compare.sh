@@ -43,7 +43,7 @@ cd "$(dirname "$0")/.."
 
 DEFAULT_CASES=alloc_free_64,alloc_many_then_free_64,alloc_mixed,construct_named,find_named,destroy_named
 CONTAINER_CASES=vector_push_back,string_set,list_push_pop
-MAP_CASES=map_insert,map_find,open_existing,close_existing
+MAP_CASES=map_insert,map_find,hashmap_insert,hashmap_find,open_existing,close_existing
 IPC_CASES=mutex_lock_unlock,queue_pingpong_64,queue_throughput_64
 CASES=${1:-$DEFAULT_CASES}
 case $CASES in

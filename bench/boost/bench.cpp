@@ -41,6 +41,7 @@
 #include <boost/interprocess/shared_memory_object.hpp>
 #include <boost/interprocess/ipc/message_queue.hpp>
 #include <boost/interprocess/sync/interprocess_mutex.hpp>
+#include <boost/unordered_map.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -492,6 +493,63 @@ Result seg_map_find(const B &b) {
   return {n, elapsed_ns(t0, t1)};
 }
 
+// hashmap_insert and hashmap_find: map_insert's keys and finds on a
+// boost::unordered_map in the segment (the interprocess allocator; no
+// reserve), as mapstore's HashMap[uint64, float64].
+template <class Seg>
+using SegHashMap = boost::unordered_map<
+    std::uint64_t, double, boost::hash<std::uint64_t>, std::equal_to<std::uint64_t>,
+    bip::allocator<std::pair<const std::uint64_t, double>, typename Seg::segment_manager>>;
+
+template <class Seg>
+SegHashMap<Seg> *construct_hashmap(Seg &seg) {
+  using Map = SegHashMap<Seg>;
+  using Alloc = typename Map::allocator_type;
+  return seg.template construct<Map>("hashmap")(0, boost::hash<std::uint64_t>(),
+                                                std::equal_to<std::uint64_t>(),
+                                                Alloc(seg.get_segment_manager()));
+}
+
+template <class B>
+Result seg_hashmap_insert(const B &b) {
+  using Seg = typename B::segment;
+  std::mt19937_64 rng(kSeed);
+  const std::vector<std::uint64_t> keys = make_distinct_keys(kMapN, rng);
+  Fresh<B> fresh(b);
+  SegPtr<Seg> seg(b.create(kSegmentSize));
+  SegHashMap<Seg> *m = construct_hashmap(*seg);
+  auto t0 = Clock::now();
+  fill_map(*m, keys);
+  auto t1 = Clock::now();
+  if (m->size() != kMapN) fail("hashmap_insert: wrong size");
+  return {kMapN, elapsed_ns(t0, t1)};
+}
+
+template <class B>
+Result seg_hashmap_find(const B &b) {
+  using Seg = typename B::segment;
+  std::mt19937_64 rng(kSeed);
+  const std::vector<std::uint64_t> keys = make_distinct_keys(kMapN, rng);
+  const std::vector<std::uint32_t> idx = make_indices(kMapFindN, kMapN, rng);
+  double want = 0;
+  for (std::uint32_t i : idx) want += double(i);
+  Fresh<B> fresh(b);
+  SegPtr<Seg> seg(b.create(kSegmentSize));
+  SegHashMap<Seg> *m = construct_hashmap(*seg);
+  fill_map(*m, keys);
+  double sum = 0;
+  const std::size_t n = kMapFindN;
+  auto t0 = Clock::now();
+  for (std::size_t i = 0; i < n; ++i) {
+    auto it = m->find(keys[idx[i]]);
+    if (it == m->end()) fail("hashmap_find: key not found");
+    sum += it->second;
+  }
+  auto t1 = Clock::now();
+  if (sum != want) fail("hashmap_find: checksum mismatch");
+  return {n, elapsed_ns(t0, t1)};
+}
+
 // open_existing and close_existing: with a segment holding map_insert's
 // map (kMapN keys, keys[i] -> double(i), constructed by name) created and
 // closed beforehand, open it, find the map by name and look up one random
@@ -737,6 +795,38 @@ Result heap_map_find() {
   return {n, elapsed_ns(t0, t1)};
 }
 
+Result heap_hashmap_insert() {
+  std::mt19937_64 rng(kSeed);
+  const std::vector<std::uint64_t> keys = make_distinct_keys(kMapN, rng);
+  std::unordered_map<std::uint64_t, double> m;
+  auto t0 = Clock::now();
+  fill_map(m, keys);
+  auto t1 = Clock::now();
+  if (m.size() != kMapN) fail("heap hashmap_insert: wrong size");
+  return {kMapN, elapsed_ns(t0, t1)};
+}
+
+Result heap_hashmap_find() {
+  std::mt19937_64 rng(kSeed);
+  const std::vector<std::uint64_t> keys = make_distinct_keys(kMapN, rng);
+  const std::vector<std::uint32_t> idx = make_indices(kMapFindN, kMapN, rng);
+  double want = 0;
+  for (std::uint32_t i : idx) want += double(i);
+  std::unordered_map<std::uint64_t, double> m;
+  fill_map(m, keys);
+  double sum = 0;
+  const std::size_t n = kMapFindN;
+  auto t0 = Clock::now();
+  for (std::size_t i = 0; i < n; ++i) {
+    auto it = m.find(keys[idx[i]]);
+    if (it == m.end()) fail("heap hashmap_find: key not found");
+    sum += it->second;
+  }
+  auto t1 = Clock::now();
+  if (sum != want) fail("heap hashmap_find: checksum mismatch");
+  return {n, elapsed_ns(t0, t1)};
+}
+
 // ---------------------------------------------------------------------------
 // Durable-IPC cases (issue 15): an uncontended interprocess_mutex in the
 // segment (heap: std::mutex), and 64-byte messages between two processes
@@ -936,6 +1026,8 @@ const std::vector<Case> &all_cases() {
       {SEG_CASE(list_push_pop), heap_list_push_pop},
       {SEG_CASE(map_insert), heap_map_insert},
       {SEG_CASE(map_find), heap_map_find},
+      {SEG_CASE(hashmap_insert), heap_hashmap_insert},
+      {SEG_CASE(hashmap_find), heap_hashmap_find},
       {SEG_CASE(open_existing), nullptr},
       {SEG_CASE(close_existing), nullptr},
       {SEG_CASE(mutex_lock_unlock), heap_mutex_lock_unlock},

@@ -56,6 +56,8 @@ var cases = []bench{
 	{"destroy_named", destroyNamed},
 	{"map_insert", mapInsert},
 	{"map_find", mapFind},
+	{"hashmap_insert", hashMapInsert},
+	{"hashmap_find", hashMapFind},
 	{"open_existing", openExisting},
 	{"close_existing", closeExisting},
 	{"mutex_lock_unlock", mutexLockUnlock},

@@ -137,3 +137,81 @@ func mapFind(e env) (int, time.Duration, error) {
 	}
 	return mapFindN, d, nil
 }
+
+// hashMapInsert is map_insert on an objects.HashMap[uint64, float64]
+// constructed by name (the C++ side: a boost::unordered_map with the
+// segment's allocator); the heap floor is Go's map.
+func hashMapInsert(e env) (int, time.Duration, error) {
+	keys, _ := mapKeys()
+	if e.seg == nil {
+		start := time.Now()
+		h := fillHeap(keys)
+		d := time.Since(start)
+		if len(h) != mapN {
+			return 0, 0, fmt.Errorf("map holds %d keys", len(h))
+		}
+		return mapN, d, nil
+	}
+	h, err := objects.Construct(e.seg, "hashmap", objects.HashMap[uint64, float64]{})
+	if err != nil {
+		return 0, 0, err
+	}
+	start := time.Now()
+	for i, k := range keys {
+		if err := h.Set(k, float64(i)); err != nil {
+			return 0, 0, err
+		}
+	}
+	d := time.Since(start)
+	if h.Len() != mapN {
+		return 0, 0, fmt.Errorf("hash map holds %d keys", h.Len())
+	}
+	return mapN, d, nil
+}
+
+// hashMapFind is map_find on the hash map.
+func hashMapFind(e env) (int, time.Duration, error) {
+	keys, idx := mapKeys()
+	var want, sum float64
+	for _, i := range idx {
+		want += float64(i)
+	}
+	if e.seg == nil {
+		h := fillHeap(keys)
+		start := time.Now()
+		for _, i := range idx {
+			v, ok := h[keys[i]]
+			if !ok {
+				return 0, 0, fmt.Errorf("key %d not found", keys[i])
+			}
+			sum += v
+		}
+		d := time.Since(start)
+		if sum != want {
+			return 0, 0, fmt.Errorf("checksum %g, want %g", sum, want)
+		}
+		return mapFindN, d, nil
+	}
+	h, err := objects.Construct(e.seg, "hashmap", objects.HashMap[uint64, float64]{})
+	if err != nil {
+		return 0, 0, err
+	}
+	for i, k := range keys {
+		if err := h.Set(k, float64(i)); err != nil {
+			return 0, 0, err
+		}
+	}
+	start := time.Now()
+	for _, i := range idx {
+		v, ok := h.Get(keys[i])
+		if !ok {
+			return 0, 0, fmt.Errorf("key %d not found", keys[i])
+		}
+		sum += *v
+	}
+	d := time.Since(start)
+	if sum != want {
+		return 0, 0, fmt.Errorf("checksum %g, want %g", sum, want)
+	}
+	return mapFindN, d, nil
+}
