@@ -33,6 +33,9 @@ func mainWithChildren(m *testing.M) {
 		// killcont runs random container calls, logging each before it
 		// starts, until killed (containers_kill_test.go).
 		"killcont": childKillContainers,
+		// killmap runs random Map calls, logging each before it starts,
+		// until killed (btree_kill_test.go).
+		"killmap": childKillMaps,
 	})
 }
 
