@@ -61,6 +61,7 @@ const (
 	nodeHdr     = 16
 	nodeTarget  = 512 // bytes a node aims at
 	maxMapDepth = 24  // far more than 2^64 keys need at the narrowest fan-out
+	minInnerCap = 15  // keys an inner node holds at least (string keys: 15)
 
 	keyInline    = uint64(1) << 63 // a string key slot's bytes are inline
 	keyInlineMax = 16
@@ -164,7 +165,12 @@ func buildMapGeo(kt, vt reflect.Type) (*mapGeo, error) {
 	}
 	per := g.ks + (g.vs+7)&^7
 	g.leafCap = min(max(int((nodeTarget-nodeHdr)/per), 4), 64)
-	g.innerCap = min(max(int((nodeTarget-nodeHdr-8)/(g.ks+8)), 4), 64)
+	// An inner node holds at least minInnerCap keys, however large they
+	// are (a node of 128-byte keys takes about 2 KiB): with fewer, a tree
+	// gets so deep that the nodes one Set or Delete rewrites up to the
+	// root no longer fit in a lane (ErrLaneFull at 78,732 keys of 128
+	// bytes with nodes of 4).
+	g.innerCap = min(max(int((nodeTarget-nodeHdr-8)/(g.ks+8)), minInnerCap), 64)
 	g.valOff = nodeHdr + uintptr(g.leafCap)*g.ks
 	g.leafSize = g.valOff + uintptr(g.leafCap)*g.vs
 	g.childOff = nodeHdr + uintptr(g.innerCap)*g.ks

@@ -41,6 +41,9 @@ func mainWithChildren(m *testing.M) {
 		// logging each step (queue_kill_test.go).
 		"qsend": childQueueSend,
 		"qrecv": childQueueRecv,
+		// killmap runs random Map calls, logging each before it starts,
+		// until killed (btree_kill_test.go).
+		"killmap": childKillMaps,
 	})
 }
 
