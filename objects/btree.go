@@ -615,7 +615,8 @@ func (m *Map[K, V]) All() iter.Seq2[K, *V] {
 	return m.iterate("All", nil, nil)
 }
 
-// Range iterates, in order, over the keys k with from <= k < to.
+// Range iterates, in order, over the keys k with from <= k < to (none
+// if a bound is a NaN).
 func (m *Map[K, V]) Range(from, to K) iter.Seq2[K, *V] {
 	return m.iterate("Range", &from, &to)
 }
@@ -674,8 +675,8 @@ func (m *Map[K, V]) iterate(method string, from, to *K) iter.Seq2[K, *V] {
 		if err != nil {
 			panic(err)
 		}
-		if m.root == 0 {
-			return
+		if m.root == 0 || from != nil && o.g.isNaN(unsafe.Pointer(from)) || to != nil && o.g.isNaN(unsafe.Pointer(to)) {
+			return // a NaN bound bounds nothing: no key is at or after it, or before it
 		}
 		var stack [maxMapDepth]pathEnt
 		sp := 0

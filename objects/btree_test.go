@@ -165,3 +165,19 @@ func TestMapRefusesNaNAndClears(t *testing.T) {
 	require.NoError(t, Destroy[Map[float64, int64]](seg, "f"))
 	assert.True(t, seg.AllMemoryDeallocated())
 }
+
+func TestMapRangeWithNaNBoundIsEmpty(t *testing.T) {
+	seg := newSeg(t)
+	m, err := Construct(seg, "f", Map[float64, int64]{})
+	require.NoError(t, err)
+	for i := range 100 {
+		require.NoError(t, m.Set(float64(i), int64(i)))
+	}
+	for _, r := range [][2]float64{{math.NaN(), 50}, {10, math.NaN()}} {
+		n := 0
+		for range m.Range(r[0], r[1]) {
+			n++
+		}
+		assert.Zero(t, n, "Range(%v, %v)", r[0], r[1])
+	}
+}
