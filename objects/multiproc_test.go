@@ -33,6 +33,8 @@ func mainWithChildren(m *testing.M) {
 		// killcont runs random container calls, logging each before it
 		// starts, until killed (containers_kill_test.go).
 		"killcont": childKillContainers,
+		// xpmaps reads and changes the maps of TestMapsAcrossProcesses.
+		"xpmaps": childMaps,
 		// killhash runs HashMap calls until killed (hashmap_kill_test.go).
 		"killhash": childKillHashMap,
 		// sync runs one of the synchronisation children (sync_multiproc_test.go).
