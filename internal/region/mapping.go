@@ -150,6 +150,35 @@ func (r *Region) Retire(keep int64) error {
 	return nil
 }
 
+// RetireBounded is Retire for a caller that knows no access can reach the
+// mapping at or beyond size bytes (every access is bounded by a size
+// read earlier, and the size cannot grow meanwhile): it gives back the
+// address range beyond size (rounded up to a page) at once, as Trim
+// does, then replaces the first size bytes with private zero-filled
+// memory. Two system calls, each over its own part, instead of Retire's
+// replacement of the whole range and Trim's unmap of most of it again.
+func (r *Region) RetireBounded(size int64) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.base == nil {
+		return nil
+	}
+	k := min(pageUp(size), r.len)
+	if k < r.len {
+		if err := unix.MunmapPtr(unsafe.Add(r.base, k), r.len-k); err != nil {
+			return r.wrap("unmap", err)
+		}
+		r.len = k
+	}
+	if k > 0 {
+		const flags = unix.MAP_PRIVATE | unix.MAP_ANONYMOUS | unix.MAP_FIXED | unix.MAP_NORESERVE
+		if _, err := unix.MmapPtr(-1, 0, r.base, k, unix.PROT_READ|unix.PROT_WRITE, flags); err != nil {
+			return r.wrap("retire the mapping", err)
+		}
+	}
+	return nil
+}
+
 // Trim gives back the address space of a retired mapping beyond its first
 // keep bytes (rounded up to a page): nothing may touch it any more.
 func (r *Region) Trim(keep int64) error {

@@ -3,6 +3,7 @@ package region
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -95,6 +96,29 @@ func (r *Region) ReadAt(p []byte, off int64) (int, error) {
 		return n, r.wrap("read", err)
 	}
 	return n, nil
+}
+
+// WriteAt writes p to the backing at off without a mapping (pwrite): the
+// bytes reach the page cache that every mapping of the backing shows.
+func (r *Region) WriteAt(p []byte, off int64) error {
+	fd, done, err := r.useFd("write")
+	if err != nil {
+		return err
+	}
+	defer done()
+	for len(p) > 0 {
+		n, err := unix.Pwrite(fd, p, off)
+		switch {
+		case errors.Is(err, syscall.EINTR):
+			continue
+		case err != nil:
+			return r.wrap("write", err)
+		case n == 0:
+			return r.wrap("write", io.ErrShortWrite)
+		}
+		p, off = p[n:], off+int64(n)
+	}
+	return nil
 }
 
 // Resize makes the backing exactly size bytes long. Growing reserves the
