@@ -152,6 +152,18 @@ func (v view) clearStaleBits() {
 	})
 }
 
+// othersSeated reports whether a seat other than seat is taken (through
+// v): by a live process, or by a dead one awaiting recovery. Meta lock
+// held.
+func (v view) othersSeated(seat int) bool {
+	taken := false
+	v.occupied(func(i int) bool {
+		taken = i != seat && v.seatState(i) != 0
+		return !taken
+	})
+	return taken
+}
+
 // seatsTaken reports whether any seat is taken (through v): by a live
 // process, or by a dead one awaiting recovery.
 func (v view) seatsTaken() bool {
