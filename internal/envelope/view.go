@@ -6,9 +6,9 @@ import (
 	"unsafe"
 )
 
-// view is the envelope's pages as one mapping shows them: the open's
-// whole mapping, or a second mapping of just the envelope that Close
-// uses once the whole one is retired.
+// view is the envelope's pages as one mapping shows them (the open's
+// whole mapping), or as a copy read from the backing (the head that the
+// last Close checks once the mapping is retired).
 type view []byte
 
 func (v view) word(off int) *uint64 { return (*uint64)(unsafe.Pointer(&v[off])) }

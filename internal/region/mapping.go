@@ -25,9 +25,10 @@ const (
 )
 
 // The region's main mapping is made and released with x/sys's MmapPtr and
-// MunmapPtr rather than with mmap-go (which maps the side views): Close
-// replaces it in place with private memory (Retire) and gives part of it
-// back at once (Trim), and mmap-go's mappings can only be unmapped whole.
+// MunmapPtr rather than with mmap-go (which maps the side views, MapSide):
+// Close replaces it in place with private memory (Retire, RetireBounded)
+// and gives part of it back at once (Trim), and mmap-go's mappings can
+// only be unmapped whole.
 
 // Map maps length bytes from the start of the backing. length may be far
 // larger than the backing: the address space is reserved, and pages appear
@@ -91,6 +92,10 @@ func (r *Region) Populate(mem []byte) error {
 // kernel's choosing: a view of those bytes that stays valid after Retire.
 // Its pages are faulted in at once (one madvise instead of a fault per
 // window): the view is made to be used at once. UnmapSide removes it.
+// envelope.Close no longer uses it (it releases and detaches through the
+// mapping before retiring it, and reads and writes the rest through the
+// descriptor), so nothing in the module calls it now; it stays, with the
+// mmap-go dependency that maps it, until that use is decided.
 func (r *Region) MapSide(n int64) ([]byte, error) {
 	prot := mmap.RDWR
 	if r.readOnly {
