@@ -108,19 +108,40 @@ func (e *Envelope) closeAttached(c Closing) []error {
 		if c.Release != nil {
 			c.Release(e.mem, false)
 		}
-		return []error{err, e.region.Retire(e.Size()), e.trim()}
+		rerr := e.region.Retire(e.Size())
+		if rerr != nil {
+			e.dropLocks(false)
+		}
+		return []error{err, rerr, e.trim()}
 	}
-	defer func() { _ = e.region.Unlock(metaLockOff) }()
 	last := !e.mem.othersSeated(e.seat)
 	if c.Release != nil {
 		c.Release(e.mem, last)
 	}
 	e.freeSeat(e.mem, e.seat)
-	errs := []error{e.region.RetireBounded(e.Size())}
+	rerr := e.region.RetireBounded(e.Size())
+	errs := []error{rerr}
 	if last {
 		errs = append(errs, e.finish(c))
 	}
+	if rerr != nil {
+		e.dropLocks(true)
+	}
+	// Otherwise the meta lock and the seat's liveness lock go with the
+	// descriptor, which Close closes next: no mapping holds the open file
+	// description any more (see region.CloseFile).
 	return errs
+}
+
+// dropLocks releases the seat's liveness lock and, with meta, the meta
+// lock, for a Close whose mapping could not be retired: the mapping still
+// holds the open file description, and with it every OFD lock taken
+// through it, after the descriptor is closed (until Unmap).
+func (e *Envelope) dropLocks(meta bool) {
+	_ = e.region.Unlock(seatLockOff + int64(e.seat))
+	if meta {
+		_ = e.region.Unlock(metaLockOff)
+	}
 }
 
 // finish is the last attached open's part of Close, under the meta lock,

@@ -234,9 +234,15 @@ func (r *Region) Close() error {
 	return err
 }
 
-// CloseFile closes the descriptor, releasing every OFD lock taken through
-// it, and leaves the mapping (if any) in place. A new file that was never
-// published is gone with it.
+// CloseFile closes the descriptor and leaves the mapping (if any) in
+// place. A new file that was never published is gone with it. The OFD
+// locks taken through it are released at once unless a mapping of the
+// file is left in place (a mapping holds the open file description, and
+// its locks, until it is unmapped, as does a copy of the descriptor):
+// the descriptor is closed under syscall.ForkLock's read lock, so that no
+// child process that this one is forking holds a copy meanwhile (Go's
+// forkExec holds the write lock until the child has run exec, which
+// closes it).
 func (r *Region) CloseFile() error {
 	r.fdMu.Lock()
 	defer r.fdMu.Unlock()
@@ -245,7 +251,10 @@ func (r *Region) CloseFile() error {
 	}
 	r.fileClosed = true
 	r.abandon()
-	if err := r.f.Close(); err != nil {
+	syscall.ForkLock.RLock()
+	err := r.f.Close()
+	syscall.ForkLock.RUnlock()
+	if err != nil {
 		return r.wrap("close", err)
 	}
 	return nil
