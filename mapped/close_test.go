@@ -8,8 +8,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -236,5 +238,77 @@ func TestCallsAfterCloseAreErrClosed(t *testing.T) {
 			t.Fatal("a closed segment lists names")
 		}
 		assert.Nil(t, SegmentAt(s.Base()))
+	})
+}
+
+// A Close that is not the last releases the segment lock to the opens
+// still attached: another open takes it at once, and the last Close
+// leaves the word with no owner and no waiters bit. The next open is
+// clean.
+func TestCloseNotLastLeavesTheLockFree(t *testing.T) {
+	forKinds(t, func(t *testing.T, b backing.Backing, _ string) {
+		a := mustOpen(t, b, CreateOnly)
+		o := mustOpen(t, b, OpenOnly)
+		_, err := a.Allocate(64)
+		require.NoError(t, err)
+		require.NoError(t, a.Close())
+		assert.Zero(t, atomic.LoadUint64(o.lk.word)&lockOwnerMask, "released")
+		before, err := o.Info()
+		require.NoError(t, err)
+		_, err = o.Allocate(64)
+		require.NoError(t, err)
+		after, err := o.Info()
+		require.NoError(t, err)
+		assert.Greater(t, after.LockAcquisitions, before.LockAcquisitions)
+		require.NoError(t, o.Close())
+
+		s := mustOpen(t, b, OpenOnly)
+		rep := s.RecoveryReport()
+		assert.True(t, rep.Clean(), "%s", rep)
+		assert.Zero(t, atomic.LoadUint64(s.lk.word)&(lockOwnerMask|lockWaiters), "the lock word after the last Close")
+		require.NoError(t, s.CheckSanity())
+	})
+}
+
+// The last Close checks the segment's head as read from the backing once
+// the mapping is retired (quietAtClose). A goroutine of this process that
+// took the segment lock, or claimed a lane, just before the retire and
+// let go of it just after let go into private memory: the words it left
+// naming this open are cleared and written back, and the check passes.
+// A lane an Abort left to recovery, and words naming another open, are
+// not this open's to clear: the check fails and the segment is left for
+// recovery.
+func TestQuietAtCloseClearsWhatTheRetireCutOff(t *testing.T) {
+	forKinds(t, func(t *testing.T, b backing.Backing, _ string) {
+		s := mustOpen(t, b, CreateOnly)
+		head := make([]byte, mgrEnd)
+		copy(head, s.env.Mem()[:mgrEnd])
+		w := func(off uintptr) *uint64 { return (*uint64)(unsafe.Pointer(&head[off])) }
+		var puts []int
+		put := func(off int) error { puts = append(puts, off); return nil }
+
+		*w(mLock) = 7*lockSeqOne | s.lk.me
+		*w(mLaneOwners + 2*8) = s.laneMe
+		require.NoError(t, s.quietAtClose(head, put))
+		assert.Equal(t, []int{mLock, mLaneOwners + 2*8}, puts)
+		assert.Equal(t, uint64(7*lockSeqOne), *w(mLock), "the count stays")
+		assert.Zero(t, *w(mLaneOwners + 2*8))
+
+		puts = nil
+		*w(mLaneOwners + 1*8) = s.laneMe
+		s.lanesLeft.Store(1 << 1)
+		err := s.quietAtClose(head, put)
+		require.ErrorContains(t, err, "lane 1 is claimed")
+		assert.Empty(t, puts)
+		s.lanesLeft.Store(0)
+		*w(mLaneOwners + 1*8) = 0
+
+		*w(mLaneOwners) = s.laneMe + 1<<8 // the same seat, another attach
+		require.ErrorContains(t, s.quietAtClose(head, put), "lane 0 is claimed")
+		*w(mLaneOwners) = 0
+		*w(mLock) = 7*lockSeqOne | (s.lk.me + 1)
+		require.ErrorContains(t, s.quietAtClose(head, put), "the segment lock is held")
+		assert.Empty(t, puts)
+		require.NoError(t, s.Close())
 	})
 }

@@ -1,6 +1,7 @@
 package mapped
 
 import (
+	"math"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -80,6 +81,11 @@ func (l *segLock) tryLock() bool {
 func (l *segLock) lockSlow(honourStop bool) bool {
 	l.mu.Lock() // one sleeper per process
 	defer l.mu.Unlock()
+	return l.lockMuHeld(honourStop)
+}
+
+// lockMuHeld is lockSlow with l.mu held.
+func (l *segLock) lockMuHeld(honourStop bool) bool {
 	contended := false
 	for spin := 0; ; spin++ {
 		if honourStop && l.stop.Load()&stUnusable != 0 {
@@ -120,11 +126,67 @@ func (l *segLock) lockSlow(honourStop bool) bool {
 
 // lockForClose takes the lock for Close, which set stop first: it waits
 // for the holder, whatever stop says; every acquisition after it gives up.
+// It takes l.mu first and keeps it until unlockForClose, so that no
+// goroutine of this process is between lockSlow's look at stop and its
+// compare-and-swap of the word meanwhile (one asleep in FUTEX_WAIT is
+// woken: it sees stop and leaves). For a private lock it takes the mutex.
 func (l *segLock) lockForClose() {
 	if l.private {
 		l.mu.Lock()
-	} else if !l.tryLock() {
-		l.lockSlow(false)
+		return
+	}
+	for i := 0; !l.mu.TryLock(); i++ {
+		if atomic.LoadUint64(l.word)&lockWaiters != 0 {
+			futexWake(l.futexWord(), math.MaxInt32)
+		}
+		if i < 100 {
+			runtime.Gosched()
+		} else {
+			time.Sleep(100 * time.Microsecond)
+		}
+	}
+	if !l.tryLock() {
+		l.lockMuHeld(false)
+	}
+}
+
+// releaseForClose releases the lock that lockForClose took, through w (the
+// lock word as a mapping shows it), while the mapping that goroutines of
+// this process use still shows the segment: Close does this before it
+// retires the mapping, and until then none of them may take the lock
+// again (one that looked at the state before Close set it may be about
+// to). l.mu, still held, keeps them out of lockSlow; unless last, the
+// waiters bit is left set, so that tryLock fails too (the next process
+// to take the lock clears it, in its lockSlow). When last (no other
+// process is attached, so nobody else can take the lock or wait for
+// it), the word is left clear, and a goroutine of this process that
+// takes it before the retire and releases it after leaves it naming
+// this open: Close's check of the segment then clears it (quietAtClose).
+func (l *segLock) releaseForClose(w *uint64, last bool) {
+	for {
+		v := atomic.LoadUint64(w)
+		if v&lockOwnerMask != l.me {
+			return
+		}
+		nv := v &^ (lockOwnerMask | lockWaiters)
+		if !last {
+			nv |= lockWaiters
+		}
+		if atomic.CompareAndSwapUint64(w, v, nv) {
+			if v&lockWaiters != 0 {
+				futexWake((*uint32)(unsafe.Pointer(w)), 1)
+			}
+			return
+		}
+	}
+}
+
+// unlockForClose ends Close's hold of l.mu (lockForClose), once the
+// mapping is retired: goroutines of this process that take the lock now
+// take zeros, in private memory.
+func (l *segLock) unlockForClose() {
+	if !l.private {
+		l.mu.Unlock()
 	}
 }
 

@@ -206,16 +206,23 @@ func (s *Segment) close() error {
 		// Holds nothing in the segment.
 	case OpenCopyOnWrite:
 		s.lk.lockForClose()
-		c.Release = func([]byte) { s.lk.unlock() }
+		c.Release = func([]byte, bool) { s.lk.unlock() }
 	default:
-		s.lk.lockForClose() // every call holding the lock has ended
+		// Every call holding the lock has ended; until the mapping is
+		// retired, no goroutine of this process can take it again (see
+		// releaseForClose).
+		s.lk.lockForClose()
 		s.finishPending()
-		me := s.lk.me
 		c.Keep = mgrEnd
-		c.Release = func(side []byte) { unlockWord((*uint64)(unsafe.Pointer(&side[mLock])), me) }
-		c.Quiet = quiet
+		c.Release = func(mem []byte, last bool) {
+			s.lk.releaseForClose((*uint64)(unsafe.Pointer(&mem[mLock])), last)
+		}
+		c.Quiet = s.quietAtClose
 	}
 	err := s.env.Close(c)
+	if s.mode != OpenReadOnly {
+		s.lk.unlockForClose()
+	}
 	runtime.AddCleanup(s, func(e *envelope.Envelope) { _ = e.Unmap() }, s.env)
 	if err != nil {
 		return fmt.Errorf("mapstore: close %s: %w", s.b.Name(), err)
@@ -236,7 +243,37 @@ func (s *Segment) finishPending() {
 	}
 }
 
-// quiet is envelope.Closing.Quiet: nothing is half done in the segment
+// quietAtClose is envelope.Closing.Quiet for the last attached open: the
+// segment's first pages, head, read from the backing once the mapping is
+// retired. A goroutine of this process still running a call may have
+// taken the segment lock (releaseForClose with last) or claimed a lane
+// (BeginLane, which backs out when it sees the state) just before the
+// retire and released it just after, into private memory: the word then
+// names this open, and nothing was done under it. Such words are cleared
+// (put writes them back); a lane that an Abort left to recovery
+// (lanesLeft) is not theirs, and stays. Then quiet.
+func (s *Segment) quietAtClose(head []byte, put func(off int) error) error {
+	base := unsafe.Pointer(unsafe.SliceData(head))
+	w := func(off uintptr) *uint64 { return (*uint64)(unsafe.Add(base, off)) }
+	if v := *w(mLock); v&lockOwnerMask == s.lk.me {
+		*w(mLock) = v &^ (lockOwnerMask | lockWaiters)
+		if err := put(mLock); err != nil {
+			return err
+		}
+	}
+	for i := range maxLanes {
+		off := mLaneOwners + uintptr(i)*8
+		if *w(off) == s.laneMe && s.lanesLeft.Load()&(1<<i) == 0 {
+			*w(off) = 0
+			if err := put(int(off)); err != nil {
+				return err
+			}
+		}
+	}
+	return quiet(head)
+}
+
+// quiet: nothing is half done in the segment
 // whose first pages are mem (the segment lock is free, the journal idle,
 // the fast-path intent record clear).
 func quiet(mem []byte) error { return quietCheck(mem, true) }

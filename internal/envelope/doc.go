@@ -10,8 +10,10 @@
 //
 // A new segment is built in a file no other process can see and published
 // whole (create.go); an existing one is validated, attached and recovered
-// under the meta lock (envelope.go); Close retires the mapping so that
-// calls still in flight never fault, then detaches (close.go).
+// under the meta lock (envelope.go); Close detaches under the meta lock,
+// retires the mapping so that calls still in flight never fault, and the
+// last open out checks and marks the segment through the descriptor
+// (close.go).
 //
 // # Layout
 //

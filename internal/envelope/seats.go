@@ -106,8 +106,9 @@ func (e *Envelope) claimSeat(p Params, rep *recovery.Report) error {
 		e.mem.setSeatBit(i)
 		ok, err := e.region.Lock(seatLockOff+int64(i), true, false)
 		if err != nil || !ok {
-			// Held by an open that has no bit here (none should be): leave
-			// the seat alone.
+			// Held by an open that has no bit here: one closing, whose
+			// descriptor (and with it the lock) goes in a moment (see
+			// freeSeat). Leave the seat alone.
 			e.mem.clearSeatBit(i)
 			if err != nil {
 				return err
@@ -131,14 +132,15 @@ func (e *Envelope) claimSeat(p Params, rep *recovery.Report) error {
 	return fmt.Errorf("%s: attach: all %d seats of the attached-process table are taken: %w", e.region.Name(), MaxSeats, region.ErrNoSpace)
 }
 
-// freeSeat clears seat i (through v), then its bit in the mask, and, when
-// it is ours, drops its liveness lock. Meta lock held.
+// freeSeat clears seat i (through v), then its bit in the mask. Meta lock
+// held. The liveness lock of a seat that is ours is not dropped here:
+// Close frees its own seat and closes the descriptor, which drops it (no
+// mapping of this open holds the file by then), a few microseconds later;
+// meanwhile an open that tries the free seat finds it locked and takes
+// another (claimSeat), and the seat is no one's to look at (free).
 func (e *Envelope) freeSeat(v view, i int) {
 	atomic.StoreUint32(v.word32(seatBase(i)), 0)
 	v.clearSeatBit(i)
-	if i == e.seat {
-		_ = e.region.Unlock(seatLockOff + int64(i))
-	}
 }
 
 // clearStaleBits clears the mask's bits over free seats (through v), left
@@ -150,6 +152,18 @@ func (v view) clearStaleBits() {
 		}
 		return true
 	})
+}
+
+// othersSeated reports whether a seat other than seat is taken (through
+// v): by a live process, or by a dead one awaiting recovery. Meta lock
+// held.
+func (v view) othersSeated(seat int) bool {
+	taken := false
+	v.occupied(func(i int) bool {
+		taken = i != seat && v.seatState(i) != 0
+		return !taken
+	})
+	return taken
 }
 
 // seatsTaken reports whether any seat is taken (through v): by a live

@@ -86,6 +86,36 @@ func TestSeatMaskFollowsClaimsAndCloses(t *testing.T) {
 	assert.Equal(t, seq(0, 71), maskOf(first))
 }
 
+// Close frees its seat under the meta lock and leaves the seat's liveness
+// lock to the descriptor's close, a moment later. An open in between
+// finds the seat free yet locked: it takes the next one, leaves no bit
+// for the skipped seat, and reports no dead process; once the closing
+// open's descriptor is closed, the seat is taken again.
+func TestFreeSeatStillLockedIsSkipped(t *testing.T) {
+	p := segPath(t)
+	first, _ := openEnv(t, p, true, ReadWrite)
+	closing, _ := openEnv(t, p, false, ReadWrite)
+	require.Equal(t, 1, closing.Seat())
+	// Close's part under the meta lock, without the descriptor's close.
+	_, err := closing.region.Lock(metaLockOff, true, true)
+	require.NoError(t, err)
+	closing.freeSeat(closing.mem, closing.Seat())
+	require.NoError(t, closing.region.Unlock(metaLockOff))
+	assert.Equal(t, []int{0}, maskOf(first))
+
+	e, rep := openEnv(t, p, false, ReadWrite)
+	assert.Equal(t, 2, e.Seat(), "seat 1 is still locked")
+	assert.Empty(t, rep.DeadProcesses)
+	assert.Equal(t, []int{0, 2}, maskOf(first))
+
+	closing.closed.Store(true)
+	require.NoError(t, closing.region.Close())
+	e, rep = openEnv(t, p, false, ReadWrite)
+	assert.Equal(t, 1, e.Seat())
+	assert.Empty(t, rep.DeadProcesses)
+	assert.Equal(t, []int{0, 1, 2}, maskOf(first))
+}
+
 // A process that dies attached, in either word of the mask, is found by
 // the next open and its seat and bit are given back.
 func TestDeadSeatsFoundThroughTheMask(t *testing.T) {

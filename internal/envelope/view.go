@@ -6,9 +6,9 @@ import (
 	"unsafe"
 )
 
-// view is the envelope's pages as one mapping shows them: the open's
-// whole mapping, or a second mapping of just the envelope that Close
-// uses once the whole one is retired.
+// view is the envelope's pages as one mapping shows them (the open's
+// whole mapping), or as a copy read from the backing (the head that the
+// last Close checks once the mapping is retired).
 type view []byte
 
 func (v view) word(off int) *uint64 { return (*uint64)(unsafe.Pointer(&v[off])) }
@@ -29,7 +29,8 @@ func (v view) header(name string) (Header, error) {
 
 // writeHeader writes h with the next generation into the copy that does
 // not hold the current one, so a torn write leaves the other intact.
-func (v view) writeHeader(h *Header) {
+// It returns the offset of the copy written.
+func (v view) writeHeader(h *Header) int {
 	h.Generation++
 	off := HeaderOffA
 	if h.Generation%2 == 1 {
@@ -38,6 +39,7 @@ func (v view) writeHeader(h *Header) {
 	buf := make([]byte, HeaderLen)
 	h.Encode(buf)
 	copy(v[off:off+HeaderLen], buf)
+	return off
 }
 
 // liveSize is the live-size word: the header's size, for one atomic load.

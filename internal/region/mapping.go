@@ -24,10 +24,12 @@ const (
 	MapPrivate
 )
 
-// The region's main mapping is made and released with x/sys's MmapPtr and
-// MunmapPtr rather than with mmap-go (which maps the side views): Close
-// replaces it in place with private memory (Retire) and gives part of it
-// back at once (Trim), and mmap-go's mappings can only be unmapped whole.
+// The region's mapping is made with mmap-go (MapRegion: a shared or a
+// private mapping of the file, read-only or writable), and given back with
+// x/sys's MunmapPtr: Close replaces it in place with private memory
+// (Retire, MAP_FIXED) and gives part of it back at once (Trim), which
+// mmap-go's Unmap, that takes a mapping back whole, cannot; its Unmap is
+// never called.
 
 // Map maps length bytes from the start of the backing. length may be far
 // larger than the backing: the address space is reserved, and pages appear
@@ -45,27 +47,30 @@ func (r *Region) Map(length int64, mode MapMode) ([]byte, error) {
 	if length <= 0 || int64(uintptr(length)) != length {
 		return nil, fmt.Errorf("%s: map %d bytes: %w", r.name, length, ErrNoSpace)
 	}
-	prot, flags := unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED
+	prot := mmap.RDWR // shared, writable
 	switch mode {
 	case MapReadOnly:
-		prot = unix.PROT_READ
+		prot = mmap.RDONLY
 	case MapPrivate:
-		flags = unix.MAP_PRIVATE
+		prot = mmap.COPY // private, writable
 	}
-	fd, done, err := r.useFd("map")
+	if int64(int(length)) != length {
+		return nil, fmt.Errorf("%s: map %d bytes: %w", r.name, length, ErrNoSpace)
+	}
+	_, done, err := r.useFd("map")
 	if err != nil {
 		return nil, err
 	}
 	defer done()
-	p, err := unix.MmapPtr(fd, 0, nil, uintptr(length), prot, flags)
+	m, err := mmap.MapRegion(r.f, int(length), prot, 0, 0)
 	if err != nil {
 		if errors.Is(err, syscall.ENOMEM) {
 			return nil, fmt.Errorf("%s: map %d bytes of address space: %w (%w)", r.name, length, ErrNoSpace, err)
 		}
 		return nil, r.wrap("map", err)
 	}
-	r.base, r.len = p, uintptr(length)
-	return unsafe.Slice((*byte)(p), length), nil
+	r.base, r.len = unsafe.Pointer(unsafe.SliceData(m)), uintptr(length)
+	return m, nil
 }
 
 // Populate faults in every page of mem, a part of a private mapping, for
@@ -82,42 +87,6 @@ func (r *Region) Populate(mem []byte) error {
 	}
 	if err != nil {
 		return r.wrap("copy the pages", err)
-	}
-	return nil
-}
-
-// MapSide maps the first n bytes of the backing a second time, shared
-// and (unless the descriptor is read-only) writable, at an address of the
-// kernel's choosing: a view of those bytes that stays valid after Retire.
-// Its pages are faulted in at once (one madvise instead of a fault per
-// window): the view is made to be used at once. UnmapSide removes it.
-func (r *Region) MapSide(n int64) ([]byte, error) {
-	prot := mmap.RDWR
-	if r.readOnly {
-		prot = mmap.RDONLY
-	}
-	if n <= 0 || int64(int(n)) != n {
-		return nil, fmt.Errorf("%s: map %d bytes: %w", r.name, n, ErrNoSpace)
-	}
-	_, done, err := r.useFd("map")
-	if err != nil {
-		return nil, err
-	}
-	defer done()
-	m, err := mmap.MapRegion(r.f, int(n), prot, 0, 0)
-	if err != nil {
-		return nil, r.wrap("map", err)
-	}
-	// Best effort: a kernel without MADV_POPULATE_READ faults them later.
-	_ = unix.Madvise(m, unix.MADV_POPULATE_READ)
-	return m, nil
-}
-
-// UnmapSide removes a mapping made by MapSide.
-func (r *Region) UnmapSide(b []byte) error {
-	m := mmap.MMap(b)
-	if err := m.Unmap(); err != nil {
-		return r.wrap("unmap", err)
 	}
 	return nil
 }
@@ -146,6 +115,35 @@ func (r *Region) Retire(keep int64) error {
 	}
 	if err != nil {
 		return r.wrap("retire the mapping", err)
+	}
+	return nil
+}
+
+// RetireBounded is Retire for a caller that knows no access can reach the
+// mapping at or beyond size bytes (every access is bounded by a size
+// read earlier, and the size cannot grow meanwhile): it gives back the
+// address range beyond size (rounded up to a page) at once, as Trim
+// does, then replaces the first size bytes with private zero-filled
+// memory. Two system calls, each over its own part, instead of Retire's
+// replacement of the whole range and Trim's unmap of most of it again.
+func (r *Region) RetireBounded(size int64) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.base == nil {
+		return nil
+	}
+	k := min(pageUp(size), r.len)
+	if k < r.len {
+		if err := unix.MunmapPtr(unsafe.Add(r.base, k), r.len-k); err != nil {
+			return r.wrap("unmap", err)
+		}
+		r.len = k
+	}
+	if k > 0 {
+		const flags = unix.MAP_PRIVATE | unix.MAP_ANONYMOUS | unix.MAP_FIXED | unix.MAP_NORESERVE
+		if _, err := unix.MmapPtr(-1, 0, r.base, k, unix.PROT_READ|unix.PROT_WRITE, flags); err != nil {
+			return r.wrap("retire the mapping", err)
+		}
 	}
 	return nil
 }

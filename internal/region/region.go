@@ -3,6 +3,7 @@ package region
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -95,6 +96,29 @@ func (r *Region) ReadAt(p []byte, off int64) (int, error) {
 		return n, r.wrap("read", err)
 	}
 	return n, nil
+}
+
+// WriteAt writes p to the backing at off without a mapping (pwrite): the
+// bytes reach the page cache that every mapping of the backing shows.
+func (r *Region) WriteAt(p []byte, off int64) error {
+	fd, done, err := r.useFd("write")
+	if err != nil {
+		return err
+	}
+	defer done()
+	for len(p) > 0 {
+		n, err := unix.Pwrite(fd, p, off)
+		switch {
+		case errors.Is(err, syscall.EINTR):
+			continue
+		case err != nil:
+			return r.wrap("write", err)
+		case n == 0:
+			return r.wrap("write", io.ErrShortWrite)
+		}
+		p, off = p[n:], off+int64(n)
+	}
+	return nil
 }
 
 // Resize makes the backing exactly size bytes long. Growing reserves the
@@ -210,9 +234,15 @@ func (r *Region) Close() error {
 	return err
 }
 
-// CloseFile closes the descriptor, releasing every OFD lock taken through
-// it, and leaves the mapping (if any) in place. A new file that was never
-// published is gone with it.
+// CloseFile closes the descriptor and leaves the mapping (if any) in
+// place. A new file that was never published is gone with it. The OFD
+// locks taken through it are released at once unless a mapping of the
+// file is left in place (a mapping holds the open file description, and
+// its locks, until it is unmapped, as does a copy of the descriptor):
+// the descriptor is closed under syscall.ForkLock's read lock, so that no
+// child process that this one is forking holds a copy meanwhile (Go's
+// forkExec holds the write lock until the child has run exec, which
+// closes it).
 func (r *Region) CloseFile() error {
 	r.fdMu.Lock()
 	defer r.fdMu.Unlock()
@@ -221,7 +251,10 @@ func (r *Region) CloseFile() error {
 	}
 	r.fileClosed = true
 	r.abandon()
-	if err := r.f.Close(); err != nil {
+	syscall.ForkLock.RLock()
+	err := r.f.Close()
+	syscall.ForkLock.RUnlock()
+	if err != nil {
 		return r.wrap("close", err)
 	}
 	return nil
