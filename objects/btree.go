@@ -353,6 +353,14 @@ func (o *mapOp[K, V]) cmpKey(slot unsafe.Pointer, k *K) (int, error) {
 // search is the first index in node nd (n keys) whose key is not below
 // k, and whether it equals k.
 func (o *mapOp[K, V]) search(nd uint64, n int, k *K) (int, bool, error) {
+	if g := o.g; g.count == 1 && g.ks == 8 && !g.str {
+		switch g.kind {
+		case kUint64:
+			return searchWords(o.key(nd, 0), n, *(*uint64)(unsafe.Pointer(k)), func(a, b uint64) bool { return a < b })
+		case kInt64:
+			return searchWords(o.key(nd, 0), n, *(*uint64)(unsafe.Pointer(k)), func(a, b uint64) bool { return int64(a) < int64(b) })
+		}
+	}
 	lo, hi := 0, n
 	for lo < hi {
 		mid := int(uint(lo+hi) >> 1)
@@ -374,6 +382,22 @@ func (o *mapOp[K, V]) search(nd uint64, n int, k *K) (int, bool, error) {
 		return lo, c == 0, nil
 	}
 	return lo, false, nil
+}
+
+// searchWords is search over n 8-byte keys at keys, written out for the
+// commonest key types: no call per comparison.
+func searchWords(keys unsafe.Pointer, n int, k uint64, less func(a, b uint64) bool) (int, bool, error) {
+	ws := unsafe.Slice((*uint64)(keys), n)
+	lo, hi := 0, n
+	for lo < hi {
+		mid := int(uint(lo+hi) >> 1)
+		if less(ws[mid], k) {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	return lo, lo < n && ws[lo] == k, nil
 }
 
 // pathEnt is a node on the way from the root to a leaf, and the index of
