@@ -2,6 +2,7 @@ package objects
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -36,4 +37,55 @@ func TestCondBroadcastFromFreshOpen(t *testing.T) {
 		require.NoError(t, <-waited, "the Broadcast woke the waiter")
 		require.NoError(t, fx.Mu.Unlock())
 	})
+}
+
+// endsMidCall is a context that ends while the call given it is at work:
+// its first Err is nil, the ones after are Canceled (as a deadline that
+// passes while the call recovers what a dead owner left).
+type endsMidCall struct {
+	context.Context
+	cancel context.CancelFunc
+	n      atomic.Int32
+}
+
+func newEndsMidCall() *endsMidCall {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &endsMidCall{Context: ctx, cancel: cancel}
+}
+
+func (c *endsMidCall) Err() error {
+	if c.n.Add(1) > 1 {
+		c.cancel()
+	}
+	return c.Context.Err()
+}
+
+// A writer killed holding the RWMutex; the next locker, reader or writer,
+// takes it over but its context ends meanwhile. The death is reported all
+// the same: to that call (which then holds the lock) or to the next one.
+func TestRWMutexOwnerDiedNotLostToContext(t *testing.T) {
+	for _, next := range []string{"reader", "writer"} {
+		t.Run(next, func(t *testing.T) {
+			forSyncKinds(t, func(t *testing.T, spec string) {
+				_, fx := syncFixture(t, spec)
+				c := proctest.Start(t, "sync", "hold", spec, "rw-write")
+				c.Expect("locked")
+				c.Kill()
+				lockCtx, lock, unlock := fx.RW.RLockContext, fx.RW.RLock, fx.RW.RUnlock
+				if next == "writer" {
+					lockCtx, lock, unlock = fx.RW.LockContext, fx.RW.Lock, fx.RW.Unlock
+				}
+				ctx := newEndsMidCall()
+				defer ctx.cancel()
+				err := lockCtx(ctx)
+				if errors.Is(err, ErrOwnerDied) {
+					require.NoError(t, unlock())
+					return
+				}
+				require.ErrorIs(t, err, context.Canceled)
+				require.ErrorIs(t, lock(), ErrOwnerDied, "the next locker is told of the dead writer")
+				require.NoError(t, unlock())
+			})
+		})
+	}
 }
