@@ -3,6 +3,7 @@ package objects
 import (
 	"context"
 	"errors"
+	"runtime/debug"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/mapstore/mapstore/internal/proctest"
+	"github.com/mapstore/mapstore/mapped"
 )
 
 // A process whose first change to the segment is a Broadcast (the
@@ -88,4 +90,21 @@ func TestRWMutexOwnerDiedNotLostToContext(t *testing.T) {
 			})
 		})
 	}
+}
+
+// Init in a segment opened read-only is ErrReadOnly, as every other
+// method there: it used to store into the read-only mapping and fault.
+func TestSemaphoreInitReadOnly(t *testing.T) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	seg, path := syncSeg(t)
+	s, err := Construct(seg, "sem", Semaphore{})
+	require.NoError(t, err)
+	ro := reopen(t, path, mapped.OpenReadOnly)
+	r, err := Find[Semaphore](ro, "sem")
+	require.NoError(t, err)
+	require.NotPanics(t, func() { err = r.Init(3) })
+	require.ErrorIs(t, err, mapped.ErrReadOnly)
+	require.Zero(t, s.Available())
+	require.NoError(t, s.Init(2))
+	require.Equal(t, 2, s.Available())
 }
