@@ -213,17 +213,20 @@ func (rw *RWMutex) TryLock() (bool, error) {
 	}
 	me := seg.OwnerID()
 	var died error
+	var dead uint64
 	if !atomic.CompareAndSwapUint64(&rw.w, 0, me) {
 		v := atomic.LoadUint64(&rw.w)
 		if v == 0 || seg.OwnerAlive(v) || !atomic.CompareAndSwapUint64(&rw.w, v, me) {
 			return false, nil
 		}
-		died = takeOver(seg, rwName, "TryLock", p, v)
+		died, dead = takeOver(seg, rwName, "TryLock", p, v), v
 	}
 	if rw.readers() && !(rw.sweepReaders(seg) && !rw.readers()) {
-		atomic.StoreUint64(&rw.w, 0)
+		// Not taken: a writer taken over keeps its claim, for the
+		// locker that gets the lock to be told.
+		atomic.StoreUint64(&rw.w, dead)
 		rw.ev.notify()
-		return false, died
+		return false, nil
 	}
 	return true, died
 }

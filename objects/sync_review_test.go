@@ -108,3 +108,27 @@ func TestSemaphoreInitReadOnly(t *testing.T) {
 	require.NoError(t, s.Init(2))
 	require.Equal(t, 2, s.Available())
 }
+
+// A writer killed while it waited for a reader to leave: a TryLock that
+// takes its claim over but finds the reader still there does not get the
+// lock, so it is not told ErrOwnerDied either (that says the caller holds
+// the lock); the report stays for the locker that gets it.
+func TestRWMutexTryLockOwnerDiedOnlyWithTheLock(t *testing.T) {
+	forSyncKinds(t, func(t *testing.T, spec string) {
+		_, fx := syncFixture(t, spec)
+		require.NoError(t, fx.RW.RLock())
+		c := proctest.Start(t, "sync", "hold", spec, "rw-write")
+		for atomic.LoadUint64(&fx.RW.w) == 0 {
+			time.Sleep(time.Millisecond) // the child claims the lock and waits for our reader
+		}
+		c.Kill()
+		ok, err := fx.RW.TryLock()
+		require.False(t, ok, "a reader holds it")
+		require.NoError(t, err, "no lock, no ErrOwnerDied")
+		require.NoError(t, fx.RW.RUnlock())
+		ok, err = fx.RW.TryLock()
+		require.True(t, ok)
+		require.ErrorIs(t, err, ErrOwnerDied, "the locker that gets it is told")
+		require.NoError(t, fx.RW.Unlock())
+	})
+}
