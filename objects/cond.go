@@ -115,7 +115,7 @@ func (c *Cond) Broadcast() { c.bump("Broadcast", 1<<31-1) }
 
 func (c *Cond) bump(method string, n int) {
 	seg := segFor(unsafe.Pointer(c), condName, method)
-	if !seg.CanChange() {
+	if writable(seg, condName, method) != nil {
 		return // read-only or closing: nobody can wait here
 	}
 	atomic.AddUint32(&c.seq, 1)

@@ -75,21 +75,29 @@ func (rw *RWMutex) tryRead(me uint64) bool {
 	if atomic.LoadUint64(&rw.w) != 0 {
 		return false
 	}
+	s := rw.claimSlot(me)
+	if s == nil {
+		return false
+	}
+	if atomic.LoadUint64(&rw.w) == 0 {
+		return true
+	}
+	// A writer came meanwhile: it goes first.
+	atomic.StoreUint64(s, 0)
+	rw.ev.notify()
+	return false
+}
+
+// claimSlot claims a free read slot for me, or returns nil if none is.
+func (rw *RWMutex) claimSlot(me uint64) *uint64 {
 	start := int(me&0x7f) % rwSlots
 	for k := range rwSlots {
 		s := &rw.slots[(start+k)%rwSlots]
-		if atomic.LoadUint64(s) != 0 || !atomic.CompareAndSwapUint64(s, 0, me) {
-			continue
+		if atomic.LoadUint64(s) == 0 && atomic.CompareAndSwapUint64(s, 0, me) {
+			return s
 		}
-		if atomic.LoadUint64(&rw.w) == 0 {
-			return true
-		}
-		// A writer came meanwhile: it goes first.
-		atomic.StoreUint64(s, 0)
-		rw.ev.notify()
-		return false
 	}
-	return false
+	return nil
 }
 
 func (rw *RWMutex) rlock(ctx context.Context, method string) error {
@@ -103,7 +111,6 @@ func (rw *RWMutex) rlock(ctx context.Context, method string) error {
 	}
 	defer wakeOnDone(ctx, &rw.ev.v)()
 	me := seg.OwnerID()
-	var died error
 	check := true
 	for i := 0; ; i++ {
 		if err := writable(seg, rwName, method); err != nil {
@@ -113,16 +120,26 @@ func (rw *RWMutex) rlock(ctx context.Context, method string) error {
 			return ctxErr(seg, rwName, method, p, err)
 		}
 		if rw.tryRead(me) {
-			return died
+			return nil
 		}
 		if check {
 			check = false
 			if v := atomic.LoadUint64(&rw.w); v != 0 && !seg.OwnerAlive(v) && atomic.CompareAndSwapUint64(&rw.w, v, me) {
-				// The writer died: recover what it left, let go of the
-				// writer's claim, and read.
-				died = takeOver(seg, rwName, method, p, v)
-				atomic.StoreUint64(&rw.w, 0)
+				// The writer died: recover what it left and take a read
+				// slot while the writer's claim is ours, then let go of
+				// it, so that the report goes with the hold. With no
+				// slot free the claim goes back to the dead writer, for
+				// the next locker to find and report.
+				died := takeOver(seg, rwName, method, p, v)
+				s := rw.claimSlot(me)
+				if s != nil {
+					v = 0
+				}
+				atomic.StoreUint64(&rw.w, v)
 				rw.ev.notify()
+				if s != nil {
+					return died
+				}
 				continue
 			}
 			rw.sweepReaders(seg)
@@ -132,7 +149,7 @@ func (rw *RWMutex) rlock(ctx context.Context, method string) error {
 		}
 		ev := rw.ev.mark()
 		if rw.tryRead(me) {
-			return died
+			return nil
 		}
 		if !futex.Wait(&rw.ev.v, ev, ownerPoll) {
 			check = true
@@ -196,17 +213,20 @@ func (rw *RWMutex) TryLock() (bool, error) {
 	}
 	me := seg.OwnerID()
 	var died error
+	var dead uint64
 	if !atomic.CompareAndSwapUint64(&rw.w, 0, me) {
 		v := atomic.LoadUint64(&rw.w)
 		if v == 0 || seg.OwnerAlive(v) || !atomic.CompareAndSwapUint64(&rw.w, v, me) {
 			return false, nil
 		}
-		died = takeOver(seg, rwName, "TryLock", p, v)
+		died, dead = takeOver(seg, rwName, "TryLock", p, v), v
 	}
 	if rw.readers() && !(rw.sweepReaders(seg) && !rw.readers()) {
-		atomic.StoreUint64(&rw.w, 0)
+		// Not taken: a writer taken over keeps its claim, for the
+		// locker that gets the lock to be told.
+		atomic.StoreUint64(&rw.w, dead)
 		rw.ev.notify()
-		return false, died
+		return false, nil
 	}
 	return true, died
 }
@@ -239,6 +259,7 @@ func (rw *RWMutex) lock(ctx context.Context, method string) error {
 	// whether this call is the one that claimed it.
 	me := seg.OwnerID()
 	var died error
+	var dead uint64 // the writer taken over, whose claim a call that gives up hands back
 	check := true
 	for i := 0; ; i++ {
 		err := writable(seg, rwName, method)
@@ -250,7 +271,9 @@ func (rw *RWMutex) lock(ctx context.Context, method string) error {
 		}
 		if err != nil {
 			if claimed {
-				atomic.CompareAndSwapUint64(&rw.w, me, 0)
+				// After a takeover, the next locker finds the dead
+				// writer again and is told: the report is not lost.
+				atomic.CompareAndSwapUint64(&rw.w, me, dead)
 				rw.ev.notify()
 			}
 			return err
@@ -268,7 +291,7 @@ func (rw *RWMutex) lock(ctx context.Context, method string) error {
 			}
 		case check && !seg.OwnerAlive(v):
 			if atomic.CompareAndSwapUint64(&rw.w, v, me) {
-				claimed = true
+				claimed, dead = true, v
 				died = takeOver(seg, rwName, method, p, v)
 				continue
 			}

@@ -49,9 +49,14 @@ const (
 )
 
 // Init sets the units available to n, for a semaphore nobody uses yet.
-func (s *Semaphore) Init(n uint32) {
-	segFor(unsafe.Pointer(s), semName, "Init")
+// In a segment opened read-only it is mapped.ErrReadOnly.
+func (s *Semaphore) Init(n uint32) error {
+	seg := segFor(unsafe.Pointer(s), semName, "Init")
+	if err := writable(seg, semName, "Init"); err != nil {
+		return err
+	}
 	atomic.StoreUint32(&s.n, n)
+	return nil
 }
 
 // Available is the number of units available now.

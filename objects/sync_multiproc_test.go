@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -174,6 +175,10 @@ func childSync(args []string) int {
 		for err := range errs {
 			return fail(err)
 		}
+		fmt.Println("done")
+	case "broadcast": // broadcast: with nothing changed by this open before, add a token and Broadcast
+		atomic.AddInt64(&fx.Tokens, 1)
+		fx.Cond.Broadcast()
 		fmt.Println("done")
 	default:
 		return fail(fmt.Errorf("sync child: unknown command %q", args[0]))
