@@ -32,7 +32,8 @@ import (
 // Wait unlocks L, sleeps until Signal or Broadcast, and locks L again
 // before it returns; a wake-up sent after Wait unlocked L is never lost
 // (the waiter reads the sequence word before it unlocks, and sleeps only
-// while it has not changed). Wait does not wake spuriously, but as with
+// while it has not changed). A Signal may wake more than one waiter (an
+// older one sees the new sequence at its next 20 ms poll), and as with
 // any condition variable the condition must be looked at again. When L's
 // holder died, Wait returns ErrOwnerDied with L locked (see Mutex).
 // Signal and Broadcast may be called with or without L held; with

@@ -17,7 +17,8 @@ import (
 // Units held by a process that dies: Boost's interprocess_semaphore
 // loses them silently. A Semaphore records, per process, the units it
 // acquired less those it released (in semHolders slots; a process that
-// finds them all taken by live processes goes unrecorded), and Orphaned
+// finds them all taken goes unrecorded, and a dead holder's slot is
+// reused only once Orphaned has cleared it), and Orphaned
 // finds the processes that died holding units, clears their records and
 // reports how many units they held. It does not give them back, since a
 // unit may stand for something the dead process used up (a semaphore
