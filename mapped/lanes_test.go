@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/stretchr/testify/assert"
@@ -706,4 +707,31 @@ func TestSurvivorRecoversDeadLanes(t *testing.T) {
 		assert.Contains(t, strings.Join(s.RecoveryReport().Actions[before:], "\n"), "finished the committed operation of lane")
 		f.checkCommitted(t)
 	})
+}
+
+// A lane never ended (its caller panicked without Abort) does not hold
+// Close for ever: Close gives up waiting, and the next Open rolls it back
+// as the lane of a process that is gone.
+func TestCloseDoesNotWaitForAnAbandonedLane(t *testing.T) {
+	b, _ := newFile(t)
+	s := mustOpen(t, b, CreateOnly)
+	f := newLaneFix(t, s)
+	l, err := s.BeginLane()
+	require.NoError(t, err)
+	require.NoError(t, l.Save(f.at(0), 8))
+	f.put(0, ^f.word(0))
+	done := make(chan error, 1)
+	go func() { done <- s.Close() }()
+	select {
+	case err := <-done:
+		// The segment is not marked closed, and Close says why.
+		require.ErrorContains(t, err, "left attached for recovery: lane 0 is claimed")
+	case <-time.After(30 * time.Second):
+		t.Fatal("Close waited for a lane that never ends")
+	}
+	s2 := mustOpen(t, b, OpenOnly)
+	assert.Contains(t, laneActions(s2), "rolled back the operation of lane")
+	f2, err := findLaneFix(s2)
+	require.NoError(t, err)
+	assert.Equal(t, f.orig[:8], f2.obj[:8], "the abandoned lane's change was undone")
 }

@@ -187,13 +187,20 @@ func (s *Segment) Close() error {
 	return nil // a later Close returns once the first is done
 }
 
+// laneDrain bounds how long Close waits for this process's lanes to end.
+const laneDrain = time.Second
+
 func (s *Segment) close() error {
 	s.state.Or(stClosed)
 	unregister(s)
 	// Lanes this process claimed finish (they go on while the segment
 	// is closing); no new one is claimed (BeginLane backs out of a claim
-	// that raced with the state).
-	for k := 0; s.mode != OpenReadOnly && s.lanesInFlight(); k++ {
+	// that raced with the state). A lane never ended (a caller that
+	// panicked between BeginLane and Commit without an Abort) is not
+	// waited for past laneDrain: it is left to recovery, as a dead
+	// process's lane, once this open is gone.
+	start := time.Now()
+	for k := 0; s.mode != OpenReadOnly && s.lanesInFlight() && time.Since(start) < laneDrain; k++ {
 		if k < 100 {
 			runtime.Gosched()
 		} else {
@@ -251,7 +258,9 @@ func (s *Segment) finishPending() {
 // retire and released it just after, into private memory: the word then
 // names this open, and nothing was done under it. Such words are cleared
 // (put writes them back); a lane that an Abort left to recovery
-// (lanesLeft) is not theirs, and stays. Then quiet.
+// (lanesLeft), or that holds entries (a call cut short, never ended), is
+// not theirs, and stays: the segment is then not marked closed, and the
+// next Open recovers it. Then quiet.
 func (s *Segment) quietAtClose(head []byte, put func(off int) error) error {
 	base := unsafe.Pointer(unsafe.SliceData(head))
 	w := func(off uintptr) *uint64 { return (*uint64)(unsafe.Add(base, off)) }
@@ -261,9 +270,13 @@ func (s *Segment) quietAtClose(head []byte, put func(off int) error) error {
 			return err
 		}
 	}
-	for i := range maxLanes {
+	g := geometryOf(*w(mGeometry))
+	for i := range g.nLanes {
 		off := mLaneOwners + uintptr(i)*8
-		if *w(off) == s.laneMe && s.lanesLeft.Load()&(1<<i) == 0 {
+		// Only a claim that recorded nothing: a lane with entries is an
+		// operation cut short (its caller never ended it), left to
+		// recovery like a dead process's.
+		if *w(off) == s.laneMe && s.lanesLeft.Load()&(1<<i) == 0 && *w(g.lanes + uintptr(i)*laneBytes) == 0 {
 			*w(off) = 0
 			if err := put(int(off)); err != nil {
 				return err
