@@ -331,12 +331,22 @@ func (l *Lane) Commit() error {
 }
 
 // Abort undoes the operation: it puts the saved bytes back and frees the
-// blocks allocated in it, then releases the lane.
+// blocks allocated in it, then releases the lane. After Commit (or
+// another Abort) it does nothing, so `defer l.Abort()` right after
+// BeginLane undoes a call that a panic cuts short.
 func (l *Lane) Abort() {
 	if l.s == nil {
 		return
 	}
 	s := l.s
+	if atomic.LoadUint64(l.state())&laneCommitted != 0 {
+		// Cut short after its commit (a panic in the redo): the call
+		// stands, and only its redo may finish it. Left to recovery, as
+		// an Abort that failed.
+		s.lanesLeft.Or(1 << l.i)
+		l.s = nil
+		return
+	}
 	if err := s.laneUndo(l.off, false); err != nil {
 		// The lane stays claimed: recovery finishes it once this process
 		// is gone. Close does not wait for it.
@@ -801,6 +811,7 @@ func (s *Segment) RemoveNamedDropping(name string, unique bool, check func(Named
 	if err != nil {
 		return err
 	}
+	defer l.Abort() // a no-op once it committed; a panic undoes the call
 	h := s.h
 	// The entries, written but not published: the removal publishes them
 	// (and the commit) in its journaled step.

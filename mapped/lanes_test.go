@@ -735,3 +735,34 @@ func TestCloseDoesNotWaitForAnAbandonedLane(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, f.orig[:8], f2.obj[:8], "the abandoned lane's change was undone")
 }
+
+// A panic in the middle of a commit's redo: the deferred Abort must not
+// undo a call that stands; the lane is left to recovery, which the next
+// Open (after this open is closed) finishes.
+func TestAbortAfterCommitLeavesTheLaneToRecovery(t *testing.T) {
+	b, _ := newFile(t)
+	s := mustOpen(t, b, CreateOnly)
+	f := newLaneFix(t, s)
+	laneStepHook = func(redo bool, k int, _ uint64) {
+		if redo && k == 3 {
+			panic("cut short in the redo")
+		}
+	}
+	defer func() { laneStepHook = nil }()
+	func() {
+		defer func() { assert.Equal(t, "cut short in the redo", recover()) }()
+		l, err := s.BeginLane()
+		require.NoError(t, err)
+		defer l.Abort()
+		require.NoError(t, f.laneScript(&l, func(int) {}))
+		_ = l.Commit()
+	}()
+	laneStepHook = nil
+	require.Error(t, s.Close(), "the lane left to recovery keeps the segment from being marked closed")
+	s2 := mustOpen(t, b, OpenOnly)
+	assert.Contains(t, laneActions(s2), "finished the committed operation of lane")
+	f2, err := findLaneFix(s2)
+	require.NoError(t, err)
+	f2.orig = f.orig
+	f2.checkCommitted(t)
+}

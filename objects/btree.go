@@ -534,6 +534,7 @@ func (m *Map[K, V]) put(method string, k K, v *V, overwrite bool) (*V, bool, err
 		if err != nil {
 			return nil, false, err
 		}
+		defer l.Abort() // a no-op once it committed; a panic undoes the call
 		if err := l.Save(p, int(o.g.vs)); err != nil {
 			l.Abort()
 			return nil, false, err
@@ -545,6 +546,7 @@ func (m *Map[K, V]) put(method string, k K, v *V, overwrite bool) (*V, bool, err
 	if err != nil {
 		return nil, false, err
 	}
+	defer l.Abort() // a no-op once it committed; a panic undoes the call
 	b := builder[K, V]{o: &o, l: &l}
 	res, err := b.insert(path[:depth], &k, v, found, shape)
 	if err != nil {
@@ -590,6 +592,7 @@ func (m *Map[K, V]) Delete(k K) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	defer l.Abort() // a no-op once it committed; a panic undoes the call
 	b := builder[K, V]{o: &o, l: &l}
 	if err := b.remove(path[:depth], shape); err != nil {
 		l.Abort()
@@ -620,6 +623,7 @@ func (m *Map[K, V]) Clear() error {
 	if err != nil {
 		return err
 	}
+	defer l.Abort() // a no-op once it committed; a panic undoes the call
 	var zero Map[K, V]
 	sh := zero.containerShape(0, nil, shape)
 	if err := l.Drop(unsafe.Pointer(m), 1, int(unsafe.Sizeof(*m)), sh); err != nil {

@@ -316,6 +316,7 @@ func (o *hashOp[K, V]) replace(p unsafe.Pointer, v *V) error {
 	if err != nil {
 		return err
 	}
+	defer l.Abort() // a no-op once it committed; a panic undoes the call
 	vb := unsafe.Slice((*byte)(unsafe.Pointer(v)), o.g.vs)
 	if len(shape) == 0 {
 		err = l.Save(p, int(o.g.vs))
@@ -341,6 +342,7 @@ func (o *hashOp[K, V]) insertAt(i uint64, k *K, hv uint64, v *V) (*V, bool, erro
 	if err != nil {
 		return nil, false, err
 	}
+	defer l.Abort() // a no-op once it committed; a panic undoes the call
 	b := builder[K, V]{o: &o.mapOp, l: &l}
 	s := o.slotAt(o.h.table, i)
 	slot, err := b.makeSlot(&b.buf[0], k)
@@ -378,6 +380,7 @@ func (o *hashOp[K, V]) rebuild(slots uint64) error {
 	if err != nil {
 		return err
 	}
+	defer l.Abort() // a no-op once it committed; a panic undoes the call
 	fail := func(err error) error {
 		l.Abort()
 		return mapErr(o.seg, "Set", err)
@@ -450,6 +453,7 @@ func (h *HashMap[K, V]) Delete(k K) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	defer l.Abort() // a no-op once it committed; a panic undoes the call
 	err = l.Store((*uint64)(s), slotRemoved)
 	if err == nil {
 		err = l.Store(&h.n, h.n-1)
@@ -490,6 +494,7 @@ func (h *HashMap[K, V]) Clear() error {
 	if err != nil {
 		return err
 	}
+	defer l.Abort() // a no-op once it committed; a panic undoes the call
 	var zero HashMap[K, V]
 	err = l.Drop(unsafe.Pointer(h), 1, int(unsafe.Sizeof(*h)), zero.containerShape(0, nil, shape))
 	if err == nil {

@@ -178,6 +178,7 @@ func (l *List[T]) insert(method string, v T, prev, next uint64) (*ListElement[T]
 	if err != nil {
 		return nil, err
 	}
+	defer ln.Abort() // a no-op once it committed; a panic undoes the call
 	fail := func(err error) (*ListElement[T], error) {
 		ln.Abort()
 		return nil, err
@@ -243,6 +244,7 @@ func (l *List[T]) Remove(e *ListElement[T]) error {
 	if err != nil {
 		return err
 	}
+	defer ln.Abort() // a no-op once it committed; a panic undoes the call
 	err = ln.Save(unsafe.Pointer(l), int(unsafe.Sizeof(*l)))
 	if err == nil && pe != nil {
 		err = ln.Save(unsafe.Pointer(&pe.next), 8)

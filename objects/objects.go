@@ -352,6 +352,7 @@ func deleteN[T any](seg *mapped.Segment, p *T, n int) error {
 	if err != nil {
 		return err
 	}
+	defer l.Abort() // a no-op once it committed; a panic undoes the call
 	if err := l.Drop(unsafe.Pointer(p), n, int(ti.size), ti.shape); err != nil {
 		l.Abort()
 		return err

@@ -91,6 +91,7 @@ func NewInto[T any](p *Ptr[T]) (*T, error) {
 	if err != nil {
 		return nil, err
 	}
+	defer l.Abort() // a no-op once it committed; a panic undoes the call
 	if err := l.Save(unsafe.Pointer(&p.off), 8); err != nil {
 		l.Abort()
 		return nil, err

@@ -156,6 +156,7 @@ func (s *String) setSlow(v string) error {
 	if err != nil {
 		return err
 	}
+	defer l.Abort() // a no-op once it committed; a panic undoes the call
 	if err := l.Save(unsafe.Pointer(s), int(unsafe.Sizeof(*s))); err != nil {
 		l.Abort()
 		return err

@@ -204,6 +204,7 @@ func (v *Vector[T]) regrow(seg *mapped.Segment, method string, c uint64, fill fu
 	if err != nil {
 		return err
 	}
+	defer l.Abort() // a no-op once it committed; a panic undoes the call
 	ok := false
 	defer func() {
 		if !ok {
@@ -317,6 +318,7 @@ func (v *Vector[T]) truncate(seg *mapped.Segment, s []T, ln, n uint64) error {
 	if err != nil {
 		return err
 	}
+	defer l.Abort() // a no-op once it committed; a panic undoes the call
 	if err := l.Store(&v.n, n); err != nil {
 		l.Abort()
 		return err
@@ -367,6 +369,7 @@ func (v *Vector[T]) Insert(i int, xs ...T) error {
 		if err != nil {
 			return err
 		}
+		defer l.Abort() // a no-op once it committed; a panic undoes the call
 		err = l.Move(unsafe.Pointer(&s[uint64(i)+k]), unsafe.Pointer(&s[i]), int((n-uint64(i))*size))
 		if err == nil {
 			err = l.Write(unsafe.Pointer(&s[i]), in)
@@ -433,6 +436,7 @@ func (v *Vector[T]) Delete(i, j int) error {
 	if err != nil {
 		return err
 	}
+	defer l.Abort() // a no-op once it committed; a panic undoes the call
 	err = l.Drop(unsafe.Pointer(&s[i]), j-i, int(size), shape)
 	if err == nil {
 		err = l.Move(unsafe.Pointer(&s[i]), unsafe.Pointer(&s[j]), int((n-uint64(j))*uint64(size)))
