@@ -33,6 +33,7 @@ import (
 	"os/exec"
 	"strconv"
 	"syscall"
+	"time"
 
 	"github.com/mapstore/mapstore/backing/shm"
 	"github.com/mapstore/mapstore/mapped"
@@ -236,7 +237,12 @@ func consumer(name string, stop int) error {
 		}
 		if got == stop {
 			fmt.Println("stopped") // the parent kills us here, holding the lock
-			select {}
+			for {
+				// Not select{}: with every goroutine blocked, the runtime
+				// would end the process itself ("deadlock") before the
+				// parent's SIGKILL.
+				time.Sleep(time.Hour)
+			}
 		}
 		m, _, err := q.Receive(buf)
 		if err != nil {
