@@ -526,21 +526,11 @@ func (m *Map[K, V]) put(method string, k K, v *V, overwrite bool) (*V, bool, err
 		return nil, false, err
 	}
 	if found && len(shape) == 0 && o.g.vs <= 256 {
-		// A plain value replaced in place: saved first, so a rollback puts
-		// it back.
+		// A plain value replaced in place (saved first, so a rollback puts
+		// it back); one that owns blocks goes with a new leaf below.
 		leaf := path[depth-1]
 		p := o.val(leaf.nd, leaf.idx)
-		l, err := o.seg.BeginLane()
-		if err != nil {
-			return nil, false, err
-		}
-		defer l.Abort() // a no-op once it committed; a panic undoes the call
-		if err := l.Save(p, int(o.g.vs)); err != nil {
-			l.Abort()
-			return nil, false, err
-		}
-		*(*V)(p) = *v
-		return (*V)(p), false, l.Commit()
+		return (*V)(p), false, o.replace(method, p, v, shape)
 	}
 	l, err := o.seg.BeginLane()
 	if err != nil {
@@ -551,7 +541,7 @@ func (m *Map[K, V]) put(method string, k K, v *V, overwrite bool) (*V, bool, err
 	res, err := b.insert(path[:depth], &k, v, found, shape)
 	if err != nil {
 		l.Abort()
-		return nil, false, mapErr(o.seg, method, err)
+		return nil, false, o.laneErr(method, err)
 	}
 	if err := l.Commit(); err != nil {
 		return nil, false, err
@@ -559,11 +549,40 @@ func (m *Map[K, V]) put(method string, k K, v *V, overwrite bool) (*V, bool, err
 	return res, !found, nil
 }
 
-func mapErr(seg *mapped.Segment, method string, err error) error {
+// laneErr says what an ErrLaneFull of a map's call means.
+func (o *mapOp[K, V]) laneErr(method string, err error) error {
 	if errors.Is(err, mapped.ErrLaneFull) {
-		return fmt.Errorf("mapstore: objects.Map.%s in %s: the change touches more nodes than a lane records: %w", method, seg.Name(), err)
+		return fmt.Errorf("mapstore: objects.%s.%s in %s: the change touches more than a lane records: %w", o.typ, method, o.seg.Name(), err)
 	}
 	return err
+}
+
+// replace sets the value at p to *v in a lane: a plain value saved and
+// written; a value that owns blocks written after the commit, the old
+// one's blocks freed first.
+func (o *mapOp[K, V]) replace(method string, p unsafe.Pointer, v *V, shape mapped.Shape) error {
+	l, err := o.seg.BeginLane()
+	if err != nil {
+		return err
+	}
+	defer l.Abort() // a no-op once it committed; a panic undoes the call
+	vb := unsafe.Slice((*byte)(unsafe.Pointer(v)), o.g.vs)
+	if len(shape) == 0 {
+		err = l.Save(p, int(o.g.vs))
+		if err == nil {
+			copy(unsafe.Slice((*byte)(p), o.g.vs), vb)
+		}
+	} else {
+		err = l.Drop(p, 1, int(o.g.vs), shape)
+		if err == nil {
+			err = l.Write(p, vb)
+		}
+	}
+	if err != nil {
+		l.Abort()
+		return o.laneErr(method, err)
+	}
+	return l.Commit()
 }
 
 // Delete removes k and frees what its value owns; it reports whether k
@@ -596,7 +615,7 @@ func (m *Map[K, V]) Delete(k K) (bool, error) {
 	b := builder[K, V]{o: &o, l: &l}
 	if err := b.remove(path[:depth], shape); err != nil {
 		l.Abort()
-		return false, mapErr(o.seg, "Delete", err)
+		return false, o.laneErr("Delete", err)
 	}
 	return true, l.Commit()
 }

@@ -284,7 +284,11 @@ func (h *HashMap[K, V]) put(method string, k K, v *V, overwrite bool) (*V, bool,
 			if !overwrite {
 				return (*V)(p), false, nil
 			}
-			return (*V)(p), false, o.replace(p, v)
+			shape, _, err := shapeFor[V]()
+			if err != nil {
+				return nil, false, err
+			}
+			return (*V)(p), false, o.replace(method, p, v, shape)
 		}
 		// Room, without a long probe? Else rebuild first (a fresh table
 		// has no removed slots; it doubles when more than half full).
@@ -302,38 +306,6 @@ func (h *HashMap[K, V]) put(method string, k K, v *V, overwrite bool) (*V, bool,
 			return nil, false, err
 		}
 	}
-}
-
-// replace sets the value at p to *v: a plain value saved and written; a
-// value that owns blocks written after the commit, the old one's blocks
-// freed first.
-func (o *hashOp[K, V]) replace(p unsafe.Pointer, v *V) error {
-	shape, _, err := shapeFor[V]()
-	if err != nil {
-		return err
-	}
-	l, err := o.seg.BeginLane()
-	if err != nil {
-		return err
-	}
-	defer l.Abort() // a no-op once it committed; a panic undoes the call
-	vb := unsafe.Slice((*byte)(unsafe.Pointer(v)), o.g.vs)
-	if len(shape) == 0 {
-		err = l.Save(p, int(o.g.vs))
-		if err == nil {
-			copy(unsafe.Slice((*byte)(p), o.g.vs), vb)
-		}
-	} else {
-		err = l.Drop(p, 1, int(o.g.vs), shape)
-		if err == nil {
-			err = l.Write(p, vb)
-		}
-	}
-	if err != nil {
-		l.Abort()
-		return mapErr(o.seg, "Set", err)
-	}
-	return l.Commit()
 }
 
 // insertAt puts k (hash hv) and *v (or zero) in free slot i.
@@ -363,7 +335,7 @@ func (o *hashOp[K, V]) insertAt(i uint64, k *K, hv uint64, v *V) (*V, bool, erro
 	}
 	if err != nil {
 		l.Abort()
-		return nil, false, mapErr(o.seg, "Set", err)
+		return nil, false, o.laneErr("Set", err)
 	}
 	if err := l.Commit(); err != nil {
 		return nil, false, err
@@ -383,7 +355,7 @@ func (o *hashOp[K, V]) rebuild(slots uint64) error {
 	defer l.Abort() // a no-op once it committed; a panic undoes the call
 	fail := func(err error) error {
 		l.Abort()
-		return mapErr(o.seg, "Set", err)
+		return o.laneErr("Set", err)
 	}
 	h := o.h
 	if err := l.Save(unsafe.Pointer(h), int(unsafe.Sizeof(*h))); err != nil {
@@ -466,7 +438,7 @@ func (h *HashMap[K, V]) Delete(k K) (bool, error) {
 	}
 	if err != nil {
 		l.Abort()
-		return false, mapErr(o.seg, "Delete", err)
+		return false, o.laneErr("Delete", err)
 	}
 	return true, l.Commit()
 }
