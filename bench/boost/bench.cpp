@@ -449,48 +449,54 @@ SegMap<Seg> *construct_map(Seg &seg) {
                                                Alloc(seg.get_segment_manager()));
 }
 
+// timed_insert times map_insert's inserts of keys into the empty map m;
+// timed_find, with m filled, times finds of keys[idx[i]] and checks the
+// sum of the values found. what names the case in a failure.
+template <class Map>
+Result timed_insert(Map &m, const std::vector<std::uint64_t> &keys, const std::string &what) {
+  auto t0 = Clock::now();
+  fill_map(m, keys);
+  auto t1 = Clock::now();
+  if (m.size() != keys.size()) fail(what + ": wrong size");
+  return {keys.size(), elapsed_ns(t0, t1)};
+}
+
+template <class Map>
+Result timed_find(Map &m, const std::vector<std::uint64_t> &keys,
+                  const std::vector<std::uint32_t> &idx, const std::string &what) {
+  double want = 0;
+  for (std::uint32_t i : idx) want += double(i);
+  fill_map(m, keys);
+  double sum = 0;
+  const std::size_t n = idx.size();
+  auto t0 = Clock::now();
+  for (std::size_t i = 0; i < n; ++i) {
+    auto it = m.find(keys[idx[i]]);
+    if (it == m.end()) fail(what + ": key not found");
+    sum += it->second;
+  }
+  auto t1 = Clock::now();
+  if (sum != want) fail(what + ": checksum mismatch");
+  return {n, elapsed_ns(t0, t1)};
+}
+
 template <class B>
 Result seg_map_insert(const B &b) {
-  using Seg = typename B::segment;
   std::mt19937_64 rng(kSeed);
   const std::vector<std::uint64_t> keys = make_distinct_keys(kMapN, rng);
-
   Fresh<B> fresh(b);
-  SegPtr<Seg> seg(b.create(kSegmentSize));
-  SegMap<Seg> *m = construct_map(*seg);
-
-  auto t0 = Clock::now();
-  fill_map(*m, keys);
-  auto t1 = Clock::now();
-  if (m->size() != kMapN) fail("map_insert: wrong size");
-  return {kMapN, elapsed_ns(t0, t1)};
+  SegPtr<typename B::segment> seg(b.create(kSegmentSize));
+  return timed_insert(*construct_map(*seg), keys, "map_insert");
 }
 
 template <class B>
 Result seg_map_find(const B &b) {
-  using Seg = typename B::segment;
   std::mt19937_64 rng(kSeed);
   const std::vector<std::uint64_t> keys = make_distinct_keys(kMapN, rng);
   const std::vector<std::uint32_t> idx = make_indices(kMapFindN, kMapN, rng);
-  double want = 0;
-  for (std::uint32_t i : idx) want += double(i);
-
   Fresh<B> fresh(b);
-  SegPtr<Seg> seg(b.create(kSegmentSize));
-  SegMap<Seg> *m = construct_map(*seg);
-  fill_map(*m, keys);
-
-  double sum = 0;
-  const std::size_t n = kMapFindN;
-  auto t0 = Clock::now();
-  for (std::size_t i = 0; i < n; ++i) {
-    auto it = m->find(keys[idx[i]]);
-    if (it == m->end()) fail("map_find: key not found");
-    sum += it->second;
-  }
-  auto t1 = Clock::now();
-  if (sum != want) fail("map_find: checksum mismatch");
-  return {n, elapsed_ns(t0, t1)};
+  SegPtr<typename B::segment> seg(b.create(kSegmentSize));
+  return timed_find(*construct_map(*seg), keys, idx, "map_find");
 }
 
 // hashmap_insert and hashmap_find: map_insert's keys and finds on a
@@ -512,42 +518,21 @@ SegHashMap<Seg> *construct_hashmap(Seg &seg) {
 
 template <class B>
 Result seg_hashmap_insert(const B &b) {
-  using Seg = typename B::segment;
   std::mt19937_64 rng(kSeed);
   const std::vector<std::uint64_t> keys = make_distinct_keys(kMapN, rng);
   Fresh<B> fresh(b);
-  SegPtr<Seg> seg(b.create(kSegmentSize));
-  SegHashMap<Seg> *m = construct_hashmap(*seg);
-  auto t0 = Clock::now();
-  fill_map(*m, keys);
-  auto t1 = Clock::now();
-  if (m->size() != kMapN) fail("hashmap_insert: wrong size");
-  return {kMapN, elapsed_ns(t0, t1)};
+  SegPtr<typename B::segment> seg(b.create(kSegmentSize));
+  return timed_insert(*construct_hashmap(*seg), keys, "hashmap_insert");
 }
 
 template <class B>
 Result seg_hashmap_find(const B &b) {
-  using Seg = typename B::segment;
   std::mt19937_64 rng(kSeed);
   const std::vector<std::uint64_t> keys = make_distinct_keys(kMapN, rng);
   const std::vector<std::uint32_t> idx = make_indices(kMapFindN, kMapN, rng);
-  double want = 0;
-  for (std::uint32_t i : idx) want += double(i);
   Fresh<B> fresh(b);
-  SegPtr<Seg> seg(b.create(kSegmentSize));
-  SegHashMap<Seg> *m = construct_hashmap(*seg);
-  fill_map(*m, keys);
-  double sum = 0;
-  const std::size_t n = kMapFindN;
-  auto t0 = Clock::now();
-  for (std::size_t i = 0; i < n; ++i) {
-    auto it = m->find(keys[idx[i]]);
-    if (it == m->end()) fail("hashmap_find: key not found");
-    sum += it->second;
-  }
-  auto t1 = Clock::now();
-  if (sum != want) fail("hashmap_find: checksum mismatch");
-  return {n, elapsed_ns(t0, t1)};
+  SegPtr<typename B::segment> seg(b.create(kSegmentSize));
+  return timed_find(*construct_hashmap(*seg), keys, idx, "hashmap_find");
 }
 
 // open_existing and close_existing: with a segment holding map_insert's
@@ -764,67 +749,30 @@ Result heap_list_push_pop() {
 
 Result heap_map_insert() {
   std::mt19937_64 rng(kSeed);
-  const std::vector<std::uint64_t> keys = make_distinct_keys(kMapN, rng);
   std::map<std::uint64_t, double> m;
-  auto t0 = Clock::now();
-  fill_map(m, keys);
-  auto t1 = Clock::now();
-  if (m.size() != kMapN) fail("heap map_insert: wrong size");
-  return {kMapN, elapsed_ns(t0, t1)};
+  return timed_insert(m, make_distinct_keys(kMapN, rng), "heap map_insert");
 }
 
 Result heap_map_find() {
   std::mt19937_64 rng(kSeed);
   const std::vector<std::uint64_t> keys = make_distinct_keys(kMapN, rng);
   const std::vector<std::uint32_t> idx = make_indices(kMapFindN, kMapN, rng);
-  double want = 0;
-  for (std::uint32_t i : idx) want += double(i);
   std::map<std::uint64_t, double> m;
-  fill_map(m, keys);
-
-  double sum = 0;
-  const std::size_t n = kMapFindN;
-  auto t0 = Clock::now();
-  for (std::size_t i = 0; i < n; ++i) {
-    auto it = m.find(keys[idx[i]]);
-    if (it == m.end()) fail("heap map_find: key not found");
-    sum += it->second;
-  }
-  auto t1 = Clock::now();
-  if (sum != want) fail("heap map_find: checksum mismatch");
-  return {n, elapsed_ns(t0, t1)};
+  return timed_find(m, keys, idx, "heap map_find");
 }
 
 Result heap_hashmap_insert() {
   std::mt19937_64 rng(kSeed);
-  const std::vector<std::uint64_t> keys = make_distinct_keys(kMapN, rng);
   std::unordered_map<std::uint64_t, double> m;
-  auto t0 = Clock::now();
-  fill_map(m, keys);
-  auto t1 = Clock::now();
-  if (m.size() != kMapN) fail("heap hashmap_insert: wrong size");
-  return {kMapN, elapsed_ns(t0, t1)};
+  return timed_insert(m, make_distinct_keys(kMapN, rng), "heap hashmap_insert");
 }
 
 Result heap_hashmap_find() {
   std::mt19937_64 rng(kSeed);
   const std::vector<std::uint64_t> keys = make_distinct_keys(kMapN, rng);
   const std::vector<std::uint32_t> idx = make_indices(kMapFindN, kMapN, rng);
-  double want = 0;
-  for (std::uint32_t i : idx) want += double(i);
   std::unordered_map<std::uint64_t, double> m;
-  fill_map(m, keys);
-  double sum = 0;
-  const std::size_t n = kMapFindN;
-  auto t0 = Clock::now();
-  for (std::size_t i = 0; i < n; ++i) {
-    auto it = m.find(keys[idx[i]]);
-    if (it == m.end()) fail("heap hashmap_find: key not found");
-    sum += it->second;
-  }
-  auto t1 = Clock::now();
-  if (sum != want) fail("heap hashmap_find: checksum mismatch");
-  return {n, elapsed_ns(t0, t1)};
+  return timed_find(m, keys, idx, "heap hashmap_find");
 }
 
 // ---------------------------------------------------------------------------

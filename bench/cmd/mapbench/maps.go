@@ -43,6 +43,14 @@ func mapKeys() (keys []uint64, idx []uint32) {
 	return keys, idx
 }
 
+// segMap is what the map cases use of objects.Map[uint64, float64] and
+// objects.HashMap[uint64, float64].
+type segMap interface {
+	Set(k uint64, v float64) error
+	Get(k uint64) (*float64, bool)
+	Len() int
+}
+
 // fillMap constructs the map by name and sets keys[i] -> float64(i).
 func fillMap(e env, keys []uint64) (*objects.Map[uint64, float64], error) {
 	m, err := objects.Construct(e.seg, mapName, objects.Map[uint64, float64]{})
@@ -55,7 +63,7 @@ func fillMap(e env, keys []uint64) (*objects.Map[uint64, float64], error) {
 	return m, nil
 }
 
-func setAll(m *objects.Map[uint64, float64], keys []uint64) error {
+func setAll(m segMap, keys []uint64) error {
 	for i, k := range keys {
 		if err := m.Set(k, float64(i)); err != nil {
 			return err
@@ -75,8 +83,31 @@ func fillHeap(keys []uint64) map[uint64]float64 {
 	return h
 }
 
+// newMap and newHashMap construct the map of a case by name.
+func newMap(e env) (segMap, error) {
+	return objects.Construct(e.seg, mapName, objects.Map[uint64, float64]{})
+}
+
+func newHashMap(e env) (segMap, error) {
+	return objects.Construct(e.seg, "hashmap", objects.HashMap[uint64, float64]{})
+}
+
 // mapInsert inserts mapN distinct random keys into an empty map.
-func mapInsert(e env) (int, time.Duration, error) {
+func mapInsert(e env) (int, time.Duration, error) { return timedInsert(e, newMap) }
+
+// mapFind, after map_insert's inserts (untimed), finds mapFindN random
+// present keys and sums their values (checked).
+func mapFind(e env) (int, time.Duration, error) { return timedFind(e, newMap) }
+
+// hashMapInsert and hashMapFind are map_insert and map_find on an
+// objects.HashMap[uint64, float64] constructed by name (the C++ side: a
+// boost::unordered_map with the segment's allocator); the heap floor is
+// Go's map for both.
+func hashMapInsert(e env) (int, time.Duration, error) { return timedInsert(e, newHashMap) }
+
+func hashMapFind(e env) (int, time.Duration, error) { return timedFind(e, newHashMap) }
+
+func timedInsert(e env, newM func(env) (segMap, error)) (int, time.Duration, error) {
 	keys, _ := mapKeys()
 	if e.seg == nil {
 		start := time.Now()
@@ -87,7 +118,7 @@ func mapInsert(e env) (int, time.Duration, error) {
 		}
 		return mapN, d, nil
 	}
-	m, err := objects.Construct(e.seg, mapName, objects.Map[uint64, float64]{})
+	m, err := newM(e)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -96,15 +127,12 @@ func mapInsert(e env) (int, time.Duration, error) {
 	return mapN, time.Since(start), err
 }
 
-// mapFind, after map_insert's inserts (untimed), finds mapFindN random
-// present keys and sums their values (checked).
-func mapFind(e env) (int, time.Duration, error) {
+func timedFind(e env, newM func(env) (segMap, error)) (int, time.Duration, error) {
 	keys, idx := mapKeys()
-	var want float64
+	var want, sum float64
 	for _, i := range idx {
 		want += float64(i)
 	}
-	var sum float64
 	var d time.Duration
 	if e.seg == nil {
 		h := fillHeap(keys)
@@ -118,8 +146,11 @@ func mapFind(e env) (int, time.Duration, error) {
 		}
 		d = time.Since(start)
 	} else {
-		m, err := fillMap(e, keys)
+		m, err := newM(e)
 		if err != nil {
+			return 0, 0, err
+		}
+		if err := setAll(m, keys); err != nil {
 			return 0, 0, err
 		}
 		start := time.Now()
@@ -132,84 +163,6 @@ func mapFind(e env) (int, time.Duration, error) {
 		}
 		d = time.Since(start)
 	}
-	if sum != want {
-		return 0, 0, fmt.Errorf("checksum %g, want %g", sum, want)
-	}
-	return mapFindN, d, nil
-}
-
-// hashMapInsert is map_insert on an objects.HashMap[uint64, float64]
-// constructed by name (the C++ side: a boost::unordered_map with the
-// segment's allocator); the heap floor is Go's map.
-func hashMapInsert(e env) (int, time.Duration, error) {
-	keys, _ := mapKeys()
-	if e.seg == nil {
-		start := time.Now()
-		h := fillHeap(keys)
-		d := time.Since(start)
-		if len(h) != mapN {
-			return 0, 0, fmt.Errorf("map holds %d keys", len(h))
-		}
-		return mapN, d, nil
-	}
-	h, err := objects.Construct(e.seg, "hashmap", objects.HashMap[uint64, float64]{})
-	if err != nil {
-		return 0, 0, err
-	}
-	start := time.Now()
-	for i, k := range keys {
-		if err := h.Set(k, float64(i)); err != nil {
-			return 0, 0, err
-		}
-	}
-	d := time.Since(start)
-	if h.Len() != mapN {
-		return 0, 0, fmt.Errorf("hash map holds %d keys", h.Len())
-	}
-	return mapN, d, nil
-}
-
-// hashMapFind is map_find on the hash map.
-func hashMapFind(e env) (int, time.Duration, error) {
-	keys, idx := mapKeys()
-	var want, sum float64
-	for _, i := range idx {
-		want += float64(i)
-	}
-	if e.seg == nil {
-		h := fillHeap(keys)
-		start := time.Now()
-		for _, i := range idx {
-			v, ok := h[keys[i]]
-			if !ok {
-				return 0, 0, fmt.Errorf("key %d not found", keys[i])
-			}
-			sum += v
-		}
-		d := time.Since(start)
-		if sum != want {
-			return 0, 0, fmt.Errorf("checksum %g, want %g", sum, want)
-		}
-		return mapFindN, d, nil
-	}
-	h, err := objects.Construct(e.seg, "hashmap", objects.HashMap[uint64, float64]{})
-	if err != nil {
-		return 0, 0, err
-	}
-	for i, k := range keys {
-		if err := h.Set(k, float64(i)); err != nil {
-			return 0, 0, err
-		}
-	}
-	start := time.Now()
-	for _, i := range idx {
-		v, ok := h.Get(keys[i])
-		if !ok {
-			return 0, 0, fmt.Errorf("key %d not found", keys[i])
-		}
-		sum += *v
-	}
-	d := time.Since(start)
 	if sum != want {
 		return 0, 0, fmt.Errorf("checksum %g, want %g", sum, want)
 	}
