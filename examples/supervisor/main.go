@@ -31,6 +31,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -147,6 +148,7 @@ func supervise() (err error) {
 	}
 	var cmds []*exec.Cmd
 	var victim *bufio.Reader
+	var forward sync.WaitGroup // the goroutines passing workers' lines through
 	for id := range workers {
 		cmd := exec.Command(exe, "worker", name, strconv.Itoa(id), strconv.Itoa(rounds))
 		cmd.Stderr = os.Stderr
@@ -163,7 +165,9 @@ func supervise() (err error) {
 		if id == 0 {
 			victim = r
 		} else {
-			go func() { // pass the other workers' lines through
+			forward.Add(1)
+			go func() { // pass the other workers' lines through, to the end
+				defer forward.Done()
 				for {
 					line, err := r.ReadString('\n')
 					fmt.Print(line)
@@ -191,6 +195,8 @@ func supervise() (err error) {
 	}
 	_ = cmds[0].Wait()
 	fmt.Printf("supervisor: SIGKILLed worker 0 (pid %d) in its round 10, holding the lock\n", cmds[0].Process.Pid)
+	// Every line of the other workers read before Wait closes their pipes.
+	forward.Wait()
 	for id := 1; id < workers; id++ {
 		if err := cmds[id].Wait(); err != nil {
 			return fmt.Errorf("worker %d: %w", id, err)
