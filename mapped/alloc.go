@@ -49,6 +49,16 @@ func (s *Segment) Allocate(n int) ([]byte, error) {
 	if err := checkSize(n); err != nil {
 		return nil, s.errf("allocate", err)
 	}
+	if n <= maxSmall && s.mags != nil {
+		off, usable, ok := s.cacheAlloc(n)
+		if !ok {
+			var err error
+			if off, usable, err = s.allocCachedSlow(n); err != nil {
+				return nil, s.errf(fmt.Sprintf("allocate %d bytes", n), err)
+			}
+		}
+		return s.slice(off, n, usable), nil
+	}
 	if err := s.lockOnly("allocate"); err != nil {
 		return nil, err
 	}
@@ -121,6 +131,14 @@ func (s *Segment) Deallocate(b []byte) error {
 }
 
 func (s *Segment) deallocateAt(off uint64) error {
+	if s.mags != nil {
+		switch s.cacheFree(off) {
+		case cachePushed:
+			return nil
+		case cacheSlow:
+			return s.freeCachedSlow(off)
+		}
+	}
 	if err := s.lockOnly("deallocate"); err != nil {
 		return err
 	}
@@ -169,6 +187,9 @@ func (s *Segment) Block(h Handle) ([]byte, error) {
 	err := s.read("block", func() (err error) {
 		if off, err = s.resolve(h); err == nil {
 			size, err = s.h.blockSize(off)
+		}
+		if err == nil && size <= maxSmall && s.h.marked(off) && s.h.cachedAt(off) {
+			err = fmt.Errorf("handle %d: the block at offset %d is free (in a block cache): %w", h, off, ErrInvalidHandle)
 		}
 		return err
 	})
@@ -286,7 +307,12 @@ func (s *Segment) refWord(ref Handle) (uint64, error) {
 // get_free_memory it is a sum, not the largest block that would fit.
 func (s *Segment) FreeMemory() int64 {
 	var v int64
-	if s.read("free memory", func() error { v = int64(s.h.get(mCapacity) - s.h.get(mInUse)); return nil }) != nil {
+	err := s.read("free memory", func() error {
+		cached, err := s.h.cachedBytes()
+		v = int64(s.h.get(mCapacity) - s.h.get(mInUse) + cached)
+		return err
+	})
+	if err != nil {
 		return 0
 	}
 	return v
@@ -297,10 +323,12 @@ func (s *Segment) FreeMemory() int64 {
 // while it holds a name (it is freed with the last one).
 func (s *Segment) AllMemoryDeallocated() bool {
 	inUse := uint64(1)
-	if s.read("check memory", func() error { inUse = s.h.get(mInUse); return nil }) != nil {
-		return false
-	}
-	return inUse == 0
+	err := s.read("check memory", func() error {
+		cached, err := s.h.cachedBytes()
+		inUse = s.h.get(mInUse) - cached
+		return err
+	})
+	return err == nil && inUse == 0
 }
 
 // Expand grows the block that starts at p in place so that it holds at

@@ -131,6 +131,9 @@ func (h *heap) freeAt(off uint64) error {
 		h.pageFree(b.page, n)
 		return nil
 	}
+	if h.marked(off) && h.cachedAt(off) {
+		return fmt.Errorf("the block at offset %d is already free (in a block cache): %w", off, ErrInvalidHandle)
+	}
 	wo := uintptr(b.page<<pageShift + b.cell/64*8)
 	h.set(wo, h.get(wo)&^(1<<(b.cell%64)))
 	h.freeCell(b.page, b.d, b.w0, dClass(b.w0))

@@ -135,8 +135,8 @@ func (h *heap) freeFast(off uint64, ref uintptr, val uint64) bool {
 	}
 	wp := h.w(uintptr(page<<pageShift + cell/64*8))
 	bm := *wp
-	if bm&(1<<(cell%64)) == 0 {
-		return false
+	if bm&(1<<(cell%64)) == 0 || h.marked(off) {
+		return false // not live, or maybe in a block cache: the slow path decides
 	}
 	h.intend(0, page, cell, ref)
 	*wp = bm &^ (1 << (cell % 64))

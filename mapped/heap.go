@@ -25,8 +25,8 @@ import (
 // The words:
 //
 //	offset  what
-//	0       magic "MSHEAP05" (the format of the manager area, heap and
-//	        name directory; "MSHEAP01" to "MSHEAP04" segments are
+//	0       magic "MSHEAP06" (the format of the manager area, heap and
+//	        name directory; "MSHEAP01" to "MSHEAP05" segments are
 //	        ErrVersion)
 //	8       segment lock (64-bit word, its low half a futex; see lock.go)
 //	16      descriptor table offset
@@ -44,6 +44,8 @@ import (
 //	256     free-span bins: 64 list heads (page index; 0 = empty)
 //	768     size classes: 32 partial-run list heads (page index; 0 = empty)
 //	1024    lane owners: 8 words (see lanes.go)
+//	2048    block caches (large geometry): a word per attached-process
+//	        seat, the offset of the seat's first magazine (see cache.go)
 //
 // Every value read from these words or the tables below that steers a
 // read, a write or a loop is checked first (a page below the managed
@@ -91,7 +93,7 @@ const (
 
 	numBins  = 64
 	descLen  = 16
-	mgrMagic = 0x35305041454853_4d // "MSHEAP05" little-endian
+	mgrMagic = 0x36305041454853_4d // "MSHEAP06" little-endian
 
 	rootManager = 0 // the header root that holds mgrOff
 )
@@ -163,6 +165,7 @@ type heap struct {
 	grow  func(newSize int64) (int64, error) // envelope growth
 	size  func() int64
 	max   int64
+	ckey  uint64 // block cache marker key (cache.go)
 }
 
 func (h *heap) w(off uintptr) *uint64     { return (*uint64)(unsafe.Add(h.base, off)) }

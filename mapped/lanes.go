@@ -606,7 +606,7 @@ func (s *Segment) laneMoveRun(e uintptr, size int64) error {
 // recoverLanes rolls back (or finishes) every lane whose owner is dead,
 // under the segment lock.
 func (s *Segment) recoverLanes() error {
-	if !s.deadLanes() {
+	if !s.deadLanes() && !s.deadCaches() {
 		return nil
 	}
 	if !s.lk.lock() {
@@ -713,7 +713,7 @@ func (s *Segment) recoverLanesHeld(add func(string, ...any)) error {
 		journal.StoreOrdered(h.w(off), 0)
 		atomic.StoreUint64(w, 0)
 	}
-	return nil
+	return s.reclaimDeadCaches(add)
 }
 
 // lockLane takes the segment lock for a lane's allocation or free: it

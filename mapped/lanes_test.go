@@ -553,7 +553,7 @@ func TestLaneOfDeadLockOwnerIsRecoveredByTakeover(t *testing.T) {
 			f := newLaneFix(t, s)
 			before := len(s.RecoveryReport().Actions)
 			runLaneKill(t, spec, args...)
-			blk, err := s.Allocate(100) // waits for the lock, finds its owner dead
+			blk, err := s.Allocate(5000) // a large block: waits for the lock, finds its owner dead
 			require.NoError(t, err)
 			require.NoError(t, s.Deallocate(blk))
 			actions := strings.Join(s.RecoveryReport().Actions[before:], "\n")

@@ -23,6 +23,7 @@ func newHeap(e *envelope.Envelope) *heap {
 		grow:  e.Grow,
 		size:  e.Size,
 		max:   e.MaxSize(),
+		ckey:  cacheKey(e.UUID()),
 	}
 }
 
@@ -147,6 +148,13 @@ func (h *heap) validateWords() error {
 	}
 	if count, tombs := h.get(mDirCount), h.get(mDirTombs); (dt == 0 && count|tombs != 0) || count+tombs > groups*groupSlots {
 		return corrupt("name directory counts %d names and %d tombstones for an index of %d groups", count, tombs, groups)
+	}
+	if h.geo == &geometries[0] {
+		for seat := range envelope.MaxSeats {
+			if m := h.get(mCaches + uintptr(8*seat)); m != 0 && (m < h.geo.lo || m%pageSize != 0 || m>>pageShift >= managed) {
+				return corrupt("block cache word of seat %d names offset %d, not a page of the managed memory", seat, m)
+			}
+		}
 	}
 	if v := h.get(mFast); v&fastUnused != 0 {
 		return corrupt("fast-path intent record %#x has bits set that no record uses", v)

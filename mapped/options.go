@@ -30,6 +30,7 @@ type options struct {
 	maxSet        bool
 	fixed         bool
 	perm          fs.FileMode
+	noCaches      bool
 }
 
 // WithSize sets a new segment's initial size in bytes (rounded up to a
@@ -61,6 +62,12 @@ func WithFixedSize() Option {
 // a file type) is ErrInvalidOption.
 func WithPerm(perm fs.FileMode) Option {
 	return func(o *options) { o.perm = perm }
+}
+
+// withoutCaches opens without per-process block caches (cache.go): every
+// allocation takes the segment lock. For tests that compare the two.
+func withoutCaches() Option {
+	return func(o *options) { o.noCaches = true }
 }
 
 func roundPage(n int64) int64 {

@@ -87,6 +87,59 @@ func (h *heap) allocSmall(c int) (uint64, error) {
 	return 0, fmt.Errorf("run at page %d of size class %d is on the partial list but full: %w", run, cl.size, ErrCorrupt)
 }
 
+// grabCells allocates up to len(out) cells of class c from the class's
+// current run (the head of its partial list, which must exist), writing
+// their offsets to out; it returns how many. One journal entry per bitmap
+// word it changes, and one each for the run's count, the in-use total and
+// the unlink of a run it fills: a block cache's refill (cache.go).
+func (h *heap) grabCells(c int, out []uint64) (int, error) {
+	cl := &classes[c]
+	head := classHead(uint64(c))
+	run := h.get(head)
+	managed := h.managed()
+	if run == 0 || run >= managed {
+		return 0, corrupt("size class %d starts at page %d, beyond the %d managed", cl.size, run, managed)
+	}
+	d := h.desc(run)
+	w0 := h.get(d)
+	if dKind(w0) != kRun || dClass(w0) != uint64(c) || geomOf(w0) == nil {
+		return 0, corrupt("size class %d starts at page %d, whose descriptor (kind %d, class %d, %d pages) is not a run of the class", cl.size, run, dKind(w0), dClass(w0), dPages(w0))
+	}
+	cl = geomOf(w0)
+	if cl.pages > managed-run {
+		return 0, corrupt("size class %d starts at page %d, whose %d pages pass the %d managed", cl.size, run, cl.pages, managed)
+	}
+	roff := run << pageShift
+	got := 0
+	for i := uint64(0); i < cl.words && got < len(out); i++ {
+		wo := uintptr(roff + i*8)
+		bm := h.get(wo)
+		free := ^bm
+		if free == 0 {
+			continue
+		}
+		for free != 0 && got < len(out) {
+			b := uint64(bits.TrailingZeros64(free))
+			free &= free - 1
+			bm |= 1 << b
+			out[got] = roff + cl.start + (i*64+b)*cl.size
+			got++
+		}
+		h.set(wo, bm)
+	}
+	live := dLive(w0) + uint64(got)
+	if got == 0 || live > cl.ncells {
+		return 0, corrupt("run at page %d of size class %d is on the partial list, counts %d live cells of %d, and its bitmap gave %d", run, cl.size, dLive(w0), cl.ncells, got)
+	}
+	h.set(d, w0&^(0xffff<<16)|live<<16)
+	if live == cl.ncells {
+		h.unlink(head, run)
+		h.set(d+8, 0)
+	}
+	h.add(mInUse, uint64(got)*cl.size)
+	return got, nil
+}
+
 // freeCell updates run page (descriptor d, word w0, class c) after one of
 // its cells was freed.
 func (h *heap) freeCell(page uint64, d uintptr, w0 uint64, c uint64) {

@@ -48,6 +48,9 @@ func (h *heap) checkSanity(size int64) error {
 	if err := h.checkPartialLists(pw.partial); err != nil {
 		return err
 	}
+	if err := h.checkCaches(); err != nil {
+		return err
+	}
 	return h.checkDirectory()
 }
 

@@ -77,6 +77,11 @@ type Segment struct {
 	laneHint     atomic.Uint32 // the lane this process claimed last
 	lanesLeft    atomic.Uint32 // lanes an Abort that failed left to recovery: Close does not wait for them
 	lanesChecked atomic.Int64  // when a claim last looked for dead processes' lanes (unix ns)
+
+	mags     []atomic.Pointer[magazine] // per P: this open's block caches (cache.go); nil: none
+	magStop  atomic.Uint32              // nonzero: goroutines keep off the caches
+	magMade  atomic.Bool                // a magazine was made (Close stops the caches)
+	noCaches bool                       // opened withoutCaches
 }
 
 // Open opens the segment in b as mode says.
@@ -115,8 +120,11 @@ func Open(b backing.Backing, mode Mode, opts ...Option) (*Segment, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mapstore: open: %w", err)
 	}
-	s := &Segment{b: b, env: env, mode: mode, report: rep}
+	s := &Segment{b: b, env: env, mode: mode, report: rep, noCaches: o.noCaches}
 	err = s.attachManager()
+	if err == nil {
+		s.enableCaches()
+	}
 	if err == nil && mode != OpenReadOnly {
 		// Operations of dead processes outside the segment lock.
 		err = s.recoverLanes()
@@ -193,6 +201,11 @@ const laneDrain = time.Second
 func (s *Segment) close() error {
 	s.state.Or(stClosed)
 	unregister(s)
+	if s.magMade.Load() {
+		// Goroutines pinned in a cache operation that began before the
+		// state changed end it first (the caches are emptied below).
+		s.stopCaches()
+	}
 	// Lanes this process claimed finish (they go on while the segment
 	// is closing); no new one is claimed (BeginLane backs out of a claim
 	// that raced with the state). A lane never ended (a caller that
@@ -220,6 +233,7 @@ func (s *Segment) close() error {
 		// releaseForClose).
 		s.lk.lockForClose()
 		s.finishPending()
+		s.closeCaches()
 		c.Keep = mgrEnd
 		c.Release = func(mem []byte, last bool) {
 			s.lk.releaseForClose((*uint64)(unsafe.Pointer(&mem[mLock])), last)
@@ -313,6 +327,13 @@ func quietCheck(mem []byte, lock bool) error {
 	for i := range maxLanes {
 		if v := w(mLaneOwners + uintptr(i)*8); v != 0 {
 			return fmt.Errorf("lane %d is claimed (owner word %#x)", i, v)
+		}
+	}
+	if g == &geometries[0] {
+		for seat := range envelope.MaxSeats {
+			if v := w(mCaches + uintptr(8*seat)); v != 0 {
+				return fmt.Errorf("seat %d has block caches (at offset %d)", seat, v)
+			}
 		}
 	}
 	return nil
