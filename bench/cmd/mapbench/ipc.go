@@ -177,7 +177,8 @@ func queueThroughput64(e env) (int, time.Duration, error) {
 	return throughputN, d, cmd.Wait()
 }
 
-// ipcChild is the second process of a queue case.
+// ipcChild is the second process of a queue case or of
+// alloc_free_64_2procs.
 func ipcChild(name, seg string, n int) error {
 	var b backing.Backing = file.Path(seg)
 	if s, ok := strings.CutPrefix(seg, "shm:"); ok {
@@ -190,6 +191,8 @@ func ipcChild(name, seg string, n int) error {
 	defer s.Close()
 	buf := make([]byte, msgSize)
 	switch name {
+	case allocProcsCase:
+		return allocProcsChild(s, n)
 	case "queue_pingpong_64":
 		ping, err := objects.FindQueue(s, "ping")
 		if err != nil {
