@@ -20,6 +20,11 @@
 # close_existing, which reopen the segment holding map_insert's map): the
 # word "maps" runs all four.
 #
+# The allocator cases (ALLOC_CASES below; the word "alloc" runs all four)
+# add alloc_free_64_2procs to the three of the default list: two processes
+# each run alloc_free_64's 2e6 pairs on one segment, started together
+# (issue 17, allocation that scales with processes).
+#
 # The durable-IPC cases (IPC_CASES below; the word "ipc" runs all three):
 #   mutex_lock_unlock    uncontended lock+unlock, 1e7 (heap: std::mutex and
 #                        Go's sync.Mutex, the floor)
@@ -32,21 +37,27 @@
 # ROUNDS=5 or more, and compare within one run.
 #
 # Both harnesses print lines of the form
-#   case=<name> backing=<shm|file|heap> n=<ops> ns_per_op=<float>
+#   case=<name> backing=<shm|file|heap> n=<ops> ns_per_op=<float> [key=<float> ...]
 # This script prints, per case and backing (shm, file), the median ns/op of
 # each side over the rounds and the ratio of the medians (Boost / mapstore;
 # above 1 means mapstore is faster), plus a small table of the heap (floor)
-# rows of each side.
+# rows of each side. For a two-process case (its lines have the fields
+# total_mops, one_proc_mops and scaling) ns/op is per process, and a third
+# table gives the medians of those fields: million pairs per second of both
+# processes together, of alloc_free_64's loop in one process in the same
+# run of the case, and the ratio of the two.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
 DEFAULT_CASES=alloc_free_64,alloc_many_then_free_64,alloc_mixed,construct_named,find_named,destroy_named
+ALLOC_CASES=alloc_free_64,alloc_free_64_2procs,alloc_many_then_free_64,alloc_mixed
 CONTAINER_CASES=vector_push_back,string_set,list_push_pop
 MAP_CASES=map_insert,map_find,hashmap_insert,hashmap_find,open_existing,close_existing
 IPC_CASES=mutex_lock_unlock,queue_pingpong_64,queue_throughput_64
 CASES=${1:-$DEFAULT_CASES}
 case $CASES in
+alloc) CASES=$ALLOC_CASES ;;
 containers) CASES=$CONTAINER_CASES ;;
 maps) CASES=$MAP_CASES ;;
 ipc) CASES=$IPC_CASES ;;
@@ -123,7 +134,8 @@ else
 fi
 
 # Keeps only well-formed result lines; anything else is reported on stderr.
-LINE_RE='^case=[A-Za-z0-9_]+ backing=(shm|file|heap) n=[0-9]+ ns_per_op=[0-9]+(\.[0-9]*)?([eE][-+]?[0-9]+)?$'
+NUM_RE='[0-9]+(\.[0-9]*)?([eE][-+]?[0-9]+)?'
+LINE_RE="^case=[A-Za-z0-9_]+ backing=(shm|file|heap) n=[0-9]+ ns_per_op=$NUM_RE( [a-z0-9_]+=$NUM_RE)*\$"
 
 run_side() { # side round binary
 	local side=$1 round=$2 bin=$3
@@ -200,7 +212,19 @@ function ratio(b, g) { return (b == "" || g == "" || g + 0 == 0) ? "-" : sprintf
 	side = val($1); c = val($2); bk = val($3); ns = val($5)
 	k = side SUBSEP c SUBSEP bk
 	vals[k] = (k in vals) ? vals[k] " " ns : ns
+	for (f = 6; f <= NF; f++) {
+		fk = k SUBSEP substr($f, 1, index($f, "=") - 1)
+		fields[fk] = (fk in fields) ? fields[fk] " " val($f) : val($f)
+	}
 }
+
+# median of field name of side, case and backing
+function fmed(side, c, bk, name,    fk) {
+	fk = side SUBSEP c SUBSEP bk SUBSEP name
+	return (fk in fields) ? median(fields[fk]) : ""
+}
+
+function fmt2(x) { return x == "" ? "-" : sprintf("%.2f", x) }
 
 END {
 	nc = split(cases, cl, ",")
@@ -213,6 +237,25 @@ END {
 			b = median(vals["boost" SUBSEP cl[i] SUBSEP bk])
 			g = median(vals["go" SUBSEP cl[i] SUBSEP bk])
 			printf "%-26s %-7s %14s %14s %15s\n", cl[i], bk, fmt(b), fmt(g), ratio(b, g)
+		}
+	}
+
+	hdr = 0
+	for (i = 1; i <= nc; i++) {
+		for (j = 1; j <= 2; j++) {
+			bk = (j == 1) ? "shm" : "file"
+			if (fmed("boost", cl[i], bk, "total_mops") == "" && fmed("go", cl[i], bk, "total_mops") == "") continue
+			if (!hdr) {
+				print ""
+				print "two processes on one segment (ns/op above is per process): M pairs/s of both together"
+				print "(total), of alloc_free_64\047s loop alone in the same run of the case (1proc), and the"
+				print "median over the rounds of total/1proc (2p/1p; issue 17\047s target: >= 1.6):"
+				printf "%-26s %-7s %11s %11s %11s %14s %14s %14s\n", "case", "backing", "boost_total", "boost_1proc", "boost_2p/1p", "mapstore_total", "mapstore_1proc", "mapstore_2p/1p"
+				hdr = 1
+			}
+			printf "%-26s %-7s %11s %11s %11s %14s %14s %14s\n", cl[i], bk,
+				fmt2(fmed("boost", cl[i], bk, "total_mops")), fmt2(fmed("boost", cl[i], bk, "one_proc_mops")), fmt2(fmed("boost", cl[i], bk, "scaling")),
+				fmt2(fmed("go", cl[i], bk, "total_mops")), fmt2(fmed("go", cl[i], bk, "one_proc_mops")), fmt2(fmed("go", cl[i], bk, "scaling"))
 		}
 	}
 

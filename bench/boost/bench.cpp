@@ -13,8 +13,10 @@
 //
 //   case=<name> backing=<shm|file|heap> n=<ops> ns_per_op=<float>
 //
-// Nothing else goes to stdout; diagnostics go to stderr. Any failure exits
-// non-zero. See bench/README.md for what each case measures.
+// A case that measures more than ns_per_op adds key=<float> fields to its
+// line (alloc_free_64_2procs). Nothing else goes to stdout; diagnostics go
+// to stderr. Any failure exits non-zero. See bench/README.md for what each
+// case measures.
 //
 // Rules followed by every case:
 //   * n and sizes are fixed constants;
@@ -117,7 +119,8 @@ using Clock = std::chrono::steady_clock;
 
 struct Result {
   std::size_t n;
-  double ns;  // elapsed nanoseconds of the measured loop
+  double ns;                // elapsed nanoseconds of the measured loop
+  std::string fields = {};  // " key=value" fields after ns_per_op, if any
 };
 
 inline double elapsed_ns(Clock::time_point t0, Clock::time_point t1) {
@@ -228,19 +231,30 @@ using SegPtr = std::unique_ptr<Seg>;
 // ---------------------------------------------------------------------------
 // Segment (shm / file) cases.
 
+// Allocates a 64-byte block in seg and frees it, n times.
+template <class Seg>
+void alloc_free_loop(Seg &seg, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i) {
+    void *p = seg.allocate(64);
+    escape(p);
+    seg.deallocate(p);
+  }
+}
+
+template <class Seg>
+Result timed_alloc_free_64(Seg &seg) {
+  const std::size_t n = kAllocFreeN;
+  auto t0 = Clock::now();
+  alloc_free_loop(seg, n);
+  auto t1 = Clock::now();
+  return {n, elapsed_ns(t0, t1)};
+}
+
 template <class B>
 Result seg_alloc_free_64(const B &b) {
   Fresh<B> fresh(b);
   SegPtr<typename B::segment> seg(b.create(kSegmentSize));
-  const std::size_t n = kAllocFreeN;
-  auto t0 = Clock::now();
-  for (std::size_t i = 0; i < n; ++i) {
-    void *p = seg->allocate(64);
-    escape(p);
-    seg->deallocate(p);
-  }
-  auto t1 = Clock::now();
-  return {n, elapsed_ns(t0, t1)};
+  return timed_alloc_free_64(*seg);
 }
 
 template <class B>
@@ -915,18 +929,20 @@ Result shm_queue_throughput_64(const ShmBacking &b) {
   return {kThroughputN, elapsed_ns(t0, t1)};
 }
 
+// Writes (wr) or reads all n bytes at p through fd.
+void full(int fd, char *p, std::size_t n, bool wr) {
+  while (n > 0) {
+    ssize_t k = wr ? ::write(fd, p, n) : ::read(fd, p, n);
+    if (k <= 0) fail("socket or pipe i/o failed");
+    p += k;
+    n -= std::size_t(k);
+  }
+}
+
 // A Unix domain socket pair: the floor a queue in memory should beat.
 Result heap_queue_pingpong_64() {
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) fail("socketpair failed");
-  auto full = [](int fd, char *p, std::size_t n, bool wr) {
-    while (n > 0) {
-      ssize_t k = wr ? ::write(fd, p, n) : ::read(fd, p, n);
-      if (k <= 0) fail("socket i/o failed");
-      p += k;
-      n -= std::size_t(k);
-    }
-  };
   pid_t pid = fork_child([&] {
     ::close(sv[0]);
     char buf[kMsgSize];
@@ -951,6 +967,109 @@ Result heap_queue_pingpong_64() {
 }
 
 // ---------------------------------------------------------------------------
+// alloc_free_64_2procs (issue 17, allocation that scales with processes):
+// two processes, this one and a forked child that opens the segment by
+// name, each allocate and free a 64-byte block kAllocFreeN times on the one
+// segment, started together. Before that, on the same segment, this process
+// runs alloc_free_64's loop alone, so that the two-process rate is set
+// against the one-process rate of the same moment.
+//
+// n and ns_per_op are per process: kAllocFreeN, and the mean over the two
+// processes of the time of its loop divided by kAllocFreeN. The fields:
+//   total_mops     million pairs per second of both together: 2*kAllocFreeN
+//                  over the time from the first loop's start to the last
+//                  one's end
+//   one_proc_mops  million pairs per second of alloc_free_64's loop, alone
+//   scaling        total_mops / one_proc_mops (issue 17's target: 1.6)
+//   p1_ns_per_op   this process's loop time / kAllocFreeN
+//   p2_ns_per_op   the child's
+//   start_skew_us  how much later the later loop started, in microseconds
+
+// steady_clock is CLOCK_MONOTONIC on Linux: one clock for every process of
+// the machine, so the two processes' times can be set side by side.
+std::int64_t mono_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+      .count();
+}
+
+// A pipe whose ends are closed when it goes. After the fork each process
+// closes the end it does not use (only_read, only_write), so that a read
+// sees the end of the file when the other process is gone.
+struct Pipe {
+  int fd[2] = {-1, -1};
+  Pipe() {
+    if (::pipe(fd) != 0) fail("pipe failed");
+  }
+  ~Pipe() {
+    close_end(0);
+    close_end(1);
+  }
+  void close_end(int i) {
+    if (fd[i] >= 0) ::close(fd[i]);
+    fd[i] = -1;
+  }
+  int only_read() {
+    close_end(1);
+    return fd[0];
+  }
+  int only_write() {
+    close_end(0);
+    return fd[1];
+  }
+  Pipe(const Pipe &) = delete;
+  Pipe &operator=(const Pipe &) = delete;
+};
+
+template <class B>
+Result seg_alloc_free_64_2procs(const B &b) {
+  Fresh<B> fresh(b);
+  SegPtr<typename B::segment> seg(b.create(kSegmentSize));
+  const Result one = timed_alloc_free_64(*seg);
+
+  // The start barrier: the child opens the segment, does one pair and
+  // writes a byte to ready, then blocks reading go; both loops start when
+  // this process writes to go. The child sends its loop's start and end
+  // (mono_ns) through done.
+  Pipe ready, go, done;
+  pid_t pid = fork_child([&] {
+    const int ready_w = ready.only_write(), go_r = go.only_read(), done_w = done.only_write();
+    SegPtr<typename B::segment> s(b.open());
+    alloc_free_loop(*s, 1);
+    char c = 'r';
+    full(ready_w, &c, 1, true);
+    full(go_r, &c, 1, false);
+    std::int64_t t[2];
+    t[0] = mono_ns();
+    alloc_free_loop(*s, kAllocFreeN);
+    t[1] = mono_ns();
+    full(done_w, reinterpret_cast<char *>(t), sizeof t, true);
+  });
+  const int ready_r = ready.only_read(), go_w = go.only_write(), done_r = done.only_read();
+  char c = 0;
+  full(ready_r, &c, 1, false);
+  c = 'g';
+  full(go_w, &c, 1, true);
+  const std::int64_t p0 = mono_ns();
+  alloc_free_loop(*seg, kAllocFreeN);
+  const std::int64_t p1 = mono_ns();
+  std::int64_t t[2];
+  full(done_r, reinterpret_cast<char *>(t), sizeof t, false);
+  wait_child(pid);
+
+  const double n = double(kAllocFreeN);
+  const double span = double(std::max(p1, t[1]) - std::min(p0, t[0]));
+  const double total = 2 * n / span * 1e3;
+  const double one_mops = double(one.n) / one.ns * 1e3;
+  char buf[256];
+  std::snprintf(buf, sizeof buf,
+                " total_mops=%.4f one_proc_mops=%.4f scaling=%.4f p1_ns_per_op=%.4f"
+                " p2_ns_per_op=%.4f start_skew_us=%.4f",
+                total, one_mops, total / one_mops, double(p1 - p0) / n, double(t[1] - t[0]) / n,
+                double(std::max(p0, t[0]) - std::min(p0, t[0])) / 1e3);
+  return {kAllocFreeN, double((p1 - p0) + (t[1] - t[0])) / 2, buf};
+}
+
+// ---------------------------------------------------------------------------
 // Case table.
 
 struct Case {
@@ -964,6 +1083,7 @@ struct Case {
 const std::vector<Case> &all_cases() {
   static const std::vector<Case> cases = {
       {SEG_CASE(alloc_free_64), heap_alloc_free_64},
+      {SEG_CASE(alloc_free_64_2procs), nullptr},
       {SEG_CASE(alloc_many_then_free_64), heap_alloc_many_then_free_64},
       {SEG_CASE(alloc_mixed), heap_alloc_mixed},
       {SEG_CASE(construct_named), heap_construct_named},
@@ -1142,8 +1262,8 @@ int main(int argc, char **argv) {
         file.remove();
         return 1;
       }
-      std::printf("case=%s backing=%s n=%zu ns_per_op=%.2f\n", c->name, bname.c_str(), r.n,
-                  r.ns / double(r.n));
+      std::printf("case=%s backing=%s n=%zu ns_per_op=%.2f%s\n", c->name, bname.c_str(), r.n,
+                  r.ns / double(r.n), r.fields.c_str());
       std::fflush(stdout);
     }
   }

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strconv"
@@ -72,25 +73,43 @@ func mutexLockUnlock(e env) (int, time.Duration, error) {
 	return mutexN, d, nil
 }
 
+// childProc is the other process of a two-process case: this program,
+// started with -child.
+type childProc struct {
+	*exec.Cmd
+	out *bufio.Reader  // its stdout, read up to and including "ready"
+	in  io.WriteCloser // its stdin
+}
+
 // startChild starts this program as the other process of case name on
 // the segment in b, and waits until it says it is ready.
-func startChild(name string, b backing.Backing, n int) (*exec.Cmd, error) {
+func startChild(name string, b backing.Backing, n int) (*childProc, error) {
 	cmd := exec.Command(os.Args[0], "-child", name, "-seg", b.Name(), "-n", strconv.Itoa(n))
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
 	}
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	line, err := bufio.NewReader(out).ReadString('\n')
+	c := &childProc{Cmd: cmd, out: bufio.NewReader(out), in: in}
+	line, err := c.out.ReadString('\n')
 	if err != nil || line != "ready\n" {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
+		c.stop()
 		return nil, fmt.Errorf("child %s: %q, %v", name, line, err)
 	}
-	return cmd, nil
+	return c, nil
+}
+
+// stop kills the child and waits for it, on a failure of this side.
+func (c *childProc) stop() {
+	_ = c.Process.Kill()
+	_ = c.Wait()
 }
 
 // queuePingpong64: a round trip of a 64-byte message, through a queue to
@@ -158,7 +177,8 @@ func queueThroughput64(e env) (int, time.Duration, error) {
 	return throughputN, d, cmd.Wait()
 }
 
-// ipcChild is the second process of a queue case.
+// ipcChild is the second process of a queue case or of
+// alloc_free_64_2procs.
 func ipcChild(name, seg string, n int) error {
 	var b backing.Backing = file.Path(seg)
 	if s, ok := strings.CutPrefix(seg, "shm:"); ok {
@@ -171,6 +191,8 @@ func ipcChild(name, seg string, n int) error {
 	defer s.Close()
 	buf := make([]byte, msgSize)
 	switch name {
+	case allocProcsCase:
+		return allocProcsChild(s, n)
 	case "queue_pingpong_64":
 		ping, err := objects.FindQueue(s, "ping")
 		if err != nil {

@@ -3,7 +3,8 @@
 //
 //	case=<name> backing=<shm|file|heap> n=<ops> ns_per_op=<float>
 //
-// heap is the floor: Go's own allocator and map. bench/compare.sh runs it
+// A case that measures more than ns_per_op adds key=<float> fields to
+// its line (alloc_free_64_2procs: see allocprocs.go). heap is the floor: Go's own allocator and map. bench/compare.sh runs it
 // alternately with the Boost.Interprocess harness.
 package main
 
@@ -35,17 +36,24 @@ type bench struct {
 }
 
 // noHeap are the cases without a heap row: they are about segments.
-var noHeap = map[string]bool{"open_existing": true, "close_existing": true, "queue_pingpong_64": true, "queue_throughput_64": true}
+var noHeap = map[string]bool{"open_existing": true, "close_existing": true, "queue_pingpong_64": true, "queue_throughput_64": true, allocProcsCase: true}
 
 // env is one backing: seg is nil for heap; b is the backing seg was
-// created in.
+// created in. A case adds fields to its result line with field.
 type env struct {
-	seg *mapped.Segment
-	b   backing.Backing
+	seg    *mapped.Segment
+	b      backing.Backing
+	fields *[]string
+}
+
+// field adds key=v to the case's result line, after ns_per_op.
+func (e env) field(key string, v float64) {
+	*e.fields = append(*e.fields, key+"="+strconv.FormatFloat(v, 'f', 4, 64))
 }
 
 var cases = []bench{
 	{"alloc_free_64", allocFree64},
+	{allocProcsCase, allocFree64Procs},
 	{"alloc_many_then_free_64", allocManyThenFree64},
 	{"alloc_mixed", allocMixed},
 	{"construct_named", constructNamed},
@@ -125,7 +133,7 @@ func runOne(c bench, bk, dir string) error {
 	default:
 		return fmt.Errorf("unknown backing %q", bk)
 	}
-	var e env
+	e := env{fields: new([]string)}
 	if b != nil {
 		s, err := mapped.Open(b, mapped.CreateOnly, mapped.WithSize(segSize))
 		if err != nil {
@@ -139,15 +147,20 @@ func runOne(c bench, bk, dir string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("case=%s backing=%s n=%d ns_per_op=%s\n", c.name, bk, n, strconv.FormatFloat(float64(d.Nanoseconds())/float64(n), 'f', 2, 64))
+	line := fmt.Sprintf("case=%s backing=%s n=%d ns_per_op=%s", c.name, bk, n, strconv.FormatFloat(float64(d.Nanoseconds())/float64(n), 'f', 2, 64))
+	fmt.Println(strings.Join(append([]string{line}, *e.fields...), " "))
 	return nil
 }
 
 // sink keeps heap allocations alive so the compiler cannot drop them.
 var sink [][]byte
 
+// allocFreeN is alloc_free_64's count of pairs, and each process's in
+// alloc_free_64_2procs.
+const allocFreeN = 2_000_000
+
 func allocFree64(e env) (int, time.Duration, error) {
-	const n = 2_000_000
+	const n = allocFreeN
 	start := time.Now()
 	if e.seg == nil {
 		for i := 0; i < n; i++ {
@@ -155,16 +168,24 @@ func allocFree64(e env) (int, time.Duration, error) {
 		}
 		return n, time.Since(start), nil
 	}
-	for i := 0; i < n; i++ {
-		b, err := e.seg.Allocate(64)
-		if err != nil {
-			return 0, 0, err
-		}
-		if err := e.seg.Deallocate(b); err != nil {
-			return 0, 0, err
-		}
+	if err := allocFreeLoop(e.seg, n); err != nil {
+		return 0, 0, err
 	}
 	return n, time.Since(start), nil
+}
+
+// allocFreeLoop allocates a 64-byte block in s and frees it, n times.
+func allocFreeLoop(s *mapped.Segment, n int) error {
+	for i := 0; i < n; i++ {
+		b, err := s.Allocate(64)
+		if err != nil {
+			return err
+		}
+		if err := s.Deallocate(b); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func allocManyThenFree64(e env) (int, time.Duration, error) {
