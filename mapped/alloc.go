@@ -73,6 +73,9 @@ func (s *Segment) Allocate(n int) ([]byte, error) {
 		off, usable, err = s.h.alloc(uint64(n), 0)
 		return err
 	})
+	if isNoSpace(err) && s.emptyCaches() {
+		return s.Allocate(n)
+	}
 	if err != nil {
 		return nil, s.errf(fmt.Sprintf("allocate %d bytes", n), err)
 	}
@@ -248,6 +251,9 @@ func (s *Segment) AllocateInto(ref Handle, n int) ([]byte, error) {
 		}
 		return err
 	})
+	if isNoSpace(err) && s.emptyCaches() {
+		return s.AllocateInto(ref, n)
+	}
 	if err != nil {
 		return nil, s.errf(fmt.Sprintf("allocate %d bytes", n), err)
 	}

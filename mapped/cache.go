@@ -57,7 +57,7 @@ import (
 //	0    owner: the lane owner word of its open (seat+1 | attach id<<8)
 //	8    next magazine of the same open (0: the last)
 //	16   the P it serves
-//	32   per size class c, at magAt[c]: the count, then magCap[c] slots
+//	32   per size class c, at mc[c].at: the count, then mc[c].cap slots
 //
 // Segments of the small geometry (created at most 512 KiB) have no
 // caches: every allocation takes the segment lock, as a 64 KiB segment
@@ -84,13 +84,27 @@ const (
 	refillRoom = 24
 )
 
-var magCap, magAt = buildMagazines()
+// magClass is where a magazine keeps a class's stack, and the class's
+// cell size. The table has 256 rows so that a class number from classOf
+// (a byte) indexes it without a bounds check; the rows past the classes
+// are unused.
+type magClass struct{ at, cap, size uint64 }
+
+var mc = buildMagazines()
+
+// cacheHook, when not nil, is called at the named steps of the batch
+// moves, for the tests that kill a process there: "make" (a magazine
+// allocated and linked, not yet committed), "refill" (cells taken, the
+// count not yet set), "flush" (between two cells given back), "flushslow"
+// (a journaled give-back not yet committed), "drain" (a magazine's block
+// freed, not yet committed). It may run pinned (see internal/pin).
+var cacheHook func(where string)
 
 // buildMagazines sizes each class's stack: 32 cells up to 256 bytes, 16
 // up to 512, 8 above (at most 16 KiB of a class per P).
-func buildMagazines() (cp, at []uint64) {
+func buildMagazines() (t [256]magClass) {
 	next := uint64(magHdr)
-	for _, cl := range classes {
+	for c, cl := range classes {
 		n := uint64(8)
 		switch {
 		case cl.size <= 256:
@@ -98,24 +112,28 @@ func buildMagazines() (cp, at []uint64) {
 		case cl.size <= 512:
 			n = 16
 		}
-		cp, at = append(cp, n), append(at, next)
+		t[c] = magClass{at: next, cap: n, size: cl.size}
 		next += 8 + n*8
 	}
 	if next > magBytes {
 		panic("mapped: the magazine layout does not fit its block")
 	}
-	return cp, at
+	return t
 }
 
-// magazine is this process's handle on one of its magazines.
-type magazine struct {
-	base unsafe.Pointer // the block's address
-	off  uint64         // its offset
+// magazine is a magazine's memory in the segment.
+type magazine struct{ _ [magBytes]byte }
+
+func (m *magazine) count(c uint8) *uint64 {
+	return (*uint64)(unsafe.Add(unsafe.Pointer(m), mc[c].at))
+}
+func (m *magazine) slot(c uint8, i uint64) *uint64 {
+	return (*uint64)(unsafe.Add(unsafe.Pointer(m), mc[c].at+8+i*8))
 }
 
-func (m *magazine) count(c uint64) *uint64 { return (*uint64)(unsafe.Add(m.base, magAt[c])) }
-func (m *magazine) slot(c, i uint64) *uint64 {
-	return (*uint64)(unsafe.Add(m.base, magAt[c]+8+i*8))
+// offset is the magazine's offset in the segment.
+func (h *heap) offset(m *magazine) uint64 {
+	return uint64(uintptr(unsafe.Pointer(m)) - uintptr(h.base))
 }
 
 // cacheKey derives the marker key from the segment's UUID.
@@ -144,14 +162,14 @@ func (s *Segment) enableCaches() {
 // cacheAlloc pops a cell of n bytes (n <= maxSmall) from the magazine of
 // the P the caller runs on; false if it has none (the slow path refills).
 func (s *Segment) cacheAlloc(n int) (off, usable uint64, ok bool) {
-	c := uint64(classOf[(n+15)>>4])
+	c := classOf[(n+15)>>4]
 	p := pin.Pin()
 	if s.state.Load()|s.magStop.Load() == 0 && p < len(s.mags) {
 		if m := s.mags[p].Load(); m != nil {
 			cw := m.count(c)
-			if k := *cw; k-1 < magCap[c] {
+			if k := *cw; k-1 < mc[c].cap {
 				off = *m.slot(c, k-1)
-				size := classes[c].size
+				size := mc[c].size
 				if off >= s.h.geo.lo && off%16 == 0 && off+size <= s.known.Load() {
 					journal.StoreOrdered(cw, k-1)
 					*s.h.w(uintptr(off)) = 0 // the marker
@@ -184,7 +202,7 @@ func (s *Segment) cacheFree(off uint64) int {
 	if s.state.Load()|s.magStop.Load() == 0 && p < len(s.mags) && !s.h.marked(off) {
 		if m := s.mags[p].Load(); m != nil {
 			cw := m.count(c)
-			if k := *cw; k < magCap[c] {
+			if k := *cw; k < mc[c].cap {
 				*s.h.w(uintptr(off)) = s.h.marker(off)
 				*m.slot(c, k) = off
 				journal.StoreOrdered(cw, k+1)
@@ -201,7 +219,7 @@ func (s *Segment) cacheFree(off uint64) int {
 // class, without the segment lock: every read is bounded by size (the
 // segment's size as this process last saw it), and a descriptor table
 // that moved meanwhile (growth) is a false.
-func (h *heap) liveCell(off, size uint64) (uint64, bool) {
+func (h *heap) liveCell(off, size uint64) (uint8, bool) {
 	t := atomic.LoadUint64(h.w(mTable))
 	page := off >> pageShift
 	if off < h.geo.lo || off >= size || page >= atomic.LoadUint64(h.w(mManaged)) || t+(page+1)*descLen > size {
@@ -227,7 +245,7 @@ func (h *heap) liveCell(off, size uint64) (uint64, bool) {
 	if atomic.LoadUint64(h.w(mTable)) != t {
 		return 0, false
 	}
-	return dClass(w0), true
+	return uint8(dClass(w0)), true
 }
 
 // allocCachedSlow is Allocate's path when the magazine had no cell:
@@ -263,7 +281,7 @@ func (s *Segment) allocCachedSlow(n int) (off, usable uint64, err error) {
 // held.
 func (s *Segment) refillPop(n int) (off, usable uint64, ok bool) {
 	s.makeMagazine()
-	c := uint64(classOf[(n+15)>>4])
+	c := classOf[(n+15)>>4]
 	h := s.h
 	p := pin.Pin()
 	defer pin.Unpin()
@@ -276,21 +294,21 @@ func (s *Segment) refillPop(n int) (off, usable uint64, ok bool) {
 	}
 	cw := m.count(c)
 	k := *cw
-	if k > magCap[c] {
-		h.fail("block cache at offset %d: class %d counts %d cells, more than its %d slots", m.off, classes[c].size, k, magCap[c])
+	if k > mc[c].cap {
+		h.fail("block cache at offset %d: class %d counts %d cells, more than its %d slots", h.offset(m), classes[c].size, k, mc[c].cap)
 		return 0, 0, false
 	}
 	if k == 0 {
-		if h.get(classHead(c)) == 0 {
+		if h.get(classHead(uint64(c))) == 0 {
 			// No run with a free cell: the plain path cuts one (and may
 			// grow the segment, which a pinned goroutine must not).
 			return 0, 0, false
 		}
 		err := s.heldOp(opAllocate, func() error {
 			var cells [32]uint64
-			want := magCap[c] / 2
+			want := mc[c].cap / 2
 			got := uint64(0)
-			for got < want && h.j.Room() >= refillRoom && h.get(classHead(c)) != 0 {
+			for got < want && h.j.Room() >= refillRoom && h.get(classHead(uint64(c))) != 0 {
 				n, err := h.grabCells(int(c), cells[:want-got])
 				if err != nil {
 					return err
@@ -301,7 +319,10 @@ func (s *Segment) refillPop(n int) (off, usable uint64, ok bool) {
 					got++
 				}
 			}
-			h.set(uintptr(m.off+magAt[c]), got)
+			if cacheHook != nil {
+				cacheHook("refill")
+			}
+			h.set(uintptr(h.offset(m)+mc[c].at), got)
 			return nil
 		})
 		if err != nil {
@@ -314,7 +335,7 @@ func (s *Segment) refillPop(n int) (off, usable uint64, ok bool) {
 	off = *m.slot(c, k-1)
 	size := classes[c].size
 	if off < h.geo.lo || off%16 != 0 || off+size > uint64(s.env.Size()) {
-		h.fail("block cache at offset %d holds cell offset %d, outside the segment's data", m.off, off)
+		h.fail("block cache at offset %d holds cell offset %d, outside the segment's data", h.offset(m), off)
 		return 0, 0, false
 	}
 	journal.StoreOrdered(cw, k-1)
@@ -363,7 +384,7 @@ func (s *Segment) flushPush(off uint64) bool {
 	if err != nil || dKind(b.w0) != kRun {
 		return false // the plain path frees it, or says why not
 	}
-	c := dClass(b.w0)
+	c := uint8(dClass(b.w0))
 	s.makeMagazine()
 	p := pin.Pin()
 	defer pin.Unpin()
@@ -375,15 +396,15 @@ func (s *Segment) flushPush(off uint64) bool {
 		return false
 	}
 	k := *m.count(c)
-	if k > magCap[c] {
-		h.fail("block cache at offset %d: class %d counts %d cells, more than its %d slots", m.off, classes[c].size, k, magCap[c])
+	if k > mc[c].cap {
+		h.fail("block cache at offset %d: class %d counts %d cells, more than its %d slots", h.offset(m), classes[c].size, k, mc[c].cap)
 		return false
 	}
-	if k == magCap[c] {
-		if err := s.flushStack(m.off, c, magCap[c]/2); err != nil {
+	if k == mc[c].cap {
+		if err := s.flushStack(h.offset(m), uint64(c), mc[c].cap/2); err != nil {
 			return false
 		}
-		if k = *m.count(c); k >= magCap[c] {
+		if k = *m.count(c); k >= mc[c].cap {
 			return false
 		}
 	}
@@ -398,14 +419,14 @@ func (s *Segment) flushPush(off uint64) bool {
 // The segment lock is held, and nobody else uses the magazine.
 func (s *Segment) flushStack(mag, c, keep uint64) error {
 	h := s.h
-	cw := uintptr(mag + magAt[c])
+	cw := uintptr(mag + mc[c].at)
 	for {
 		k := h.get(cw)
 		if k <= keep {
 			return nil
 		}
-		if k > magCap[c] {
-			return corrupt("block cache at offset %d: class %d counts %d cells, more than its %d slots", mag, classes[c].size, k, magCap[c])
+		if k > mc[c].cap {
+			return corrupt("block cache at offset %d: class %d counts %d cells, more than its %d slots", mag, classes[c].size, k, mc[c].cap)
 		}
 		o := h.get(cw + uintptr(8*k))
 		if o < h.geo.lo || o%16 != 0 || o+8 > uint64(h.size()) {
@@ -415,6 +436,9 @@ func (s *Segment) flushStack(mag, c, keep uint64) error {
 			*h.w(uintptr(o)) = 0
 		}
 		if h.freeFast(o, cw, k-1) {
+			if cacheHook != nil {
+				cacheHook("flush")
+			}
 			continue
 		}
 		if err := s.heldOp(opDeallocate, func() error {
@@ -422,6 +446,9 @@ func (s *Segment) flushStack(mag, c, keep uint64) error {
 				return err
 			}
 			h.set(cw, k-1)
+			if cacheHook != nil {
+				cacheHook("flushslow")
+			}
 			return nil
 		}); err != nil {
 			return fmt.Errorf("flushing block cache at offset %d: %w", mag, err)
@@ -446,7 +473,10 @@ func (s *Segment) makeMagazine() {
 	sw := uintptr(mCaches + 8*s.env.Seat())
 	if head := h.get(sw); head != 0 {
 		if owner, err := h.magOwner(head); err != nil || owner != s.laneMe {
-			if err := s.drainSeat(s.env.Seat(), s.report.Addf); err != nil {
+			s.repMu.Lock()
+			err := s.drainSeat(s.env.Seat(), s.report.Addf)
+			s.repMu.Unlock()
+			if err != nil {
 				s.noteCorrupt(err)
 				return
 			}
@@ -463,12 +493,15 @@ func (s *Segment) makeMagazine() {
 		*h.w(uintptr(off + magNext)) = h.get(sw)
 		*h.w(uintptr(off + magP)) = uint64(p)
 		h.set(sw, off)
+		if cacheHook != nil {
+			cacheHook("make")
+		}
 		return nil
 	})
 	if err != nil {
 		return
 	}
-	s.mags[p].Store(&magazine{base: unsafe.Add(h.base, off), off: off})
+	s.mags[p].Store((*magazine)(unsafe.Add(h.base, off)))
 	s.magMade.Store(true)
 }
 
@@ -501,7 +534,7 @@ func (s *Segment) drainSeat(seat int, add func(string, ...any)) error {
 			return err
 		}
 		for c := range uint64(len(classes)) {
-			cells += int(min(h.get(uintptr(mag+magAt[c])), magCap[c]))
+			cells += int(min(h.get(uintptr(mag+mc[c].at)), mc[c].cap))
 			if err := s.flushStack(mag, c, 0); err != nil {
 				return err
 			}
@@ -512,6 +545,9 @@ func (s *Segment) drainSeat(seat int, add func(string, ...any)) error {
 				return err
 			}
 			h.set(sw, next)
+			if cacheHook != nil {
+				cacheHook("drain")
+			}
 			return nil
 		}); err != nil {
 			return fmt.Errorf("freeing block cache at offset %d: %w", mag, err)
@@ -657,12 +693,12 @@ func (h *heap) walkCaches(fm func(seat int, mag uint64) error, f func(seat int, 
 				}
 			}
 			for c := range uint64(len(classes)) {
-				k := atomic.LoadUint64(h.w(uintptr(mag + magAt[c])))
-				if k > magCap[c] {
-					return corrupt("block cache at offset %d: class %d counts %d cells, more than its %d slots", mag, classes[c].size, k, magCap[c])
+				k := atomic.LoadUint64(h.w(uintptr(mag + mc[c].at)))
+				if k > mc[c].cap {
+					return corrupt("block cache at offset %d: class %d counts %d cells, more than its %d slots", mag, classes[c].size, k, mc[c].cap)
 				}
 				for i := range k {
-					if err := f(seat, mag, c, h.get(uintptr(mag+magAt[c]+8+8*i))); err != nil {
+					if err := f(seat, mag, c, h.get(uintptr(mag+mc[c].at+8+8*i))); err != nil {
 						return err
 					}
 				}
@@ -751,12 +787,13 @@ func (s *Segment) heldOp(op uint64, f func() error) (err error) {
 	return nil
 }
 
+// rollBackHeld undoes the journaled operation in flight. Its callers may
+// hold repMu (a takeover, Close, emptyCaches) or not, so it says nothing
+// in the report: the operation was this process's own, and a rollback
+// that fails marks the segment corrupt.
 func (s *Segment) rollBackHeld(who string) {
-	s.repMu.Lock()
-	defer s.repMu.Unlock()
 	if err := s.h.rollBack(s.env.Size(), who, func(string, ...any) {}); err != nil {
-		s.report.Addf("could not roll back %s: %v", who, err)
-		s.noteCorrupt(err)
+		s.noteCorrupt(fmt.Errorf("could not roll back %s: %w", who, err))
 	}
 }
 

@@ -748,6 +748,9 @@ func (s *Segment) allocInto(n uint64, ref uintptr) (off, usable uint64, err erro
 		}
 		return err
 	})
+	if isNoSpace(err) && s.emptyCaches() {
+		return s.allocInto(n, ref)
+	}
 	if err != nil {
 		return 0, 0, s.errf(fmt.Sprintf("allocate %d bytes", n), err)
 	}

@@ -163,11 +163,21 @@ func (s *Segment) PrepareChange(op string) error {
 
 // journaled runs f as the crash-atomic operation op: under the segment
 // lock, with every word it changes recorded in the undo journal.
+//
+// An operation that finds no space runs once more if this process's block
+// caches, or dead processes', had something to give back (emptyCaches).
 func (s *Segment) journaled(what string, op uint64, f func() error) error {
 	if err := s.lockOnly(what); err != nil {
 		return err
 	}
-	return s.runJournaled(op, f)
+	err := s.runJournaled(op, f)
+	if isNoSpace(err) && s.emptyCaches() {
+		if err := s.lockOnly(what); err != nil {
+			return err
+		}
+		err = s.runJournaled(op, f)
+	}
+	return err
 }
 
 // runJournaled is journaled with the lock already held (lockOnly). If f
