@@ -59,7 +59,8 @@ func TestCachesOnlyInLargeWritableOpens(t *testing.T) {
 // After warming up, small allocations and frees take no lock at all.
 func TestCachedPairsTakeNoLock(t *testing.T) {
 	forKinds(t, func(t *testing.T, b backing.Backing, _ string) {
-		s := mustOpen(t, b, CreateOnly)
+		s, err := Open(b, CreateOnly)
+		require.NoError(t, err)
 		for range 100 {
 			blk, err := s.Allocate(64)
 			require.NoError(t, err)
@@ -78,6 +79,20 @@ func TestCachedPairsTakeNoLock(t *testing.T) {
 		// (once): at most one lock per P.
 		assert.LessOrEqual(t, after.LockAcquisitions-before.LockAcquisitions, uint64(runtime.GOMAXPROCS(0)), "1e5 cached pairs took the segment lock")
 		require.NoError(t, s.CheckSanity())
+		require.NoError(t, s.Close())
+
+		// Without caches, each allocation and each free takes it.
+		s = mustOpen(t, b, OpenOnly, withoutCaches())
+		before, err = s.Info()
+		require.NoError(t, err)
+		for range 1000 {
+			blk, err := s.Allocate(64)
+			require.NoError(t, err)
+			require.NoError(t, s.Deallocate(blk))
+		}
+		after, err = s.Info()
+		require.NoError(t, err)
+		assert.GreaterOrEqual(t, after.LockAcquisitions-before.LockAcquisitions, uint64(2000))
 	})
 }
 
@@ -397,7 +412,8 @@ func childCacheChurn(args []string) int {
 		cacheHook = func(where string) {
 			if where == stop {
 				once.Do(func() { fmt.Println("holding") })
-				for {
+				for atomic.LoadUint32(&spinForever) == 0 {
+					// Pinned, maybe: no sleep, no yield, until the kill.
 				}
 			}
 		}
@@ -447,6 +463,8 @@ func childCacheChurn(args []string) int {
 	fmt.Fprintln(os.Stderr, "closed without reaching", stop)
 	return 1
 }
+
+var spinForever uint32
 
 // liveCells lists every live cell of the heap (cached ones included).
 func liveCells(h *heap) []uint64 {
