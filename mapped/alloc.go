@@ -141,6 +141,11 @@ func (s *Segment) deallocateAt(off uint64) error {
 		case cacheSlow:
 			return s.freeCachedSlow(off)
 		}
+		if off >= s.known.Load() {
+			// Maybe a cell past the size this process last saw (another
+			// grew the segment): look again, under the lock.
+			return s.freeCachedSlow(off)
+		}
 	}
 	if err := s.lockOnly("deallocate"); err != nil {
 		return err

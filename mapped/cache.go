@@ -257,6 +257,7 @@ func (s *Segment) allocCachedSlow(n int) (off, usable uint64, err error) {
 		if err := s.lockOnly("allocate"); err != nil {
 			return 0, 0, err
 		}
+		s.sizeNow() // the pinned paths bound offsets by the size last seen
 		var ok bool
 		if off, usable, ok = s.refillPop(n); ok {
 			s.lk.unlock()
@@ -351,6 +352,7 @@ func (s *Segment) freeCachedSlow(off uint64) error {
 	if err := s.lockOnly("deallocate"); err != nil {
 		return err
 	}
+	s.sizeNow()
 	h := s.h
 	if off >= h.geo.lo && off+8 <= uint64(s.env.Size()) && h.marked(off) && h.cachedAt(off) {
 		s.lk.unlock()

@@ -61,6 +61,19 @@ func TestCachedPairsTakeNoLock(t *testing.T) {
 	forKinds(t, func(t *testing.T, b backing.Backing, _ string) {
 		s, err := Open(b, CreateOnly)
 		require.NoError(t, err)
+		size0 := s.Size()
+		// Grow the segment with small blocks, and free them: the cells
+		// the magazines then hold lie past the size this open began with.
+		var grown [][]byte
+		for range 40000 {
+			blk, err := s.Allocate(64)
+			require.NoError(t, err)
+			grown = append(grown, blk)
+		}
+		for i := len(grown) - 1; i >= 0; i-- {
+			require.NoError(t, s.Deallocate(grown[i]))
+		}
+		require.Greater(t, s.Size(), size0)
 		for range 100 {
 			blk, err := s.Allocate(64)
 			require.NoError(t, err)

@@ -20,7 +20,17 @@
 // directory; package objects builds typed objects on it. FreeMemory is
 // exact, and CheckSanity walks every structure.
 //
-// Every change runs under the segment lock (a futex word in the segment
+// Small blocks come from per-process caches without the segment lock: a
+// writable open keeps, for each P of the Go runtime, a magazine of free
+// cells per size class in the segment, and Allocate and Deallocate pop
+// and push with the goroutine pinned to its P; cells move between the
+// magazines and the heap in batches under the lock. Cached cells count as
+// free in FreeMemory and AllMemoryDeallocated; an allocation that finds no
+// space empties this process's magazines first; Close empties them, and a
+// dead process's are given back by whoever recovers it. Segments made at
+// most 512 KiB have none.
+//
+// Every other change runs under the segment lock (a futex word in the segment
 // shared by all processes) and records the words it is about to change in
 // an undo journal; the common small-block allocation and free write one
 // intent record instead. If its process is killed at any instruction, the
