@@ -255,3 +255,27 @@ func BenchmarkMapGet(b *testing.B) {
 		})
 	}
 }
+
+type benchMutexFix struct {
+	Mu    objects.Mutex
+	Count int64
+}
+
+// BenchmarkMutexLockUnlock is mapbench's mutex_lock_unlock: an
+// uncontended Lock, a change, Unlock.
+func BenchmarkMutexLockUnlock(b *testing.B) {
+	s := benchSegment(b)
+	m, err := objects.Construct(s, "mutex", benchMutexFix{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if err := m.Mu.Lock(); err != nil {
+			b.Fatal(err)
+		}
+		m.Count++
+		if err := m.Mu.Unlock(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
