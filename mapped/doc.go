@@ -72,7 +72,9 @@
 // in the segment (objects.Mutex and the others) record their holder as an
 // OwnerID and test it with OwnerAlive; the one that takes a lock over
 // from a dead holder calls Recover before it goes on.
-// Expand grows a large block in place when the pages after it are free.
+// Expand grows a large block in place when the pages after it are free;
+// Prefault has a goroutine fault in the pages of a range about to be
+// written, so that the writer does not wait for each first touch.
 // RemoveNamedDropping removes a name whose object owns blocks and frees
 // them all, as one step that recovery finishes. Info.LockAcquisitions
 // counts how often any process took the segment lock.

@@ -82,6 +82,8 @@ type Segment struct {
 	magStop  atomic.Uint32              // nonzero: goroutines keep off the caches
 	magMade  atomic.Bool                // a magazine was made (Close stops the caches)
 	noCaches bool                       // opened withoutCaches
+
+	prefault prefaulter // Prefault's goroutine and its ranges
 }
 
 // Open opens the segment in b as mode says.

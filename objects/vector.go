@@ -21,7 +21,10 @@ import (
 // the call or what it holds after, and no block leaks. An Append that
 // fits the capacity writes the elements, then publishes the length with
 // one store; a call that moves, grows or frees storage runs in a
-// mapped.Lane. Growth doubles the capacity.
+// mapped.Lane. Growth doubles the capacity (in place when the pages after
+// the storage are free); when the new capacity passes a megabyte, its
+// pages are faulted in by another goroutine (mapped.Segment.Prefault)
+// while the appends go on, so that they do not each wait for one.
 //
 // Like a Go slice it is not safe for concurrent mutation: guard it (an
 // objects.Mutex in the segment, when processes share it). At, Insert,
@@ -187,6 +190,9 @@ func (v *Vector[T]) expand(seg *mapped.Segment, c uint64) bool {
 		return false
 	}
 	journal.StoreOrdered(&v.c, uint64(usable)/size)
+	// Appends write the new capacity in order: let another core take its
+	// page faults first.
+	seg.Prefault(unsafe.Add(seg.Base(), v.data+v.n*size), int((v.c-v.n)*size))
 	return true
 }
 
@@ -229,7 +235,11 @@ func (v *Vector[T]) regrow(seg *mapped.Segment, method string, c uint64, fill fu
 	v.c = uint64(len(dst))
 	v.n = n
 	ok = true
-	return l.Commit()
+	if err := l.Commit(); err != nil {
+		return err
+	}
+	seg.Prefault(unsafe.Add(unsafe.Pointer(unsafe.SliceData(dst)), n*size), int((v.c-n)*size))
+	return nil
 }
 
 // Reserve makes the capacity at least n elements.
