@@ -279,3 +279,37 @@ func BenchmarkMutexLockUnlock(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkHashMapGet is hashmap_find: Get of a random present key in an
+// objects.HashMap[uint64, float64] of n keys.
+func BenchmarkHashMapGet(b *testing.B) {
+	for _, n := range mapBenchSizes {
+		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
+			s := benchSegment(b)
+			keys := mapBenchKeys(n)
+			m, err := objects.Construct(s, "h", objects.HashMap[uint64, float64]{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			for i, k := range keys {
+				if err := m.Set(k, float64(i)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			rng := rand.New(rand.NewPCG(42, 5))
+			idx := make([]uint32, 1<<20)
+			for i := range idx {
+				idx[i] = uint32(rng.IntN(n))
+			}
+			k := 0
+			for b.Loop() {
+				i := idx[k&(len(idx)-1)]
+				k++
+				v, ok := m.Get(keys[i])
+				if !ok || *v != float64(i) {
+					b.Fatalf("get %d: %v", keys[i], ok)
+				}
+			}
+		})
+	}
+}
