@@ -151,6 +151,9 @@ func (h *heap) extend(off, n uint64) (uint64, bool, error) {
 		return 0, false, err
 	}
 	if dKind(b.w0) != kLarge {
+		if h.marked(off) && h.cachedAt(off) {
+			return 0, false, fmt.Errorf("the block at offset %d is free (in a block cache): %w", off, ErrInvalidHandle)
+		}
 		return b.size(), b.size() >= n, nil
 	}
 	have := dPages(b.w0)

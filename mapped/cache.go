@@ -170,7 +170,7 @@ func (s *Segment) cacheAlloc(n int) (off, usable uint64, ok bool) {
 			if k := *cw; k-1 < mc[c].cap {
 				off = *m.slot(c, k-1)
 				size := mc[c].size
-				if off >= s.h.geo.lo && off%16 == 0 && off+size <= s.known.Load() {
+				if off >= s.h.geo.lo && off%16 == 0 && off <= s.known.Load()-size { // known > size: no wrap
 					journal.StoreOrdered(cw, k-1)
 					*s.h.w(uintptr(off)) = 0 // the marker
 					pin.Unpin()
@@ -263,6 +263,13 @@ func (s *Segment) allocCachedSlow(n int) (off, usable uint64, err error) {
 			s.lk.unlock()
 			return off, usable, nil
 		}
+		if fault := s.h.takeFault(); fault != nil {
+			// A bad magazine: this allocation says so (a later operation
+			// would otherwise take the fault as its own).
+			s.noteCorrupt(fault)
+			s.lk.unlock()
+			return 0, 0, fault
+		}
 		if off, usable, ok = s.h.allocFast(uint64(n), 0, 0); ok {
 			s.lk.unlock()
 			return off, usable, nil
@@ -335,7 +342,7 @@ func (s *Segment) refillPop(n int) (off, usable uint64, ok bool) {
 	}
 	off = *m.slot(c, k-1)
 	size := classes[c].size
-	if off < h.geo.lo || off%16 != 0 || off+size > uint64(s.env.Size()) {
+	if off < h.geo.lo || off%16 != 0 || off > uint64(s.env.Size())-size {
 		h.fail("block cache at offset %d holds cell offset %d, outside the segment's data", h.offset(m), off)
 		return 0, 0, false
 	}
@@ -404,6 +411,7 @@ func (s *Segment) flushPush(off uint64) bool {
 	}
 	if k == mc[c].cap {
 		if err := s.flushStack(h.offset(m), uint64(c), mc[c].cap/2); err != nil {
+			h.failWith(err) // the caller's free fails with it
 			return false
 		}
 		if k = *m.count(c); k >= mc[c].cap {
@@ -431,8 +439,13 @@ func (s *Segment) flushStack(mag, c, keep uint64) error {
 			return corrupt("block cache at offset %d: class %d counts %d cells, more than its %d slots", mag, classes[c].size, k, mc[c].cap)
 		}
 		o := h.get(cw + uintptr(8*k))
-		if o < h.geo.lo || o%16 != 0 || o+8 > uint64(h.size()) {
+		if o < h.geo.lo || o%16 != 0 || o > uint64(h.size())-8 {
 			return corrupt("block cache at offset %d holds cell offset %d, outside the segment's data", mag, o)
+		}
+		// A live cell of the class: anything else (a large block, a cell
+		// of another class, a free one) is not the cache's to free.
+		if b, err := h.blockAt(o); err != nil || dKind(b.w0) != kRun || dClass(b.w0) != c {
+			return corrupt("block cache at offset %d holds offset %d as a free %d-byte cell, which is not a live cell of that class", mag, o, classes[c].size)
 		}
 		if h.marked(o) {
 			*h.w(uintptr(o)) = 0
@@ -510,7 +523,7 @@ func (s *Segment) makeMagazine() {
 // magOwner is the owner word of the magazine at off, which must lie in
 // the segment's data.
 func (h *heap) magOwner(off uint64) (uint64, error) {
-	if off < h.geo.lo || off%pageSize != 0 || off+magBytes > uint64(h.size()) {
+	if off < h.geo.lo || off%pageSize != 0 || off > uint64(h.size())-magBytes {
 		return 0, corrupt("block cache at offset %d lies outside the segment's data", off)
 	}
 	return h.get(uintptr(off + magOwner)), nil

@@ -182,6 +182,10 @@ func (h *heap) fail(format string, args ...any) {
 	h.fault.CompareAndSwap(nil, &err)
 }
 
+// failWith records err, a corrupt finding that a helper returned, as
+// fail does, for the operation's caller to take.
+func (h *heap) failWith(err error) { h.fault.CompareAndSwap(nil, &err) }
+
 // takeFault returns and clears what fail recorded.
 func (h *heap) takeFault() error {
 	if h.fault.Load() == nil { // a plain load: the common case costs no locked instruction

@@ -203,7 +203,8 @@ const laneDrain = time.Second
 func (s *Segment) close() error {
 	s.state.Or(stClosed)
 	unregister(s)
-	if s.magMade.Load() {
+	stopped := s.magMade.Load()
+	if stopped {
 		// Goroutines pinned in a cache operation that began before the
 		// state changed end it first (the caches are emptied below).
 		s.stopCaches()
@@ -234,6 +235,13 @@ func (s *Segment) close() error {
 		// retired, no goroutine of this process can take it again (see
 		// releaseForClose).
 		s.lk.lockForClose()
+		if !stopped && s.magMade.Load() {
+			// A magazine made (under the lock) after the look above: a
+			// goroutine that saw the state before Close set it may be
+			// pinned on it. magMade stands still now that Close holds
+			// the lock.
+			s.stopCaches()
+		}
 		s.finishPending()
 		s.closeCaches()
 		c.Keep = mgrEnd
