@@ -55,13 +55,19 @@ ALLOC_CASES=alloc_free_64,alloc_free_64_2procs,alloc_many_then_free_64,alloc_mix
 CONTAINER_CASES=vector_push_back,string_set,list_push_pop
 MAP_CASES=map_insert,map_find,hashmap_insert,hashmap_find,open_existing,close_existing
 IPC_CASES=mutex_lock_unlock,queue_pingpong_64,queue_throughput_64
-CASES=${1:-$DEFAULT_CASES}
-case $CASES in
-alloc) CASES=$ALLOC_CASES ;;
-containers) CASES=$CONTAINER_CASES ;;
-maps) CASES=$MAP_CASES ;;
-ipc) CASES=$IPC_CASES ;;
-esac
+# The argument is a comma list of case names and group names (alloc,
+# containers, maps, ipc), each group standing for its cases.
+CASES=
+IFS=, read -r -a wanted <<<"${1:-$DEFAULT_CASES}"
+for w in "${wanted[@]}"; do
+	case $w in
+	alloc) w=$ALLOC_CASES ;;
+	containers) w=$CONTAINER_CASES ;;
+	maps) w=$MAP_CASES ;;
+	ipc) w=$IPC_CASES ;;
+	esac
+	CASES=${CASES:+$CASES,}$w
+done
 ROUNDS=${ROUNDS:-3}
 BACKINGS=shm,file,heap
 BUILD_DIR=bench/boost/build
