@@ -121,6 +121,12 @@ func buildMagazines() (t [256]magClass) {
 	return t
 }
 
+// badCount is the error of a magazine whose count for class c, k, is more
+// than the class's slots.
+func badCount(mag uint64, c uint8, k uint64) error {
+	return corrupt("block cache at offset %d: class %d counts %d cells, more than its %d slots", mag, mc[c].size, k, mc[c].cap)
+}
+
 // magazine is a magazine's memory in the segment.
 type magazine struct{ _ [magBytes]byte }
 
@@ -303,7 +309,7 @@ func (s *Segment) refillPop(n int) (off, usable uint64, ok bool) {
 	cw := m.count(c)
 	k := *cw
 	if k > mc[c].cap {
-		h.fail("block cache at offset %d: class %d counts %d cells, more than its %d slots", h.offset(m), classes[c].size, k, mc[c].cap)
+		h.failWith(badCount(h.offset(m), c, k))
 		return 0, 0, false
 	}
 	if k == 0 {
@@ -406,7 +412,7 @@ func (s *Segment) flushPush(off uint64) bool {
 	}
 	k := *m.count(c)
 	if k > mc[c].cap {
-		h.fail("block cache at offset %d: class %d counts %d cells, more than its %d slots", h.offset(m), classes[c].size, k, mc[c].cap)
+		h.failWith(badCount(h.offset(m), c, k))
 		return false
 	}
 	if k == mc[c].cap {
@@ -436,7 +442,7 @@ func (s *Segment) flushStack(mag, c, keep uint64) error {
 			return nil
 		}
 		if k > mc[c].cap {
-			return corrupt("block cache at offset %d: class %d counts %d cells, more than its %d slots", mag, classes[c].size, k, mc[c].cap)
+			return badCount(mag, uint8(c), k)
 		}
 		o := h.get(cw + uintptr(8*k))
 		if o < h.geo.lo || o%16 != 0 || o > uint64(h.size())-8 {
@@ -710,7 +716,7 @@ func (h *heap) walkCaches(fm func(seat int, mag uint64) error, f func(seat int, 
 			for c := range uint64(len(classes)) {
 				k := atomic.LoadUint64(h.w(uintptr(mag + mc[c].at)))
 				if k > mc[c].cap {
-					return corrupt("block cache at offset %d: class %d counts %d cells, more than its %d slots", mag, classes[c].size, k, mc[c].cap)
+					return badCount(mag, uint8(c), k)
 				}
 				for i := range k {
 					if err := f(seat, mag, c, h.get(uintptr(mag+mc[c].at+8+8*i))); err != nil {
