@@ -91,8 +91,9 @@
 //
 // Mutex, RWMutex, Cond and Semaphore live in the segment (a field of a
 // value there, or named) and are shared by the goroutines of every process
-// that maps it. They wait on futexes (no system call uncontended: Lock
-// and Unlock are a compare-and-swap each). A lock is held by an open of
+// that maps it. They wait on futexes (no system call uncontended: a
+// Mutex's Lock is a compare-and-swap and its Unlock a plain store, see
+// Mutex; the others' are a compare-and-swap each). A lock is held by an open of
 // the segment (a process), not a goroutine. They are robust: a process
 // that dies holding a Mutex, or an RWMutex for writing, hands it to the
 // next locker with ErrOwnerDied, after the dead process's lanes (its

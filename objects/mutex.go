@@ -2,6 +2,7 @@ package objects
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 	"unsafe"
 
@@ -27,33 +28,94 @@ import (
 // holder's liveness); a Lock that finds the lock held by a process long
 // gone takes it over at once.
 //
-// Uncontended, Lock is one compare-and-swap and Unlock another, with no
-// system call. A contended Lock spins a little, then sleeps on a futex;
+// Uncontended, Lock is one compare-and-swap and Unlock a plain store
+// and a load: no locked instruction and no system call (see the layout
+// below for why that is safe). A contended Lock spins a little, then sleeps on a futex;
 // at most one goroutine per process sleeps per Mutex (the others wait in
 // Go, where LockContext can cancel them), since each holds an OS thread.
 //
 // In a segment opened read-only every method is mapped.ErrReadOnly; a
 // Mutex outside an open segment (a copy in Go memory) panics.
 //
-// Layout (8 bytes): one word, 0 when unlocked, else the holder's
-// mapped.Segment.OwnerID with bit 7 set while processes may sleep
-// waiting for it (its Unlock then wakes one). The futex is its low half.
+// Layout (8 bytes): one word. Its low half is 0 when the mutex is
+// unlocked; when it is locked the word is the holder's
+// mapped.Segment.OwnerID (seat+1 in bits 0-6, so the low half is never 0,
+// the attach id from bit 8), with bit 63 set while processes may sleep
+// waiting for it. An unlocked word may keep the last holder's bits 32-62
+// (and, for a moment, bit 63): only the low half says free. The futex is
+// the high half, the one that holds bit 63.
+//
+// Why Unlock needs no locked instruction. Unlock checks that the word is
+// its own id with bit 63 clear, stores 0 into the low half only, then
+// loads the high half; if bit 63 is set there it clears it (a
+// compare-and-swap) and wakes one sleeper. The store may still sit in its
+// CPU's store buffer when that load runs, so a waiter that sets bit 63
+// meanwhile might not be seen. So a waiter, after setting bit 63, runs
+// membarrier(2)'s global expedited barrier, which makes the running
+// threads of every registered process drain their stores, and then looks
+// again: if the word is not what it saw (the holder's store landed), it
+// does not sleep; if it is, the holder's store comes after the barrier,
+// so its load sees bit 63 and it wakes a sleeper. A waiter sleeps on the
+// futex only while the high half still has bit 63 set, and every unlock
+// that wakes clears it first, so no wake-up falls between the look and
+// the sleep; the one it wakes sets the bit again when it takes the lock
+// or goes back to sleep, for the others. A process uses this Unlock once
+// it registered for the barrier (its first Unlock starts that); where
+// membarrier(2) is refused, Unlock is a compare-and-swap (as it is until
+// the registration, made in the background, is done), and a waiter
+// whose barrier is refused relies on its timed sleep (20 ms) to bound a
+// missed wake-up.
 type Mutex struct {
 	w uint64
 }
 
 const (
-	mutexName    = "Mutex"
-	lockWaiters  = 0x80
-	lockHolderOf = ^uint64(lockWaiters)
+	mutexName   = "Mutex"
+	lockWaiters = uint64(1) << 63
 )
+
+// holderOf is the holder's id in lock word v, 0 when it is unlocked.
+func holderOf(v uint64) uint64 {
+	if uint32(v) == 0 {
+		return 0
+	}
+	return v &^ lockWaiters
+}
+
+// ownerOf is this open's id as a lock word holds it.
+func ownerOf(seg *mapped.Segment) uint64 { return seg.OwnerID() &^ lockWaiters }
+
+// fenced says this process registered for futex.Fence, so that its
+// Unlocks may release with a plain store.
+var fenced atomic.Bool
+
+// mutexSleeps counts this process's sleeps in a Mutex's futex, and
+// mutexMissed the sleeps that timed out to find the mutex unlocked (a
+// wake-up that never came, or an Unlock just after the timeout): the
+// tests read them.
+var mutexSleeps, mutexMissed atomic.Int64
+
+// registerFence registers this process for futex.Fence, once, in the
+// background: registering waits for an RCU grace period (about 10 ms
+// here), which the Unlock that asks for it should not. Until it is done
+// Unlock takes the compare-and-swap path; fenceDone is closed then.
+var registerFence = sync.OnceFunc(func() {
+	go func() {
+		if futex.RegisterFence() == nil {
+			fenced.Store(true)
+		}
+		close(fenceDone)
+	}()
+})
+
+var fenceDone = make(chan struct{})
 
 // Lock locks m, waiting while another process or goroutine holds it.
 // ErrOwnerDied says the holder died; the lock is held by the caller then
 // too.
 func (m *Mutex) Lock() error {
 	seg := mapped.SegmentAt(unsafe.Pointer(m))
-	if seg != nil && seg.CanChange() && atomic.CompareAndSwapUint64(&m.w, 0, seg.OwnerID()) {
+	if seg != nil && seg.CanChange() && atomic.CompareAndSwapUint64(&m.w, 0, ownerOf(seg)) {
 		return nil
 	}
 	return m.lockSlow(context.Background(), seg, "Lock")
@@ -63,7 +125,7 @@ func (m *Mutex) Lock() error {
 // (wrapped) without the lock.
 func (m *Mutex) LockContext(ctx context.Context) error {
 	seg := mapped.SegmentAt(unsafe.Pointer(m))
-	if seg != nil && seg.CanChange() && atomic.CompareAndSwapUint64(&m.w, 0, seg.OwnerID()) {
+	if seg != nil && seg.CanChange() && atomic.CompareAndSwapUint64(&m.w, 0, ownerOf(seg)) {
 		return nil
 	}
 	return m.lockSlow(ctx, seg, "LockContext")
@@ -76,20 +138,21 @@ func (m *Mutex) TryLock() (bool, error) {
 	if err := writable(seg, mutexName, "TryLock"); err != nil {
 		return false, err
 	}
-	me := seg.OwnerID()
+	me := ownerOf(seg)
 	for {
 		v := atomic.LoadUint64(&m.w)
-		if v&lockHolderOf == 0 {
-			if atomic.CompareAndSwapUint64(&m.w, v, me|v) {
+		holder := holderOf(v)
+		if holder == 0 {
+			if atomic.CompareAndSwapUint64(&m.w, v, me|v&lockWaiters) {
 				return true, nil
 			}
 			continue
 		}
-		if seg.OwnerAlive(v & lockHolderOf) {
+		if seg.OwnerAlive(holder) {
 			return false, nil
 		}
 		if atomic.CompareAndSwapUint64(&m.w, v, me|v&lockWaiters) {
-			return true, takeOver(seg, mutexName, "TryLock", unsafe.Pointer(m), v&lockHolderOf)
+			return true, takeOver(seg, mutexName, "TryLock", unsafe.Pointer(m), holder)
 		}
 	}
 }
@@ -110,10 +173,10 @@ func (m *Mutex) lockSlow(ctx context.Context, seg *mapped.Segment, method string
 		return ctxErr(seg, mutexName, method, p, err)
 	}
 	defer func() { <-gate }()
-	f := word32(&m.w)
+	f := high32(&m.w)
 	defer wakeOnDone(ctx, f)()
-	me := seg.OwnerID()
-	contended, check := false, true
+	me := ownerOf(seg)
+	contended, check, timedOut := false, true, false
 	for i := 0; ; i++ {
 		if err := writable(seg, mutexName, method); err != nil {
 			return err // closed meanwhile
@@ -122,9 +185,13 @@ func (m *Mutex) lockSlow(ctx context.Context, seg *mapped.Segment, method string
 			return ctxErr(seg, mutexName, method, p, err)
 		}
 		v := atomic.LoadUint64(&m.w)
-		holder := v & lockHolderOf
+		holder := holderOf(v)
+		if timedOut && holder == 0 {
+			mutexMissed.Add(1)
+		}
+		timedOut = false
 		if holder == 0 {
-			nv := me
+			nv := me | v&lockWaiters // a sleeper's bit stays
 			if contended {
 				nv |= lockWaiters // others may sleep too: our Unlock must wake one
 			}
@@ -152,8 +219,16 @@ func (m *Mutex) lockSlow(ctx context.Context, seg *mapped.Segment, method string
 			v |= lockWaiters
 		}
 		contended = true
-		if !futex.Wait(f, uint32(v), ownerPoll) {
-			check = true // timed out: is the holder alive?
+		// The holder may release with a plain store still in its store
+		// buffer, having looked for bit 63 before it was set: after the
+		// barrier that store is visible, so look again (see Mutex).
+		_ = futex.Fence() // refused: the timed sleep bounds a missed wake-up
+		if atomic.LoadUint64(&m.w) != v {
+			continue
+		}
+		mutexSleeps.Add(1)
+		if !futex.Wait(f, uint32(v>>32), ownerPoll) {
+			check, timedOut = true, true // timed out: is the holder alive?
 		}
 	}
 }
@@ -162,8 +237,15 @@ func (m *Mutex) lockSlow(ctx context.Context, seg *mapped.Segment, method string
 // nothing changed).
 func (m *Mutex) Unlock() error {
 	seg := mapped.SegmentAt(unsafe.Pointer(m))
-	if seg != nil {
-		if me := seg.OwnerID(); me != 0 && atomic.CompareAndSwapUint64(&m.w, me, 0) {
+	if seg != nil && fenced.Load() {
+		if me := ownerOf(seg); me != 0 && atomic.LoadUint64(&m.w) == me {
+			// Held by this open, nobody asleep: release with a plain store
+			// to the low half (only the holder changes it from its id),
+			// then look for a sleeper that came meanwhile (see Mutex).
+			*word32(&m.w) = 0
+			if atomic.LoadUint32(high32(&m.w))&uint32(lockWaiters>>32) != 0 {
+				wakeWaiter(&m.w)
+			}
 			return nil
 		}
 	}
@@ -178,7 +260,8 @@ func (m *Mutex) unlockSlow(seg *mapped.Segment) error {
 	if err := writable(seg, mutexName, "Unlock"); err != nil {
 		return err
 	}
-	return unlockWord(&m.w, seg.OwnerID(), func() error { return notHeld(seg, mutexName, "Unlock", p) })
+	registerFence() // from then on Unlock takes the fast path
+	return unlockWord(&m.w, ownerOf(seg), func() error { return notHeld(seg, mutexName, "Unlock", p) })
 }
 
 // unlockWord releases the lock word w held by me and wakes a sleeper if
@@ -187,14 +270,28 @@ func (m *Mutex) unlockSlow(seg *mapped.Segment) error {
 func unlockWord(w *uint64, me uint64, notHeld func() error) error {
 	for {
 		v := atomic.LoadUint64(w)
-		if v&lockHolderOf != me || me == 0 {
+		if holderOf(v) != me || me == 0 {
 			return notHeld()
 		}
 		if atomic.CompareAndSwapUint64(w, v, 0) {
 			if v&lockWaiters != 0 {
-				futex.Wake(word32(w), 1)
+				futex.Wake(high32(w), 1)
 			}
 			return nil
 		}
 	}
+}
+
+// wakeWaiter clears bit 63 of the lock word w, which an Unlock found set
+// after it released the word, and wakes one sleeper. Clearing it first
+// changes the futex word, so a waiter between its last look and its sleep
+// does not sleep (see Mutex).
+func wakeWaiter(w *uint64) {
+	for {
+		v := atomic.LoadUint64(w)
+		if v&lockWaiters == 0 || atomic.CompareAndSwapUint64(w, v, v&^lockWaiters) {
+			break
+		}
+	}
+	futex.Wake(high32(w), 1)
 }

@@ -81,6 +81,15 @@ func childSync(args []string) int {
 	case "count": // count N G: G goroutines each add 1 to Count N times under Mu
 		n, _ := strconv.Atoi(args[2])
 		g, _ := strconv.Atoi(args[3])
+		// The first Unlock registers for the barrier the plain-store
+		// Unlock needs, in the background: wait for it.
+		if err := fx.Mu.Lock(); err != nil {
+			return fail(err)
+		}
+		if err := fx.Mu.Unlock(); err != nil {
+			return fail(err)
+		}
+		<-fenceDone
 		fmt.Println("ready")
 		proctest.Lines().Scan() // go
 		var wg sync.WaitGroup
@@ -109,7 +118,7 @@ func childSync(args []string) int {
 		for err := range errs {
 			return fail(err)
 		}
-		fmt.Println("done")
+		fmt.Println("done", mutexSleeps.Load(), mutexMissed.Load(), fenced.Load())
 	case "hold": // hold LOCK: take the lock, say so, wait to be killed
 		if err := lockFor(fx, args[2]); err != nil {
 			return fail(err)
@@ -251,11 +260,22 @@ func TestMutexExclusionAcrossProcesses(t *testing.T) {
 		for _, c := range cs {
 			c.Send("go")
 		}
+		var sleeps, missed int64
 		for _, c := range cs {
-			c.Expect("done")
+			var s, m int64
+			var fast bool
+			_, err := fmt.Sscanf(c.Expect("done"), "%d %d %t", &s, &m, &fast)
+			require.NoError(t, err)
 			require.Equal(t, 0, c.Wait(), c.Stderr())
+			sleeps, missed = sleeps+s, missed+m
+			assert.True(t, fast, "the children's Unlocks took the plain-store path")
 		}
 		assert.Equal(t, int64(procs*gs*n), fx.Count)
+		// Unlock's plain store must not lose a sleeper's wake-up: a sleep
+		// that times out (20 ms) to find the mutex free is one that did.
+		t.Logf("%d sleeps in the futex, %d timed out to find the mutex free", sleeps, missed)
+		assert.Positive(t, sleeps, "no process slept: the wake-up path went untested")
+		assert.Zero(t, missed, "sleepers missed their wake-ups")
 		require.NoError(t, fx.Mu.Lock())
 		require.NoError(t, fx.Mu.Unlock())
 		require.NoError(t, seg.CheckSanity())

@@ -41,6 +41,9 @@ const spins = 30
 // (little-endian).
 func word32(w *uint64) *uint32 { return (*uint32)(unsafe.Pointer(w)) }
 
+// high32 is the other half of the 64-bit word at w (its bits 32-63).
+func high32(w *uint64) *uint32 { return (*uint32)(unsafe.Add(unsafe.Pointer(w), 4)) }
+
 // gates holds, per lock address, this process's gate: a goroutine holds
 // it while it waits in the lock's slow path, so at most one goroutine of
 // a process sleeps in FUTEX_WAIT (and holds an OS thread) per lock; the

@@ -37,3 +37,37 @@ func Wake(addr *uint32, n int) {
 
 // WakeAll wakes every sleeper in Wait on addr.
 func WakeAll(addr *uint32) { Wake(addr, 1<<31-1) }
+
+// membarrier(2) commands (linux/membarrier.h).
+const (
+	mbGlobalExpedited         = 1 << 1
+	mbRegisterGlobalExpedited = 1 << 2
+)
+
+// RegisterFence registers this process with the kernel for Fence
+// (MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED): from then on, a Fence in
+// any process makes each of this process's running threads execute a
+// full memory barrier. It is an error where membarrier(2) is missing or
+// refused (an old kernel, a seccomp filter).
+func RegisterFence() error {
+	_, _, errno := unix.Syscall(unix.SYS_MEMBARRIER, mbRegisterGlobalExpedited, 0, 0)
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+// Fence makes every running thread of every process registered with
+// RegisterFence execute a full memory barrier before it returns
+// (MEMBARRIER_CMD_GLOBAL_EXPEDITED, an inter-processor interrupt; about
+// 0.6 µs here): a store such a thread made before the barrier is visible
+// to the caller afterwards, even one still in its CPU's store buffer.
+// Threads not running have passed a barrier already (a context switch is
+// one).
+func Fence() error {
+	_, _, errno := unix.Syscall(unix.SYS_MEMBARRIER, mbGlobalExpedited, 0, 0)
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
