@@ -25,8 +25,8 @@ import (
 // The words:
 //
 //	offset  what
-//	0       magic "MSHEAP06" (the format of the manager area, heap and
-//	        name directory; "MSHEAP01" to "MSHEAP05" segments are
+//	0       magic "MSHEAP07" (the format of the manager area, heap and
+//	        name directory; "MSHEAP01" to "MSHEAP06" segments are
 //	        ErrVersion)
 //	8       segment lock (64-bit word, its low half a futex; see lock.go)
 //	16      descriptor table offset
@@ -93,7 +93,7 @@ const (
 
 	numBins  = 64
 	descLen  = 16
-	mgrMagic = 0x36305041454853_4d // "MSHEAP06" little-endian
+	mgrMagic = 0x37305041454853_4d // "MSHEAP07" little-endian
 
 	rootManager = 0 // the header root that holds mgrOff
 )

@@ -305,7 +305,7 @@ func TestBadFiles(t *testing.T) {
 			require.NoError(t, os.Truncate(p, 32<<10))
 		}, ErrCorrupt, "the backing has 32768"},
 	}
-	for _, old := range []string{"01", "02", "03", "04", "05"} {
+	for _, old := range []string{"01", "02", "03", "04", "05", "06"} {
 		cases = append(cases, struct {
 			name  string
 			setup func(t *testing.T, p string)
@@ -314,7 +314,7 @@ func TestBadFiles(t *testing.T) {
 		}{"manager format " + old, func(t *testing.T, p string) {
 			require.NoError(t, os.Rename(writeSegmentFile(t), p))
 			patchFile(t, p, mgrOff, []byte("MSHEAP"+old))
-		}, ErrVersion, `segment manager format "` + old + `", this build reads "06"`})
+		}, ErrVersion, `segment manager format "` + old + `", this build reads "07"`})
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -1102,7 +1102,7 @@ func resolveRegions(t *testing.T, base []byte) ([]resolved, int) {
 		name := string(base[s.off+recHeaderLen : s.off+s.n])
 		assert.True(t, names[name], "record at %d holds %q, not a baseline name", s.off, name)
 	}
-	assert.Equal(t, "MSHEAP06", string(base[mgrOff:mgrOff+8]), "manager magic: is the layout table up to date?")
+	assert.Equal(t, "MSHEAP07", string(base[mgrOff:mgrOff+8]), "manager magic: is the layout table up to date?")
 	assert.Equal(t, "MAPSTORE", string(base[headerAOff:headerAOff+8]))
 	assert.Equal(t, "MAPSTORE", string(base[headerBOff:headerBOff+8]))
 	assert.Equal(t, uint64(segSize), binary.LittleEndian.Uint64(base[liveSizeOff:]), "live size word")
