@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"github.com/mapstore/mapstore/internal/futex"
@@ -60,11 +61,15 @@ import (
 // that wakes clears it first, so no wake-up falls between the look and
 // the sleep; the one it wakes sets the bit again when it takes the lock
 // or goes back to sleep, for the others. A process uses this Unlock once
-// it registered for the barrier (its first Unlock starts that); where
+// it registered for the barrier (its first Unlock starts that), and only
+// on amd64, whose stores become visible in program order (elsewhere the
+// critical section's stores could pass the releasing one). Where
 // membarrier(2) is refused, Unlock is a compare-and-swap (as it is until
 // the registration, made in the background, is done), and a waiter
-// whose barrier is refused relies on its timed sleep (20 ms) to bound a
-// missed wake-up.
+// whose barrier is refused sleeps 200 µs at a time, to bound a missed
+// wake-up. Two Unlocks racing in the holding process (a bug, as with
+// sync.Mutex) may both succeed and release a later holder's lock: Unlock
+// reports ErrNotHeld reliably only for an open that does not hold it.
 type Mutex struct {
 	w uint64
 }
@@ -115,7 +120,7 @@ var fenceDone = make(chan struct{})
 // too.
 func (m *Mutex) Lock() error {
 	seg := mapped.SegmentAt(unsafe.Pointer(m))
-	if seg != nil && seg.CanChange() && atomic.CompareAndSwapUint64(&m.w, 0, ownerOf(seg)) {
+	if seg != nil && seg.CanChange() && m.lockFast(seg) {
 		return nil
 	}
 	return m.lockSlow(context.Background(), seg, "Lock")
@@ -125,7 +130,7 @@ func (m *Mutex) Lock() error {
 // (wrapped) without the lock.
 func (m *Mutex) LockContext(ctx context.Context) error {
 	seg := mapped.SegmentAt(unsafe.Pointer(m))
-	if seg != nil && seg.CanChange() && atomic.CompareAndSwapUint64(&m.w, 0, ownerOf(seg)) {
+	if seg != nil && seg.CanChange() && m.lockFast(seg) {
 		return nil
 	}
 	return m.lockSlow(ctx, seg, "LockContext")
@@ -157,6 +162,41 @@ func (m *Mutex) TryLock() (bool, error) {
 	}
 }
 
+// lockFast takes m if it is free and nobody sleeps on it: one
+// compare-and-swap. The word may keep a former holder's bits 32-62 (its
+// Unlock cleared only the low half), so it is loaded first.
+func (m *Mutex) lockFast(seg *mapped.Segment) bool {
+	v := atomic.LoadUint64(&m.w)
+	return uint32(v) == 0 && v&lockWaiters == 0 && atomic.CompareAndSwapUint64(&m.w, v, ownerOf(seg))
+}
+
+// fenceRefusedPoll is how long a waiter sleeps at a time when its
+// barrier was refused: a plain-store Unlock may then miss its bit.
+const fenceRefusedPoll = 200 * time.Microsecond
+
+// prepareSleep readies a waiter to sleep on m while the lock word is v
+// (locked): it sets bit 63 so that the holder's Unlock wakes a sleeper,
+// runs the barrier that makes a plain-store Unlock visible (see Mutex),
+// and looks again. It returns the word to sleep on, how long at most,
+// and false when the word changed meanwhile (then the caller looks again
+// instead of sleeping).
+func (m *Mutex) prepareSleep(v uint64) (uint64, time.Duration, bool) {
+	if v&lockWaiters == 0 {
+		if !atomic.CompareAndSwapUint64(&m.w, v, v|lockWaiters) {
+			return 0, 0, false
+		}
+		v |= lockWaiters
+	}
+	// The holder may release with a plain store still in its store
+	// buffer, having looked for bit 63 before it was set: after the
+	// barrier that store is visible, so look again.
+	d := ownerPoll
+	if futex.Fence() != nil {
+		d = fenceRefusedPoll
+	}
+	return v, d, atomic.LoadUint64(&m.w) == v
+}
+
 func (m *Mutex) lockSlow(ctx context.Context, seg *mapped.Segment, method string) error {
 	p := unsafe.Pointer(m)
 	if seg == nil {
@@ -177,6 +217,15 @@ func (m *Mutex) lockSlow(ctx context.Context, seg *mapped.Segment, method string
 	defer wakeOnDone(ctx, f)()
 	me := ownerOf(seg)
 	contended, check, timedOut := false, true, false
+	// A sleeper woken by an Unlock that leaves without the lock (its
+	// context ended, the segment closed) passes the wake-up on: the
+	// Unlock cleared bit 63 and woke only it.
+	taken := false
+	defer func() {
+		if contended && !taken {
+			futex.Wake(f, 1)
+		}
+	}()
 	for i := 0; ; i++ {
 		if err := writable(seg, mutexName, method); err != nil {
 			return err // closed meanwhile
@@ -196,6 +245,7 @@ func (m *Mutex) lockSlow(ctx context.Context, seg *mapped.Segment, method string
 				nv |= lockWaiters // others may sleep too: our Unlock must wake one
 			}
 			if atomic.CompareAndSwapUint64(&m.w, v, nv) {
+				taken = true
 				return nil
 			}
 			continue
@@ -204,6 +254,7 @@ func (m *Mutex) lockSlow(ctx context.Context, seg *mapped.Segment, method string
 			check = false
 			if !seg.OwnerAlive(holder) {
 				if atomic.CompareAndSwapUint64(&m.w, v, me|v&lockWaiters) {
+					taken = true
 					return takeOver(seg, mutexName, method, p, holder)
 				}
 				continue
@@ -212,22 +263,13 @@ func (m *Mutex) lockSlow(ctx context.Context, seg *mapped.Segment, method string
 		if !spin(i) {
 			continue
 		}
-		if v&lockWaiters == 0 {
-			if !atomic.CompareAndSwapUint64(&m.w, v, v|lockWaiters) {
-				continue
-			}
-			v |= lockWaiters
-		}
-		contended = true
-		// The holder may release with a plain store still in its store
-		// buffer, having looked for bit 63 before it was set: after the
-		// barrier that store is visible, so look again (see Mutex).
-		_ = futex.Fence() // refused: the timed sleep bounds a missed wake-up
-		if atomic.LoadUint64(&m.w) != v {
+		v, d, sleep := m.prepareSleep(v)
+		if !sleep {
 			continue
 		}
+		contended = true
 		mutexSleeps.Add(1)
-		if !futex.Wait(f, uint32(v>>32), ownerPoll) {
+		if !futex.Wait(f, uint32(v>>32), d) {
 			check, timedOut = true, true // timed out: is the holder alive?
 		}
 	}
@@ -237,7 +279,7 @@ func (m *Mutex) lockSlow(ctx context.Context, seg *mapped.Segment, method string
 // nothing changed).
 func (m *Mutex) Unlock() error {
 	seg := mapped.SegmentAt(unsafe.Pointer(m))
-	if seg != nil && fenced.Load() {
+	if plainUnlock && seg != nil && fenced.Load() {
 		if me := ownerOf(seg); me != 0 && atomic.LoadUint64(&m.w) == me {
 			// Held by this open, nobody asleep: release with a plain store
 			// to the low half (only the holder changes it from its id),
@@ -265,7 +307,7 @@ func (m *Mutex) unlockSlow(seg *mapped.Segment) error {
 }
 
 // unlockWord releases the lock word w held by me and wakes a sleeper if
-// bit 7 says there may be one; a word that names another holder is
+// bit 63 says there may be one; a word that names another holder is
 // notHeld's error.
 func unlockWord(w *uint64, me uint64, notHeld func() error) error {
 	for {

@@ -441,11 +441,11 @@ func (q *Queue) await(ctx context.Context, method string, notFull bool) error {
 		if err := writable(q.seg, queueName, method); err != nil {
 			return err
 		}
-		v := e.mark()
+		v, d := e.markFenced()
 		if q.ready(notFull) {
 			return nil
 		}
-		if !futex.Wait(&e.v, v, ownerPoll) {
+		if !futex.Wait(&e.v, v, d) {
 			return nil // look again: a waker may have died before waking
 		}
 	}

@@ -37,11 +37,12 @@ const ownerPoll = 20 * time.Millisecond
 // spins is how many times a waiter yields, looking, before it sleeps.
 const spins = 30
 
-// word32 is the futex half of the 64-bit lock word at w: its low 32 bits
-// (little-endian).
+// word32 is the low half of the 64-bit word at w (its bits 0-31,
+// little-endian): a Mutex's holder half.
 func word32(w *uint64) *uint32 { return (*uint32)(unsafe.Pointer(w)) }
 
-// high32 is the other half of the 64-bit word at w (its bits 32-63).
+// high32 is the high half of the 64-bit word at w (its bits 32-63): a
+// Mutex's futex, with the waiters bit.
 func high32(w *uint64) *uint32 { return (*uint32)(unsafe.Add(unsafe.Pointer(w), 4)) }
 
 // gates holds, per lock address, this process's gate: a goroutine holds

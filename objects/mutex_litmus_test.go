@@ -1,0 +1,102 @@
+package objects
+
+import (
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// Litmus tests of the plain-store Unlock (see Mutex). Two threads meet at
+// a round number, then one runs the releasing side and the other the
+// waiting side at once, many times, so that the store-buffer window (the
+// releaser's store not yet visible when its own load runs) is hit. A
+// round is lost when the waiter would go to sleep and nothing will wake
+// it. Made without the barrier (futex.Fence a no-op), this test lost
+// about one round in seven here. (The Queue's waiters run the same
+// barrier, event.markFenced; a test of that pairing lost only about one
+// round in 100,000 without it, too rarely to test here.)
+
+// registered makes this process's Unlocks take the plain-store path.
+func registered(t *testing.T, m *Mutex) {
+	t.Helper()
+	if !plainUnlock {
+		t.Skip("Unlock is a compare-and-swap on " + runtime.GOARCH)
+	}
+	require.NoError(t, m.Lock())
+	require.NoError(t, m.Unlock())
+	<-fenceDone
+	require.True(t, fenced.Load(), "registered for the barrier")
+}
+
+// litmusBudget bounds a litmus test's rounds in time: with a busy
+// machine, a round whose other thread is not running waits for it.
+const litmusBudget = 4 * time.Second
+
+// The holder's fast Unlock against a waiter's steps before it sleeps
+// (Mutex.prepareSleep): when the waiter goes to sleep, the Unlock must
+// have seen bit 63 (and cleared it, waking a sleeper).
+func TestMutexPlainUnlockLitmus(t *testing.T) {
+	seg, _ := syncSeg(t)
+	type shared struct {
+		Mu Mutex
+		_  [56]byte
+	}
+	sh, err := Construct(seg, "litmus", shared{})
+	require.NoError(t, err)
+	registered(t, &sh.Mu)
+	me := ownerOf(seg)
+	const n = 200000
+	var signal, done atomic.Int64
+	marked := make([]bool, n+1) // the waiter set bit 63 on the held word
+	sleeps := make([]bool, n+1) // and then found it unchanged
+	go func() {
+		runtime.LockOSThread()
+		for i := int64(1); i <= n; i++ {
+			for signal.Load() < i {
+			}
+			if signal.Load() > n {
+				return
+			}
+			if v := atomic.LoadUint64(&sh.Mu.w); holderOf(v) != 0 {
+				var w uint64
+				w, _, sleeps[i] = sh.Mu.prepareSleep(v)
+				marked[i] = w != 0
+			}
+			done.Store(i)
+		}
+	}()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	deadline := time.Now().Add(litmusBudget)
+	rounds, mark, slept, lost := 0, 0, 0, 0
+	for i := int64(1); i <= n && time.Now().Before(deadline); i++ {
+		atomic.StoreUint64(&sh.Mu.w, me) // held by this open, no sleepers
+		signal.Store(i)
+		for j := 0; j < int(i%16); j++ { // vary the alignment a little
+		}
+		if err := sh.Mu.Unlock(); err != nil {
+			t.Fatal(err)
+		}
+		for done.Load() != i {
+		}
+		rounds++
+		if marked[i] {
+			mark++
+		}
+		if sleeps[i] {
+			slept++
+			if atomic.LoadUint64(&sh.Mu.w)&lockWaiters != 0 {
+				lost++ // the Unlock did not see the bit: nobody wakes the waiter
+			}
+		}
+	}
+	signal.Store(n + 1)
+	atomic.StoreUint64(&sh.Mu.w, 0)
+	t.Logf("%d rounds: the waiter set bit 63 on the held word in %d, went to sleep in %d, with no wake-up coming in %d", rounds, mark, slept, lost)
+	assert.Positive(t, mark, "the waiter never got in before the Unlock: the race went untested")
+	assert.Zero(t, lost, "a sleeper would miss its wake-up")
+}
