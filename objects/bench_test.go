@@ -3,6 +3,7 @@ package objects_test
 import (
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -16,7 +17,9 @@ import (
 var benchNames = 100_000
 
 func benchSegment(b *testing.B) *mapped.Segment {
-	name := "mapstore-objbench-" + filepath.Base(b.TempDir())
+	// The pid too: TempDir's base (001, ...) is the same in every
+	// process, and two benchmark runs at once must not share a name.
+	name := fmt.Sprintf("mapstore-objbench-%d-%s", os.Getpid(), filepath.Base(b.TempDir()))
 	s, err := mapped.Open(shm.Named(name), mapped.CreateOnly, mapped.WithSize(256<<20))
 	if err != nil {
 		b.Fatal(err)
