@@ -26,10 +26,24 @@ import (
 //	                                 whether its bytes are inline (bit
 //	                                 63); when not, the word at off+8
 //	                                 holds an owned block
-//	'H' off slot keyOff valOff len(key) key len(val) val
+//	'G' off slot keyOff valOff len(key) key len(val) val
 //	                                 a hash table: the word at off holds
 //	                                 its table block (0: none), the word
-//	                                 at off+16 its slots (slot bytes
+//	                                 at off+16 its slot count S (a
+//	                                 multiple of 8); the block holds S/8
+//	                                 groups, each a word of 8 control
+//	                                 bytes (little-endian) then 8 slots
+//	                                 of slot bytes; a slot whose control
+//	                                 byte has bit 7 set holds a key
+//	                                 owning key at keyOff and a value
+//	                                 owning val
+//	'H' off slot keyOff valOff len(key) key len(val) val
+//	                                 the hash table format before 'G',
+//	                                 which no build writes any more (its
+//	                                 drops in an older build's lane
+//	                                 records still run): the word at off
+//	                                 holds its table block (0: none), the
+//	                                 word at off+16 its slots (slot bytes
 //	                                 each); a slot whose first word is 2
 //	                                 or more holds a key owning key at
 //	                                 keyOff and a value owning val
@@ -94,12 +108,13 @@ func (sh Shape) Tree(off uintptr, g TreeGeometry) Shape {
 	return appendSub(sh, g.Val)
 }
 
-// HashTable adds a hash table whose table block is the word at off and
-// whose slot count is the word at off+16; each slot (slot bytes; its
-// first word 2 or more when it holds an entry) has a key at keyOff
+// HashTable adds a hash table (the 'G' item) whose table block is the
+// word at off and whose slot count S (a multiple of 8) is the word at
+// off+16: S/8 groups of a word of 8 control bytes then 8 slots of slot
+// bytes; a slot whose control byte has bit 7 set has a key at keyOff
 // owning key and a value at valOff owning val.
 func (sh Shape) HashTable(off, slot, keyOff, valOff uintptr, key, val Shape) Shape {
-	sh = append(sh, 'H')
+	sh = append(sh, 'G')
 	for _, v := range []uint64{uint64(off), uint64(slot), uint64(keyOff), uint64(valOff)} {
 		sh = binary.AppendUvarint(sh, v)
 	}
@@ -234,13 +249,13 @@ func (d *dropper) value(obj uint64, shape Shape, depth int) error {
 			if err := d.tree(off, &g, depth); err != nil {
 				return err
 			}
-		case 'H':
+		case 'G', 'H':
 			slot, keyOff, valOff := r.uv(), r.uv(), r.uv()
 			key, val := r.sub(), r.sub()
 			if !r.ok {
 				break
 			}
-			if err := d.hashTable(off, slot, keyOff, valOff, key, val, depth); err != nil {
+			if err := d.hashTable(off, slot, keyOff, valOff, key, val, kind == 'H', depth); err != nil {
 				return err
 			}
 		case 'A':
@@ -401,8 +416,11 @@ func (d *dropper) node(ref uint64, g *treeGeo, depth int) error {
 	return d.s.freeWord(uintptr(ref), 0, d.held)
 }
 
-// hashTable frees a hash table's entries' storage, then its table.
-func (d *dropper) hashTable(off, slot, keyOff, valOff uint64, key, val Shape, depth int) error {
+// hashTable frees a hash table's entries' storage, then its table: a
+// 'G' table, whose groups of 8 slots start with their control bytes, or
+// (old) an 'H' one, whose slots say whether they are full in their first
+// word.
+func (d *dropper) hashTable(off, slot, keyOff, valOff uint64, key, val Shape, old bool, depth int) error {
 	ref, ok := d.word(off)
 	capw, ok2 := d.word(off + 16)
 	if !ok || !ok2 {
@@ -418,13 +436,25 @@ func (d *dropper) hashTable(off, slot, keyOff, valOff uint64, key, val Shape, de
 		if err != nil {
 			return err
 		}
-		if slot < 8 || slot > 1<<20 || n > bsize/slot || keyOff >= slot || valOff > slot {
+		per := slot // block bytes per slot
+		if !old {
+			per++
+		}
+		if slot < 8 || slot > 1<<20 || n > bsize/per || keyOff >= slot || valOff > slot || !old && (slot%8 != 0 || n%8 != 0 || n*per+8 > bsize) {
 			return corrupt("hash table at %d: %d slots of %d bytes in a block of %d at %d", off, n, slot, bsize, t)
 		}
 		for i := uint64(0); i < n; i++ {
 			s := t + i*slot
-			if atomic.LoadUint64(d.s.h.w(uintptr(s))) < 2 {
-				continue
+			if old {
+				if atomic.LoadUint64(d.s.h.w(uintptr(s))) < 2 {
+					continue
+				}
+			} else {
+				grp := t + i/8*(8+8*slot) // its group: the control word, then 8 slots
+				if atomic.LoadUint64(d.s.h.w(uintptr(grp)))>>(8*(i%8))&0x80 == 0 {
+					continue
+				}
+				s = grp + 8 + i%8*slot
 			}
 			if len(key) > 0 {
 				if err := d.value(s+keyOff, key, depth+1); err != nil {

@@ -5,32 +5,46 @@ import (
 	"fmt"
 	"iter"
 	"math"
+	"math/bits"
 	"reflect"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/mapstore/mapstore/mapped"
 )
 
-// HashMap is an unordered map from K to V that lives in a segment: open
-// addressing with linear probing in one table block, and a stable hash
-// (the same in every process, every run and every build: part of the
-// segment's format). Keys are as Map's (integers, floats with NaN refused
-// and -0 equal to 0, fixed-size arrays of those, or strings looked up by
-// Go string without allocating); values are any plain data, containers
-// included. Its zero value is an empty map.
+// HashMap is an unordered map from K to V that lives in a segment: an
+// open-addressing table in one block, with a control byte per slot
+// probed a group of 8 at a time (in the manner of a Swiss table), and a
+// stable hash (the same in every process, every run and every build:
+// part of the segment's format). Keys are as Map's (integers, floats with
+// NaN refused and -0 equal to 0, fixed-size arrays of those, or strings
+// looked up by Go string without allocating); values are any plain data,
+// containers included. Its zero value is an empty map.
 //
 // Values live in the table, in place: Get and GetOrInsert return a
 // pointer valid until the next insertion (one may move the table) or
 // removal of that key. Every mutating call is crash-atomic: an insertion
-// writes the key and value into a free slot, then publishes the slot and
-// the count after its lane commits; a removal marks the slot removed and
-// frees what the entry owns after the commit; a resize builds the whole
-// new table in a new block and publishes it with the header. Like a Go
-// map it is not safe for concurrent mutation.
+// writes the key and value into a free slot, then publishes the slot's
+// control byte and the count after its lane commits; a removal marks the
+// slot free and frees what the entry owns after the commit; a resize
+// builds the whole new table in a new block and publishes it with the
+// header. Like a Go map it is not safe for concurrent mutation.
 //
 // Header (24 bytes): the table's offset (0: none), the number of keys,
-// the number of slots (a power of two). A slot: a word (0 free, 1
-// removed, otherwise the key's hash with bit 63 set), the key, the value.
+// the number of slots S (a multiple of 8, not a power of two: a table is
+// sized for its keys). The table block: S/8 groups, then a word: how
+// many more empty slots insertions may fill before the table is rebuilt
+// (at most 7 in 8 slots are full or removed). A group is a word of 8
+// control bytes (little-endian: slot j's is bits 8j to 8j+7), then its 8
+// slots (a slot: the key, then the value at the key's size rounded up to
+// 8 bytes, rounded up to 8 bytes). A control byte is 0 for an empty
+// slot, 1 for a removed one, and 0x80 | the hash's low 7 bits for a full
+// one. A key with hash x starts at group x*(S/8)>>64 (the high word of
+// the product) and probes the groups after it in turn, wrapping at the
+// table's end, until a group with an empty slot. A removal leaves a slot empty when
+// its group has an empty slot already (no probe went past it), removed
+// otherwise.
 type HashMap[K comparable, V any] struct {
 	table uint64
 	n     uint64
@@ -38,15 +52,33 @@ type HashMap[K comparable, V any] struct {
 }
 
 const (
-	hashMapName  = "HashMap"
-	slotFree     = 0
-	slotRemoved  = 1
-	slotFull     = uint64(1) << 63
-	hashMinSlots = 8
-	maxProbe     = 64 // an insertion that probes further rebuilds the table
+	hashMapName = "HashMap"
+	ctrlEmpty   = 0x00
+	ctrlRemoved = 0x01
+	ctrlFull    = 0x80 // | the hash's low 7 bits
+	groupSlots  = 8
+	maxSlots    = 1 << 40
+	bytesLo     = 0x0101010101010101 // a group's bytes' low bits
+	bytesHi     = 0x8080808080808080 // and high bits
 )
 
-func (HashMap[K, V]) containerKind() byte         { return 'H' }
+// zeroBytes has the high bit of each zero byte of x set, and no other
+// bit: exact (the borrow-based trick is not, and an empty slot must not
+// be imagined).
+func zeroBytes(x uint64) uint64 {
+	return ^((x&^bytesHi + ^uint64(bytesHi)) | x | ^uint64(bytesHi)) & bytesHi
+}
+
+// badCtrl is non-zero when a group's word w has a control byte that is
+// neither empty, removed nor full.
+func badCtrl(w uint64) uint64 { return w & ((^w & bytesHi >> 7) * 0x7e) }
+
+// withByte is w with byte j replaced by c.
+func withByte(w uint64, j uint64, c byte) uint64 {
+	return w&^(0xff<<(8*j)) | uint64(c)<<(8*j)
+}
+
+func (HashMap[K, V]) containerKind() byte         { return 'G' } // 'H': the previous format
 func (HashMap[K, V]) containerElem() reflect.Type { return reflect.TypeFor[V]() }
 func (HashMap[K, V]) mapKey() reflect.Type        { return reflect.TypeFor[K]() }
 func (HashMap[K, V]) containerShape(off uintptr, sh, elem mapped.Shape) mapped.Shape {
@@ -55,49 +87,104 @@ func (HashMap[K, V]) containerShape(off uintptr, sh, elem mapped.Shape) mapped.S
 		return sh
 	}
 	slot, valOff := hashSlot(g)
-	return sh.HashTable(off, slot, 8, valOff, g.keyShape, elem)
+	return sh.HashTable(off, slot, 0, valOff, g.keyShape, elem)
 }
 
 // hashSlot is a slot's size and its value's offset.
 func hashSlot(g *mapGeo) (slot, valOff uintptr) {
-	valOff = 8 + g.ks
-	return valOff + (g.vs+7)&^7, valOff
+	return g.ks + (g.vs+7)&^7, g.ks
+}
+
+// tableBytes is the size of a table block of s slots of slot bytes.
+func tableBytes(s, slot uint64) uint64 { return s*slot + s + 8 }
+
+// hashGeo is how a HashMap[K, V]'s table is laid out: its keys as
+// Map's, slot bytes, the value's offset in a slot, bytes per group (its
+// control word and slots).
+type hashGeo struct {
+	*mapGeo
+	slot, valOff, group uint64
+	word                bool // K is one 8-byte integer: hashed and compared as a word
+}
+
+// recentHashGeos is a small direct-mapped cache of hashGeos, keyed by the
+// type word of *HashMap[K, V], as recentGeos is for Map.
+var recentHashGeos [64]atomic.Pointer[hashGeoEntry]
+
+type hashGeoEntry struct {
+	key unsafe.Pointer
+	g   hashGeo
+}
+
+func hashGeoOf[K comparable, V any]() (*hashGeo, error) {
+	key := keyOf((*HashMap[K, V])(nil))
+	if e := recentHashGeos[uintptr(key)>>4%uintptr(len(recentHashGeos))].Load(); e != nil && e.key == key {
+		return &e.g, nil
+	}
+	return hashGeoSlow[K, V](key)
+}
+
+func hashGeoSlow[K comparable, V any](key unsafe.Pointer) (*hashGeo, error) {
+	g, err := mapGeoOf[K, V]()
+	if err != nil {
+		return nil, err
+	}
+	slot, valOff := hashSlot(g)
+	e := &hashGeoEntry{key, hashGeo{
+		mapGeo: g, slot: uint64(slot), valOff: uint64(valOff), group: 8 + groupSlots*uint64(slot),
+		word: !g.str && g.count == 1 && g.esize == 8 && (g.kind == kInt64 || g.kind == kUint64),
+	}}
+	recentHashGeos[uintptr(key)>>4%uintptr(len(recentHashGeos))].Store(e)
+	return &e.g, nil
 }
 
 // hashOp is one call's view of a hash map.
 type hashOp[K comparable, V any] struct {
 	mapOp[K, V]
-	h            *HashMap[K, V]
-	slot, valOff uint64
+	*hashGeo
+	h *HashMap[K, V]
 }
 
 func (h *HashMap[K, V]) op(method string) (hashOp[K, V], error) {
 	seg := segFor(unsafe.Pointer(h), hashMapName, method)
-	g, err := mapGeoOf[K, V]()
+	hg, err := hashGeoOf[K, V]()
 	if err != nil {
 		return hashOp[K, V]{}, fmt.Errorf("mapstore: objects.HashMap.%s: %w", method, err)
 	}
-	slot, valOff := hashSlot(g)
 	return hashOp[K, V]{
-		mapOp: mapOp[K, V]{seg: seg, g: g, base: seg.Base(), self: unsafe.Pointer(h), typ: hashMapName},
-		h:     h, slot: uint64(slot), valOff: uint64(valOff),
+		mapOp:   mapOp[K, V]{seg: seg, g: hg.mapGeo, base: seg.Base(), self: unsafe.Pointer(h), typ: hashMapName},
+		hashGeo: hg, h: h,
 	}, nil
 }
 
+// tableFits reports whether a table at t of n slots of slot bytes lies
+// in seg.
+func tableFits(seg *mapped.Segment, t, n, slot uint64) bool {
+	return n != 0 && n%groupSlots == 0 && n <= maxSlots && t%8 == 0 && seg.Holds(t, tableBytes(n, slot))
+}
+
 // tableOK checks the header against the segment: the table block holds
-// its slots.
+// its groups and growth word.
 func (o *hashOp[K, V]) tableOK() error {
-	t, n := o.h.table, o.h.slots
-	if t == 0 {
-		return nil
-	}
-	if n < hashMinSlots || n&(n-1) != 0 || n > 1<<40 || t%8 != 0 || !o.seg.Holds(t, n*o.slot) {
+	if t, n := o.h.table, o.h.slots; t != 0 && !tableFits(o.seg, t, n, o.slot) {
 		return o.corrupt("a table at offset %d of %d slots of %d bytes, outside the segment", t, n, o.slot)
 	}
 	return nil
 }
 
-func (o *hashOp[K, V]) slotAt(t, i uint64) unsafe.Pointer { return o.at(t + i*o.slot) }
+// slotAt is slot i of the table at t.
+func (o *hashOp[K, V]) slotAt(t, i uint64) unsafe.Pointer {
+	return o.at(t + i/groupSlots*o.group + 8 + i%groupSlots*o.slot)
+}
+
+// ctrlOff is the offset of the table's group g's control word.
+func (o *hashOp[K, V]) ctrlOff(g uint64) uint64 { return o.h.table + g*o.group }
+
+// growth is the table's growth word: the empty slots insertions may
+// still fill.
+func (o *hashOp[K, V]) growth() *uint64 {
+	return (*uint64)(o.at(o.h.table + o.h.slots/groupSlots*o.group))
+}
 
 // Hashing: stable, in every process, run and build.
 
@@ -159,52 +246,83 @@ func (g *mapGeo) hashFixed(k unsafe.Pointer) uint64 {
 	return h
 }
 
-// hashOf is k's hash, with bit 63 set (a full slot's word).
+// hashOf is k's hash.
 func (o *hashOp[K, V]) hashOf(k *K) uint64 {
-	var h uint64
+	if o.word {
+		return mix64(0x9e3779b97f4a7c15 ^ *(*uint64)(unsafe.Pointer(k))) // hashFixed's, for one word
+	}
 	if o.g.str {
 		s := *(*string)(unsafe.Pointer(k))
-		h = hashBytes(unsafe.Slice(unsafe.StringData(s), len(s)))
-	} else {
-		h = o.g.hashFixed(unsafe.Pointer(k))
+		return hashBytes(unsafe.Slice(unsafe.StringData(s), len(s)))
 	}
-	return h | slotFull
+	return o.g.hashFixed(unsafe.Pointer(k))
 }
 
-// find probes for k (hash h): the slot holding it (found), or the first
-// free or removed slot on its probe sequence (-1 if the table is full).
-func (o *hashOp[K, V]) find(k *K, h uint64) (at int64, free int64, found bool, probes int, err error) {
+// hashAt is the hash of the key in the slot at s (a rebuild's).
+func (o *hashOp[K, V]) hashAt(s unsafe.Pointer) (uint64, error) {
+	if o.g.str {
+		b, err := o.slotBytes(s)
+		if err != nil {
+			return 0, err
+		}
+		return hashBytes(b), nil
+	}
+	return o.hashOf((*K)(s)), nil
+}
+
+// keyEq reports whether the key in the slot at s is k.
+func (o *hashOp[K, V]) keyEq(s unsafe.Pointer, k *K) (bool, error) {
+	if o.word {
+		return *(*uint64)(s) == *(*uint64)(unsafe.Pointer(k)), nil
+	}
+	c, err := o.cmpKey(s, k)
+	return c == 0, err
+}
+
+// home is the group a hash starts its probe at, of groups.
+func home(hv, groups uint64) uint64 {
+	g, _ := bits.Mul64(hv, groups)
+	return g
+}
+
+// find probes for k (hash hv): the slot holding it (found); else free,
+// the first empty or removed slot on its probe sequence (-1: none, every
+// slot is full).
+func (o *hashOp[K, V]) find(k *K, hv uint64) (at uint64, found bool, free int64, err error) {
 	t, n := o.h.table, o.h.slots
 	free = -1
 	if t == 0 {
-		return -1, -1, false, 0, nil
+		return 0, false, -1, nil
 	}
-	mask := n - 1
-	for i, p := h&mask, uint64(0); p < n; i, p = (i+1)&mask, p+1 {
-		w := *(*uint64)(o.slotAt(t, i))
-		switch {
-		case w == slotFree:
-			if free < 0 {
-				free = int64(i)
-			}
-			return -1, free, false, int(p), nil
-		case w == slotRemoved:
-			if free < 0 {
-				free = int64(i)
-			}
-		case w == h:
-			c, err := o.cmpKey(unsafe.Add(o.slotAt(t, i), 8), k)
+	groups := n / groupSlots
+	tag := bytesLo * (ctrlFull | hv&0x7f)
+	g := home(hv, groups)
+	for p := uint64(0); p < groups; p++ {
+		w := *(*uint64)(o.at(t + g*o.group))
+		if badCtrl(w) != 0 {
+			return 0, false, 0, o.corrupt("the control word at offset %d says %#x", t+g*o.group, w)
+		}
+		for m := zeroBytes(w ^ tag); m != 0; m &= m - 1 {
+			i := g*groupSlots + uint64(bits.TrailingZeros64(m))>>3
+			eq, err := o.keyEq(o.slotAt(t, i), k)
 			if err != nil {
-				return 0, 0, false, 0, err
+				return 0, false, 0, err
 			}
-			if c == 0 {
-				return int64(i), free, true, int(p), nil
+			if eq {
+				return i, true, free, nil
 			}
-		case w < slotFull:
-			return 0, 0, false, 0, o.corrupt("a slot at offset %d says %#x", t+i*o.slot, w)
+		}
+		if m := ^w & bytesHi; m != 0 && free < 0 {
+			free = int64(g*groupSlots + uint64(bits.TrailingZeros64(m))>>3)
+		}
+		if zeroBytes(w) != 0 {
+			return 0, false, free, nil
+		}
+		if g++; g == groups {
+			g = 0
 		}
 	}
-	return -1, free, false, int(n), nil
+	return 0, false, free, nil
 }
 
 // Len is the number of keys.
@@ -219,8 +337,63 @@ func (h *HashMap[K, V]) Len() int {
 	return int(h.n)
 }
 
+// findWord is find for a one-word integer key k in the table at t (in
+// the segment at base) of n slots in groups of group bytes, which fits
+// the segment: k's slot, or nil; bad is the offset of a control word
+// that is neither empty, removed nor full, met on a probe that did not
+// find k (else 0).
+func findWord(base unsafe.Pointer, t, n, group, k uint64) (s unsafe.Pointer, bad uint64) {
+	hv := mix64(0x9e3779b97f4a7c15 ^ k) // hashFixed's, for one word
+	groups := n / groupSlots
+	tag := bytesLo * (ctrlFull | hv&0x7f)
+	g := home(hv, groups)
+	for p := groups; p > 0; p-- {
+		grp := unsafe.Add(base, t+g*group)
+		w := *(*uint64)(grp)
+		for m := zeroBytes(w ^ tag); m != 0; m &= m - 1 {
+			s := unsafe.Add(grp, 8+uint64(bits.TrailingZeros64(m))>>3*((group-8)/groupSlots))
+			if *(*uint64)(s) == k {
+				return s, 0
+			}
+		}
+		if badCtrl(w) != 0 {
+			return nil, t + g*group
+		}
+		if zeroBytes(w) != 0 {
+			return nil, 0
+		}
+		if g++; g == groups {
+			g = 0
+		}
+	}
+	return nil, 0
+}
+
 // Get returns a pointer to k's value, in place, and whether k is there.
 func (h *HashMap[K, V]) Get(k K) (*V, bool) {
+	seg := mapped.SegmentAt(unsafe.Pointer(h))
+	hg, err := hashGeoOf[K, V]()
+	if seg != nil && err == nil && hg.word {
+		t, n := h.table, h.slots
+		if t == 0 {
+			return nil, false
+		}
+		if tableFits(seg, t, n, hg.slot) {
+			s, bad := findWord(seg.Base(), t, n, hg.group, *(*uint64)(unsafe.Pointer(&k)))
+			if s != nil {
+				return (*V)(unsafe.Add(s, 8)), true
+			}
+			if bad == 0 {
+				return nil, false
+			}
+		}
+	}
+	return h.get(k)
+}
+
+// get is Get the general way (which panics with the misuse or the
+// corruption that the fast path saw).
+func (h *HashMap[K, V]) get(k K) (*V, bool) {
 	o, err := h.op("Get")
 	if err != nil {
 		panic(err)
@@ -231,7 +404,7 @@ func (h *HashMap[K, V]) Get(k K) (*V, bool) {
 	if h.table == 0 || o.g.isNaN(unsafe.Pointer(&k)) {
 		return nil, false
 	}
-	at, _, found, _, err := o.find(&k, o.hashOf(&k))
+	at, found, _, err := o.find(&k, o.hashOf(&k))
 	if err != nil {
 		panic(err)
 	}
@@ -275,12 +448,12 @@ func (h *HashMap[K, V]) put(method string, k K, v *V, overwrite bool) (*V, bool,
 	}
 	hv := o.hashOf(&k)
 	for try := 0; ; try++ {
-		at, free, found, probes, err := o.find(&k, hv)
+		at, found, free, err := o.find(&k, hv)
 		if err != nil {
 			return nil, false, err
 		}
 		if found {
-			p := unsafe.Add(o.slotAt(h.table, uint64(at)), o.valOff)
+			p := unsafe.Add(o.slotAt(h.table, at), o.valOff)
 			if !overwrite {
 				return (*V)(p), false, nil
 			}
@@ -290,17 +463,26 @@ func (h *HashMap[K, V]) put(method string, k K, v *V, overwrite bool) (*V, bool,
 			}
 			return (*V)(p), false, o.replace(method, p, v, shape)
 		}
-		// Room, without a long probe? Else rebuild first (a fresh table
-		// has no removed slots; it doubles when more than half full).
-		if free >= 0 && (h.n+1)*8 <= h.slots*7 && probes <= maxProbe || try > 0 && free >= 0 {
-			return o.insertAt(uint64(free), &k, hv, v)
+		// A removed slot is reused as it is; an empty one only while the
+		// growth word allows (else the table is rebuilt first: without
+		// removed slots, and larger if it holds many keys).
+		if free >= 0 {
+			c := *(*byte)(o.at(o.ctrlOff(uint64(free)/groupSlots) + uint64(free)%groupSlots))
+			if c == ctrlRemoved {
+				return o.insertAt(uint64(free), &k, hv, v, false)
+			}
+			if gw := *o.growth(); gw > h.slots {
+				return nil, false, o.corrupt("the growth word of the table at offset %d says %d, of %d slots", h.table, gw, h.slots)
+			} else if gw > 0 {
+				return o.insertAt(uint64(free), &k, hv, v, true)
+			}
 		}
-		if try > 1 {
+		if try > 0 {
 			return nil, false, o.corrupt("no free slot after a rebuild")
 		}
-		slots := max(h.slots, hashMinSlots)
-		if (h.n+1)*2 > slots {
-			slots *= 2
+		slots, err := o.sizeFor(h.n + 1)
+		if err != nil {
+			return nil, false, err
 		}
 		if err := o.rebuild(slots); err != nil {
 			return nil, false, err
@@ -308,8 +490,23 @@ func (h *HashMap[K, V]) put(method string, k K, v *V, overwrite bool) (*V, bool,
 	}
 }
 
-// insertAt puts k (hash hv) and *v (or zero) in free slot i.
-func (o *hashOp[K, V]) insertAt(i uint64, k *K, hv uint64, v *V) (*V, bool, error) {
+// maxFull is how many of s slots may be full or removed: 7 in 8.
+func maxFull(s uint64) uint64 { return s / groupSlots * 7 }
+
+// sizeFor is the slot count of a rebuilt table for n keys: twice as many
+// as it may hold full, in whole groups, so that at least n more
+// insertions fill it (a rebuild's cost, spread over them, is constant).
+func (o *hashOp[K, V]) sizeFor(n uint64) (uint64, error) {
+	groups := (2*n + 6) / 7
+	if n > maxSlots/4 || groups*groupSlots > maxSlots {
+		return 0, fmt.Errorf("mapstore: objects.HashMap.Set in %s: a table for %d keys: too many", o.seg.Name(), n)
+	}
+	return max(groups, 1) * groupSlots, nil
+}
+
+// insertAt puts k (hash hv) and *v (or zero) in free slot i (an empty
+// one if empty, which takes one from the growth word).
+func (o *hashOp[K, V]) insertAt(i uint64, k *K, hv uint64, v *V, empty bool) (*V, bool, error) {
 	l, err := o.seg.BeginLane()
 	if err != nil {
 		return nil, false, err
@@ -320,17 +517,22 @@ func (o *hashOp[K, V]) insertAt(i uint64, k *K, hv uint64, v *V) (*V, bool, erro
 	slot, err := b.makeSlot(&b.buf[0], k)
 	if err == nil {
 		// The slot is free: its key and value are written now, unseen
-		// until its word is published after the commit.
-		copy(unsafe.Slice((*byte)(unsafe.Add(s, 8)), o.g.ks), unsafe.Slice((*byte)(slot), o.g.ks))
+		// until its control byte is published after the commit.
+		copy(unsafe.Slice((*byte)(s), o.g.ks), unsafe.Slice((*byte)(slot), o.g.ks))
 		p := unsafe.Add(s, o.valOff)
 		if v != nil {
 			copy(unsafe.Slice((*byte)(p), o.g.vs), unsafe.Slice((*byte)(unsafe.Pointer(v)), o.g.vs))
 		} else {
 			clear(unsafe.Slice((*byte)(p), o.g.vs))
 		}
-		err = l.Store((*uint64)(s), hv)
+		cw := (*uint64)(o.at(o.ctrlOff(i / groupSlots)))
+		err = l.Store(cw, withByte(*cw, i%groupSlots, byte(ctrlFull|hv&0x7f)))
 		if err == nil {
 			err = l.Store(&o.h.n, o.h.n+1)
+		}
+		if err == nil && empty {
+			gw := o.growth()
+			err = l.Store(gw, *gw-1)
 		}
 	}
 	if err != nil {
@@ -346,7 +548,7 @@ func (o *hashOp[K, V]) insertAt(i uint64, k *K, hv uint64, v *V) (*V, bool, erro
 // rebuild moves every entry to a new table of slots slots, in a lane: the
 // new table is built in a new block, then published with the header; the
 // old block is freed after the commit (the entries' keys and values move
-// with their bytes).
+// with their bytes; each key is hashed again).
 func (o *hashOp[K, V]) rebuild(slots uint64) error {
 	l, err := o.seg.BeginLane()
 	if err != nil {
@@ -361,29 +563,48 @@ func (o *hashOp[K, V]) rebuild(slots uint64) error {
 	if err := l.Save(unsafe.Pointer(h), int(unsafe.Sizeof(*h))); err != nil {
 		return fail(err)
 	}
-	blk, err := l.Allocate(int(slots * o.slot))
+	blk, err := l.Allocate(int(tableBytes(slots, o.slot)))
 	if err != nil {
 		return fail(fmt.Errorf("mapstore: objects.HashMap: a table of %d slots: %w", slots, err))
 	}
-	clear(blk)
 	nt := offOf(o.seg, unsafe.Pointer(unsafe.SliceData(blk)))
+	groups := slots / groupSlots
+	for g := range groups { // every slot empty; their bytes are not read
+		*(*uint64)(o.at(nt + g*o.group)) = 0
+	}
 	moved := uint64(0)
 	if old := h.table; old != 0 {
-		mask := slots - 1
-		for i := range h.slots {
-			s := o.slotAt(old, i)
-			w := *(*uint64)(s)
-			if w < slotFull {
-				continue
+		for og := range h.slots / groupSlots {
+			w := *(*uint64)(o.at(old + og*o.group))
+			if badCtrl(w) != 0 {
+				return fail(o.corrupt("the control word at offset %d says %#x", old+og*o.group, w))
 			}
-			j := w & mask
-			for p := uint64(0); *(*uint64)(o.slotAt(nt, j)) != slotFree; j, p = (j+1)&mask, p+1 {
-				if p >= slots {
-					return fail(o.corrupt("more entries than slots"))
+			for m := w & bytesHi; m != 0; m &= m - 1 {
+				s := o.slotAt(old, og*groupSlots+uint64(bits.TrailingZeros64(m))>>3)
+				hv, err := o.hashAt(s)
+				if err != nil {
+					return fail(err)
 				}
+				if moved == maxFull(slots) {
+					return fail(o.corrupt("the table holds more keys than the header's %d", h.n))
+				}
+				// The first empty slot on its probe sequence (one exists:
+				// fewer keys than slots were placed so far).
+				g := home(hv, groups)
+				for ; ; g++ {
+					if g == groups {
+						g = 0
+					}
+					cw := (*uint64)(o.at(nt + g*o.group))
+					if e := zeroBytes(*cw); e != 0 {
+						j := uint64(bits.TrailingZeros64(e)) >> 3
+						*cw = withByte(*cw, j, byte(ctrlFull|hv&0x7f))
+						copy(unsafe.Slice((*byte)(o.slotAt(nt, g*groupSlots+j)), o.slot), unsafe.Slice((*byte)(s), o.slot))
+						break
+					}
+				}
+				moved++
 			}
-			copy(unsafe.Slice((*byte)(o.slotAt(nt, j)), o.slot), unsafe.Slice((*byte)(s), o.slot))
-			moved++
 		}
 		if err := l.Free(o.at(old)); err != nil {
 			return fail(err)
@@ -392,6 +613,7 @@ func (o *hashOp[K, V]) rebuild(slots uint64) error {
 			return fail(o.corrupt("the header counts %d keys, the table holds %d", h.n, moved))
 		}
 	}
+	*(*uint64)(o.at(nt + groups*o.group)) = maxFull(slots) - moved
 	h.table, h.slots, h.n = nt, slots, moved
 	return l.Commit()
 }
@@ -412,7 +634,7 @@ func (h *HashMap[K, V]) Delete(k K) (bool, error) {
 	if h.table == 0 || o.g.isNaN(unsafe.Pointer(&k)) {
 		return false, nil
 	}
-	at, _, found, _, err := o.find(&k, o.hashOf(&k))
+	at, found, _, err := o.find(&k, o.hashOf(&k))
 	if err != nil || !found {
 		return false, err
 	}
@@ -420,18 +642,29 @@ func (h *HashMap[K, V]) Delete(k K) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	s := o.slotAt(h.table, uint64(at))
+	s := o.slotAt(h.table, at)
 	l, err := o.seg.BeginLane()
 	if err != nil {
 		return false, err
 	}
 	defer l.Abort() // a no-op once it committed; a panic undoes the call
-	err = l.Store((*uint64)(s), slotRemoved)
+	// Empty if its group has an empty slot (no probe goes past the group,
+	// so none needs to see this slot taken), else removed.
+	cw := (*uint64)(o.at(o.ctrlOff(at / groupSlots)))
+	c, empty := byte(ctrlRemoved), zeroBytes(*cw) != 0
+	if empty {
+		c = ctrlEmpty
+	}
+	err = l.Store(cw, withByte(*cw, at%groupSlots, c))
 	if err == nil {
 		err = l.Store(&h.n, h.n-1)
 	}
+	if err == nil && empty {
+		gw := o.growth()
+		err = l.Store(gw, *gw+1)
+	}
 	if err == nil && len(o.g.keyShape) > 0 {
-		err = l.Drop(unsafe.Add(s, 8), 1, int(o.g.ks), o.g.keyShape)
+		err = l.Drop(s, 1, int(o.g.ks), o.g.keyShape)
 	}
 	if err == nil {
 		err = l.Drop(unsafe.Add(s, o.valOff), 1, int(o.g.vs), shape)
@@ -498,23 +731,22 @@ func (h *HashMap[K, V]) All() iter.Seq2[K, *V] {
 		if t == 0 {
 			return
 		}
-		for i := range h.slots {
-			s := o.slotAt(t, i)
-			if *(*uint64)(s) < slotFull {
-				continue
-			}
-			var k K
-			if o.g.str {
-				b, err := o.slotBytes(unsafe.Add(s, 8))
-				if err != nil {
-					panic(err)
+		for g := range h.slots / groupSlots {
+			for m := *(*uint64)(o.at(t + g*o.group)) & bytesHi; m != 0; m &= m - 1 {
+				s := o.slotAt(t, g*groupSlots+uint64(bits.TrailingZeros64(m))>>3)
+				var k K
+				if o.g.str {
+					b, err := o.slotBytes(s)
+					if err != nil {
+						panic(err)
+					}
+					*(*string)(unsafe.Pointer(&k)) = string(b)
+				} else {
+					k = *(*K)(s)
 				}
-				*(*string)(unsafe.Pointer(&k)) = string(b)
-			} else {
-				k = *(*K)(unsafe.Add(s, 8))
-			}
-			if !yield(k, (*V)(unsafe.Add(s, o.valOff))) {
-				return
+				if !yield(k, (*V)(unsafe.Add(s, o.valOff))) {
+					return
+				}
 			}
 		}
 	}
