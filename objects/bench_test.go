@@ -198,11 +198,31 @@ var mapBenchSizes = []int{100_000, 1_000_000}
 // n keys during a pass; a pass that reaches n keys starts over with a
 // fresh map (the Clear is not timed).
 func BenchmarkMapSet(b *testing.B) {
+	benchSets(b, func(s *mapped.Segment) (benchSetMap, error) {
+		return objects.Construct(s, "m", objects.Map[uint64, float64]{})
+	})
+}
+
+// BenchmarkHashMapSet is hashmap_insert: the same on an
+// objects.HashMap[uint64, float64] (its rebuilds as it grows included).
+func BenchmarkHashMapSet(b *testing.B) {
+	benchSets(b, func(s *mapped.Segment) (benchSetMap, error) {
+		return objects.Construct(s, "h", objects.HashMap[uint64, float64]{})
+	})
+}
+
+// benchSetMap is what the map_insert benchmarks use of Map and HashMap.
+type benchSetMap interface {
+	Set(k uint64, v float64) error
+	Clear() error
+}
+
+func benchSets(b *testing.B, construct func(*mapped.Segment) (benchSetMap, error)) {
 	for _, n := range mapBenchSizes {
 		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
 			s := benchSegment(b)
 			keys := mapBenchKeys(n)
-			m, err := objects.Construct(s, "m", objects.Map[uint64, float64]{})
+			m, err := construct(s)
 			if err != nil {
 				b.Fatal(err)
 			}

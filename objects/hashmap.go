@@ -25,9 +25,10 @@ import (
 // Values live in the table, in place: Get and GetOrInsert return a
 // pointer valid until the next insertion (one may move the table) or
 // removal of that key. Every mutating call is crash-atomic: an insertion
-// writes the key and value into a free slot, then publishes the slot's
-// control byte and the count after its lane commits; a removal marks the
-// slot free and frees what the entry owns after the commit; a resize
+// writes the key and value into a free slot, unseen, then sets the
+// slot's control byte, the count and the growth word in a lane that
+// saved them first (a rollback puts them back); a removal marks the slot
+// free and frees what the entry owns after its lane commits; a resize
 // builds the whole new table in a new block and publishes it with the
 // header. Like a Go map it is not safe for concurrent mutation.
 //
@@ -526,13 +527,13 @@ func (o *hashOp[K, V]) insertAt(i uint64, k *K, hv uint64, v *V, empty bool) (*V
 			clear(unsafe.Slice((*byte)(p), o.g.vs))
 		}
 		cw := (*uint64)(o.at(o.ctrlOff(i / groupSlots)))
-		err = l.Store(cw, withByte(*cw, i%groupSlots, byte(ctrlFull|hv&0x7f)))
+		err = saveSet(&l, cw, withByte(*cw, i%groupSlots, byte(ctrlFull|hv&0x7f)))
 		if err == nil {
-			err = l.Store(&o.h.n, o.h.n+1)
+			err = saveSet(&l, &o.h.n, o.h.n+1)
 		}
 		if err == nil && empty {
 			gw := o.growth()
-			err = l.Store(gw, *gw-1)
+			err = saveSet(&l, gw, *gw-1)
 		}
 	}
 	if err != nil {
@@ -543,6 +544,17 @@ func (o *hashOp[K, V]) insertAt(i uint64, k *K, hv uint64, v *V, empty bool) (*V
 		return nil, false, err
 	}
 	return (*V)(unsafe.Add(s, o.valOff)), true, nil
+}
+
+// saveSet sets the word at p to v in lane l, now: a rollback puts it
+// back. (A store left to the commit costs the redo's check of its
+// target's page; a saved word is checked where it is saved.)
+func saveSet(l *mapped.Lane, p *uint64, v uint64) error {
+	if err := l.Save(unsafe.Pointer(p), 8); err != nil {
+		return err
+	}
+	*p = v
+	return nil
 }
 
 // rebuild moves every entry to a new table of slots slots, in a lane: the
