@@ -15,7 +15,7 @@ import (
 
 // HashMap is an unordered map from K to V that lives in a segment: an
 // open-addressing table in one block, with a control byte per slot
-// probed a group of 8 at a time (in the manner of a Swiss table), and a
+// probed a group of 7 at a time (in the manner of a Swiss table), and a
 // stable hash (the same in every process, every run and every build:
 // part of the segment's format). Keys are as Map's (integers, floats with
 // NaN refused and -0 equal to 0, fixed-size arrays of those, or strings
@@ -32,24 +32,27 @@ import (
 // builds the whole new table in a new block and publishes it with the
 // header. Like a Go map it is not safe for concurrent mutation.
 //
-// Header (24 bytes): the table's offset (0: none), the number of keys,
-// the number of slots S (a multiple of 8, not a power of two: a table is
-// sized for its keys). The table block: S/8 groups, then a word: how
-// many more empty slots insertions may fill before the table is rebuilt
-// (at most 7 in 8 slots are full or removed). A group is a word of 8
-// control bytes (little-endian: slot j's is bits 8j to 8j+7), then its 8
-// slots (a slot: the key, then the value at the key's size rounded up to
-// 8 bytes, rounded up to 8 bytes). A control byte is 0 for an empty
-// slot, 1 for a removed one, and 0x80 | the hash's low 7 bits for a full
-// one. A key with hash x starts at group x*(S/8)>>64 (the high word of
-// the product) and probes the groups after it in turn, wrapping at the
-// table's end, until a group with an empty slot. A removal leaves a slot empty when
-// its group has an empty slot already (no probe went past it), removed
-// otherwise.
+// Header (24 bytes): the table block's offset (0: none), the number of
+// keys, the number of groups G of 7 slots (not a power of two: a table
+// is sized for its keys). The table block starts with a word: how many
+// more empty slots insertions may fill before the table is rebuilt (at
+// most 7 in 8 slots are full or removed). Its G groups follow, from
+// the first 64-byte boundary past that word. A group is a word of
+// control bytes (little-endian: slot j's is bits 8j to 8j+7, for j < 7;
+// the top byte is 0), then its 7 keys (each the key's size rounded up to
+// 8 bytes), then its 7 values (each V's size), the whole rounded up to 8
+// bytes, or to 64 when the control word and keys fill 64 (8-byte keys:
+// the probe's word and the key it compares share a cache line). A
+// control byte is 0 for an empty slot, 1 for a removed one, and 0x80 |
+// the hash's low 7 bits for a full one. A key with hash x starts at group
+// x*G>>64 (the high word of the product) and probes the groups after
+// it in turn, wrapping at the table's end, until a group with an empty
+// slot. A removal leaves a slot empty when its group has an empty slot
+// already (no probe went past it), removed otherwise.
 type HashMap[K comparable, V any] struct {
-	table uint64
-	n     uint64
-	slots uint64
+	table  uint64
+	n      uint64
+	groups uint64
 }
 
 const (
@@ -57,55 +60,60 @@ const (
 	ctrlEmpty   = 0x00
 	ctrlRemoved = 0x01
 	ctrlFull    = 0x80 // | the hash's low 7 bits
-	groupSlots  = 8
-	maxSlots    = 1 << 40
-	bytesLo     = 0x0101010101010101 // a group's bytes' low bits
-	bytesHi     = 0x8080808080808080 // and high bits
+	groupSlots  = 7
+	maxGroups   = 1 << 37
+	bytesLo     = 0x0001010101010101 // the slots' control bytes' low bits
+	bytesHi     = 0x0080808080808080 // and high bits
 )
 
-// zeroBytes has the high bit of each zero byte of x set, and no other
-// bit: exact (the borrow-based trick is not, and an empty slot must not
-// be imagined).
+// zeroBytes has the high bit of each zero control byte of x set, and no
+// other bit: exact (the borrow-based trick is not, and an empty slot must
+// not be imagined).
 func zeroBytes(x uint64) uint64 {
-	return ^((x&^bytesHi + ^uint64(bytesHi)) | x | ^uint64(bytesHi)) & bytesHi
+	const low7 = 0x7f7f7f7f7f7f7f7f
+	return ^((x&low7 + low7) | x | low7) & bytesHi
 }
 
 // badCtrl is non-zero when a group's word w has a control byte that is
-// neither empty, removed nor full.
-func badCtrl(w uint64) uint64 { return w & ((^w & bytesHi >> 7) * 0x7e) }
+// neither empty, removed nor full, or its top byte is not 0.
+func badCtrl(w uint64) uint64 { return w&((^w&bytesHi>>7)*0x7e) | w>>56 }
 
 // withByte is w with byte j replaced by c.
 func withByte(w uint64, j uint64, c byte) uint64 {
 	return w&^(0xff<<(8*j)) | uint64(c)<<(8*j)
 }
 
-func (HashMap[K, V]) containerKind() byte         { return 'G' } // 'H': the previous format
+func (HashMap[K, V]) containerKind() byte         { return 'G' } // 'H': the format before
 func (HashMap[K, V]) containerElem() reflect.Type { return reflect.TypeFor[V]() }
 func (HashMap[K, V]) mapKey() reflect.Type        { return reflect.TypeFor[K]() }
 func (HashMap[K, V]) containerShape(off uintptr, sh, elem mapped.Shape) mapped.Shape {
-	g, err := mapGeoOf[K, V]()
+	hg, err := hashGeoOf[K, V]()
 	if err != nil {
 		return sh
 	}
-	slot, valOff := hashSlot(g)
-	return sh.HashTable(off, slot, 0, valOff, g.keyShape, elem)
+	return sh.HashTable(off, uintptr(hg.group), 8, hg.ks, uintptr(hg.valOff), uintptr(hg.vs), hg.keyShape, elem)
 }
 
-// hashSlot is a slot's size and its value's offset.
-func hashSlot(g *mapGeo) (slot, valOff uintptr) {
-	return g.ks + (g.vs+7)&^7, g.ks
-}
-
-// tableBytes is the size of a table block of s slots of slot bytes.
-func tableBytes(s, slot uint64) uint64 { return s*slot + s + 8 }
-
-// hashGeo is how a HashMap[K, V]'s table is laid out: its keys as
-// Map's, slot bytes, the value's offset in a slot, bytes per group (its
-// control word and slots).
+// hashGeo is how a HashMap[K, V]'s table is laid out: its keys as Map's
+// (ks bytes a key, vs a value), the bytes of a group and the offset of
+// its values.
 type hashGeo struct {
 	*mapGeo
-	slot, valOff, group uint64
-	word                bool // K is one 8-byte integer: hashed and compared as a word
+	group, valOff uint64
+	word          bool // K is one 8-byte integer: hashed and compared as a word
+}
+
+// newHashGeo lays out groups for g's keys and values.
+func newHashGeo(g *mapGeo) hashGeo {
+	keys := 8 + groupSlots*uint64(g.ks)
+	group := (keys + groupSlots*uint64(g.vs) + 7) &^ 7
+	if keys <= 64 {
+		group = (group + 63) &^ 63
+	}
+	return hashGeo{
+		mapGeo: g, group: group, valOff: keys,
+		word: !g.str && g.count == 1 && g.esize == 8 && (g.kind == kInt64 || g.kind == kUint64),
+	}
 }
 
 // recentHashGeos is a small direct-mapped cache of hashGeos, keyed by the
@@ -130,16 +138,27 @@ func hashGeoSlow[K comparable, V any](key unsafe.Pointer) (*hashGeo, error) {
 	if err != nil {
 		return nil, err
 	}
-	slot, valOff := hashSlot(g)
-	e := &hashGeoEntry{key, hashGeo{
-		mapGeo: g, slot: uint64(slot), valOff: uint64(valOff), group: 8 + groupSlots*uint64(slot),
-		word: !g.str && g.count == 1 && g.esize == 8 && (g.kind == kInt64 || g.kind == kUint64),
-	}}
+	e := &hashGeoEntry{key, newHashGeo(g)}
 	recentHashGeos[uintptr(key)>>4%uintptr(len(recentHashGeos))].Store(e)
 	return &e.g, nil
 }
 
-// hashOp is one call's view of a hash map.
+// tableBytes is the size of a table block of groups groups of group
+// bytes: the growth word, up to 56 bytes to a 64-byte boundary, the
+// groups.
+func tableBytes(groups, group uint64) uint64 { return 64 + groups*group }
+
+// tableData is the offset of the first group of the table block at t.
+func tableData(t uint64) uint64 { return (t + 8 + 63) &^ 63 }
+
+// tableFits reports whether a table block at t of n groups of group
+// bytes lies in seg.
+func tableFits(seg *mapped.Segment, t, n, group uint64) bool {
+	return n != 0 && n <= maxGroups && t%8 == 0 && seg.Holds(t, tableBytes(n, group))
+}
+
+// hashOp is one call's view of a hash map. A slot's index is its group
+// times 8 plus its place in the group.
 type hashOp[K comparable, V any] struct {
 	mapOp[K, V]
 	*hashGeo
@@ -158,34 +177,35 @@ func (h *HashMap[K, V]) op(method string) (hashOp[K, V], error) {
 	}, nil
 }
 
-// tableFits reports whether a table at t of n slots of slot bytes lies
-// in seg.
-func tableFits(seg *mapped.Segment, t, n, slot uint64) bool {
-	return n != 0 && n%groupSlots == 0 && n <= maxSlots && t%8 == 0 && seg.Holds(t, tableBytes(n, slot))
-}
-
 // tableOK checks the header against the segment: the table block holds
-// its groups and growth word.
+// its growth word and groups.
 func (o *hashOp[K, V]) tableOK() error {
-	if t, n := o.h.table, o.h.slots; t != 0 && !tableFits(o.seg, t, n, o.slot) {
-		return o.corrupt("a table at offset %d of %d slots of %d bytes, outside the segment", t, n, o.slot)
+	if t, n := o.h.table, o.h.groups; t != 0 && !tableFits(o.seg, t, n, o.group) {
+		return o.corrupt("a table at offset %d of %d groups of %d bytes, outside the segment", t, n, o.group)
 	}
 	return nil
 }
 
-// slotAt is slot i of the table at t.
-func (o *hashOp[K, V]) slotAt(t, i uint64) unsafe.Pointer {
-	return o.at(t + i/groupSlots*o.group + 8 + i%groupSlots*o.slot)
-}
+// ctrlOff is the offset of group g's control word in the table whose
+// groups start at d.
+func (o *hashOp[K, V]) ctrlOff(d, g uint64) uint64 { return d + g*o.group }
 
-// ctrlOff is the offset of the table's group g's control word.
-func (o *hashOp[K, V]) ctrlOff(g uint64) uint64 { return o.h.table + g*o.group }
+// keyAt and valAt are slot i's key and value in the table whose groups
+// start at d.
+func (o *hashOp[K, V]) keyAt(d, i uint64) unsafe.Pointer {
+	return o.at(d + i>>3*o.group + 8 + i&7*uint64(o.ks))
+}
+func (o *hashOp[K, V]) valAt(d, i uint64) unsafe.Pointer {
+	return o.at(d + i>>3*o.group + o.valOff + i&7*uint64(o.vs))
+}
 
 // growth is the table's growth word: the empty slots insertions may
 // still fill.
-func (o *hashOp[K, V]) growth() *uint64 {
-	return (*uint64)(o.at(o.h.table + o.h.slots/groupSlots*o.group))
-}
+func (o *hashOp[K, V]) growth() *uint64 { return (*uint64)(o.at(o.h.table)) }
+
+// maxFull is how many slots of groups groups may be full or removed: 7
+// in 8.
+func maxFull(groups uint64) uint64 { return groups * groupSlots * 7 / 8 }
 
 // Hashing: stable, in every process, run and build.
 
@@ -259,7 +279,7 @@ func (o *hashOp[K, V]) hashOf(k *K) uint64 {
 	return o.g.hashFixed(unsafe.Pointer(k))
 }
 
-// hashAt is the hash of the key in the slot at s (a rebuild's).
+// hashAt is the hash of the key at s (a rebuild's).
 func (o *hashOp[K, V]) hashAt(s unsafe.Pointer) (uint64, error) {
 	if o.g.str {
 		b, err := o.slotBytes(s)
@@ -271,7 +291,7 @@ func (o *hashOp[K, V]) hashAt(s unsafe.Pointer) (uint64, error) {
 	return o.hashOf((*K)(s)), nil
 }
 
-// keyEq reports whether the key in the slot at s is k.
+// keyEq reports whether the key at s is k.
 func (o *hashOp[K, V]) keyEq(s unsafe.Pointer, k *K) (bool, error) {
 	if o.word {
 		return *(*uint64)(s) == *(*uint64)(unsafe.Pointer(k)), nil
@@ -290,22 +310,22 @@ func home(hv, groups uint64) uint64 {
 // the first empty or removed slot on its probe sequence (-1: none, every
 // slot is full).
 func (o *hashOp[K, V]) find(k *K, hv uint64) (at uint64, found bool, free int64, err error) {
-	t, n := o.h.table, o.h.slots
-	free = -1
+	t, groups := o.h.table, o.h.groups
 	if t == 0 {
 		return 0, false, -1, nil
 	}
-	groups := n / groupSlots
+	d := tableData(t)
 	tag := bytesLo * (ctrlFull | hv&0x7f)
+	free = -1
 	g := home(hv, groups)
-	for p := uint64(0); p < groups; p++ {
-		w := *(*uint64)(o.at(t + g*o.group))
+	for p := groups; p > 0; p-- {
+		w := *(*uint64)(o.at(o.ctrlOff(d, g)))
 		if badCtrl(w) != 0 {
-			return 0, false, 0, o.corrupt("the control word at offset %d says %#x", t+g*o.group, w)
+			return 0, false, 0, o.corrupt("the control word at offset %d says %#x", o.ctrlOff(d, g), w)
 		}
 		for m := zeroBytes(w ^ tag); m != 0; m &= m - 1 {
-			i := g*groupSlots + uint64(bits.TrailingZeros64(m))>>3
-			eq, err := o.keyEq(o.slotAt(t, i), k)
+			i := g<<3 | uint64(bits.TrailingZeros64(m))>>3
+			eq, err := o.keyEq(o.keyAt(d, i), k)
 			if err != nil {
 				return 0, false, 0, err
 			}
@@ -314,7 +334,7 @@ func (o *hashOp[K, V]) find(k *K, hv uint64) (at uint64, found bool, free int64,
 			}
 		}
 		if m := ^w & bytesHi; m != 0 && free < 0 {
-			free = int64(g*groupSlots + uint64(bits.TrailingZeros64(m))>>3)
+			free = int64(g<<3 | uint64(bits.TrailingZeros64(m))>>3)
 		}
 		if zeroBytes(w) != 0 {
 			return 0, false, free, nil
@@ -332,60 +352,51 @@ func (h *HashMap[K, V]) Len() int {
 	if h.table == 0 {
 		return 0
 	}
-	if h.n > h.slots {
-		panic(damaged(seg, hashMapName, unsafe.Pointer(h), "%d keys in %d slots", h.n, h.slots))
+	if h.n > h.groups*groupSlots {
+		panic(damaged(seg, hashMapName, unsafe.Pointer(h), "%d keys in %d groups of %d slots", h.n, h.groups, groupSlots))
 	}
 	return int(h.n)
 }
 
-// findWord is find for a one-word integer key k in the table at t (in
-// the segment at base) of n slots in groups of group bytes, which fits
-// the segment: k's slot, or nil; bad is the offset of a control word
-// that is neither empty, removed nor full, met on a probe that did not
-// find k (else 0).
-func findWord(base unsafe.Pointer, t, n, group, k uint64) (s unsafe.Pointer, bad uint64) {
-	hv := mix64(0x9e3779b97f4a7c15 ^ k) // hashFixed's, for one word
-	groups := n / groupSlots
-	tag := bytesLo * (ctrlFull | hv&0x7f)
-	g := home(hv, groups)
-	for p := groups; p > 0; p-- {
-		grp := unsafe.Add(base, t+g*group)
-		w := *(*uint64)(grp)
-		for m := zeroBytes(w ^ tag); m != 0; m &= m - 1 {
-			s := unsafe.Add(grp, 8+uint64(bits.TrailingZeros64(m))>>3*((group-8)/groupSlots))
-			if *(*uint64)(s) == k {
-				return s, 0
-			}
-		}
-		if badCtrl(w) != 0 {
-			return nil, t + g*group
-		}
-		if zeroBytes(w) != 0 {
-			return nil, 0
-		}
-		if g++; g == groups {
-			g = 0
-		}
-	}
-	return nil, 0
-}
-
 // Get returns a pointer to k's value, in place, and whether k is there.
 func (h *HashMap[K, V]) Get(k K) (*V, bool) {
+	// A one-word integer key takes a straight path, written out here (a
+	// call or two more per lookup cost about a tenth at 1e6 keys, where
+	// lookups overlap their cache misses as far as their instructions
+	// let them); misuse and corruption go the general way, which says
+	// what they are.
 	seg := mapped.SegmentAt(unsafe.Pointer(h))
-	hg, err := hashGeoOf[K, V]()
-	if seg != nil && err == nil && hg.word {
-		t, n := h.table, h.slots
+	key := keyOf((*HashMap[K, V])(nil))
+	e := recentHashGeos[uintptr(key)>>4%uintptr(len(recentHashGeos))].Load()
+	if seg != nil && e != nil && e.key == key && e.g.word {
+		t, groups, group := h.table, h.groups, e.g.group
 		if t == 0 {
 			return nil, false
 		}
-		if tableFits(seg, t, n, hg.slot) {
-			s, bad := findWord(seg.Base(), t, n, hg.group, *(*uint64)(unsafe.Pointer(&k)))
-			if s != nil {
-				return (*V)(unsafe.Add(s, 8)), true
-			}
-			if bad == 0 {
-				return nil, false
+		if groups <= maxGroups && t%8 == 0 && seg.Holds(t, tableBytes(groups, group)) {
+			kw := *(*uint64)(unsafe.Pointer(&k))
+			hv := mix64(0x9e3779b97f4a7c15 ^ kw) // hashFixed's, for one word
+			base := unsafe.Add(seg.Base(), tableData(t))
+			tag := bytesLo * (ctrlFull | hv&0x7f)
+			g := home(hv, groups)
+			for p := groups; p > 0; p-- {
+				grp := unsafe.Add(base, g*group)
+				w := *(*uint64)(grp)
+				for m := zeroBytes(w ^ tag); m != 0; m &= m - 1 {
+					j := uint64(bits.TrailingZeros64(m)) >> 3
+					if *(*uint64)(unsafe.Add(grp, 8+8*j)) == kw {
+						return (*V)(unsafe.Add(grp, e.g.valOff+j*uint64(e.g.vs))), true
+					}
+				}
+				if badCtrl(w) != 0 {
+					break
+				}
+				if zeroBytes(w) != 0 {
+					return nil, false
+				}
+				if g++; g == groups {
+					g = 0
+				}
 			}
 		}
 	}
@@ -412,7 +423,7 @@ func (h *HashMap[K, V]) get(k K) (*V, bool) {
 	if !found {
 		return nil, false
 	}
-	return (*V)(unsafe.Add(o.slotAt(h.table, uint64(at)), o.valOff)), true
+	return (*V)(o.valAt(tableData(h.table), at)), true
 }
 
 // Has reports whether k is in the map.
@@ -454,7 +465,7 @@ func (h *HashMap[K, V]) put(method string, k K, v *V, overwrite bool) (*V, bool,
 			return nil, false, err
 		}
 		if found {
-			p := unsafe.Add(o.slotAt(h.table, at), o.valOff)
+			p := o.valAt(tableData(h.table), at)
 			if !overwrite {
 				return (*V)(p), false, nil
 			}
@@ -468,41 +479,38 @@ func (h *HashMap[K, V]) put(method string, k K, v *V, overwrite bool) (*V, bool,
 		// growth word allows (else the table is rebuilt first: without
 		// removed slots, and larger if it holds many keys).
 		if free >= 0 {
-			c := *(*byte)(o.at(o.ctrlOff(uint64(free)/groupSlots) + uint64(free)%groupSlots))
-			if c == ctrlRemoved {
-				return o.insertAt(uint64(free), &k, hv, v, false)
+			i := uint64(free)
+			w := *(*uint64)(o.at(o.ctrlOff(tableData(h.table), i>>3)))
+			if byte(w>>(8*(i&7))) == ctrlRemoved {
+				return o.insertAt(i, &k, hv, v, false)
 			}
-			if gw := *o.growth(); gw > h.slots {
-				return nil, false, o.corrupt("the growth word of the table at offset %d says %d, of %d slots", h.table, gw, h.slots)
+			if gw := *o.growth(); gw > h.groups*groupSlots {
+				return nil, false, o.corrupt("the growth word of the table at offset %d says %d, of %d groups", h.table, gw, h.groups)
 			} else if gw > 0 {
-				return o.insertAt(uint64(free), &k, hv, v, true)
+				return o.insertAt(i, &k, hv, v, true)
 			}
 		}
 		if try > 0 {
 			return nil, false, o.corrupt("no free slot after a rebuild")
 		}
-		slots, err := o.sizeFor(h.n + 1)
+		groups, err := o.sizeFor(h.n + 1)
 		if err != nil {
 			return nil, false, err
 		}
-		if err := o.rebuild(slots); err != nil {
+		if err := o.rebuild(groups); err != nil {
 			return nil, false, err
 		}
 	}
 }
 
-// maxFull is how many of s slots may be full or removed: 7 in 8.
-func maxFull(s uint64) uint64 { return s / groupSlots * 7 }
-
-// sizeFor is the slot count of a rebuilt table for n keys: twice as many
-// as it may hold full, in whole groups, so that at least n more
-// insertions fill it (a rebuild's cost, spread over them, is constant).
+// sizeFor is the group count of a rebuilt table for n keys: as many
+// groups as may hold twice n full, so that at least n more insertions
+// fill it (a rebuild's cost, spread over them, is constant).
 func (o *hashOp[K, V]) sizeFor(n uint64) (uint64, error) {
-	groups := (2*n + 6) / 7
-	if n > maxSlots/4 || groups*groupSlots > maxSlots {
+	if n > maxGroups {
 		return 0, fmt.Errorf("mapstore: objects.HashMap.Set in %s: a table for %d keys: too many", o.seg.Name(), n)
 	}
-	return max(groups, 1) * groupSlots, nil
+	return max((16*n+48)/49, 1), nil // maxFull(groups) = 49 groups / 8 >= 2n
 }
 
 // insertAt puts k (hash hv) and *v (or zero) in free slot i (an empty
@@ -514,20 +522,20 @@ func (o *hashOp[K, V]) insertAt(i uint64, k *K, hv uint64, v *V, empty bool) (*V
 	}
 	defer l.Abort() // a no-op once it committed; a panic undoes the call
 	b := builder[K, V]{o: &o.mapOp, l: &l}
-	s := o.slotAt(o.h.table, i)
+	d := tableData(o.h.table)
+	p := o.valAt(d, i)
 	slot, err := b.makeSlot(&b.buf[0], k)
 	if err == nil {
 		// The slot is free: its key and value are written now, unseen
-		// until its control byte is published after the commit.
-		copy(unsafe.Slice((*byte)(s), o.g.ks), unsafe.Slice((*byte)(slot), o.g.ks))
-		p := unsafe.Add(s, o.valOff)
+		// until its control byte is set.
+		copy(unsafe.Slice((*byte)(o.keyAt(d, i)), o.ks), unsafe.Slice((*byte)(slot), o.ks))
 		if v != nil {
-			copy(unsafe.Slice((*byte)(p), o.g.vs), unsafe.Slice((*byte)(unsafe.Pointer(v)), o.g.vs))
+			copy(unsafe.Slice((*byte)(p), o.vs), unsafe.Slice((*byte)(unsafe.Pointer(v)), o.vs))
 		} else {
-			clear(unsafe.Slice((*byte)(p), o.g.vs))
+			clear(unsafe.Slice((*byte)(p), o.vs))
 		}
-		cw := (*uint64)(o.at(o.ctrlOff(i / groupSlots)))
-		err = saveSet(&l, cw, withByte(*cw, i%groupSlots, byte(ctrlFull|hv&0x7f)))
+		cw := (*uint64)(o.at(o.ctrlOff(d, i>>3)))
+		err = saveSet(&l, cw, withByte(*cw, i&7, byte(ctrlFull|hv&0x7f)))
 		if err == nil {
 			err = saveSet(&l, &o.h.n, o.h.n+1)
 		}
@@ -543,7 +551,7 @@ func (o *hashOp[K, V]) insertAt(i uint64, k *K, hv uint64, v *V, empty bool) (*V
 	if err := l.Commit(); err != nil {
 		return nil, false, err
 	}
-	return (*V)(unsafe.Add(s, o.valOff)), true, nil
+	return (*V)(p), true, nil
 }
 
 // saveSet sets the word at p to v in lane l, now: a rollback puts it
@@ -557,11 +565,11 @@ func saveSet(l *mapped.Lane, p *uint64, v uint64) error {
 	return nil
 }
 
-// rebuild moves every entry to a new table of slots slots, in a lane: the
+// rebuild moves every entry to a new table of groups groups, in a lane: the
 // new table is built in a new block, then published with the header; the
 // old block is freed after the commit (the entries' keys and values move
 // with their bytes; each key is hashed again).
-func (o *hashOp[K, V]) rebuild(slots uint64) error {
+func (o *hashOp[K, V]) rebuild(groups uint64) error {
 	l, err := o.seg.BeginLane()
 	if err != nil {
 		return err
@@ -575,29 +583,30 @@ func (o *hashOp[K, V]) rebuild(slots uint64) error {
 	if err := l.Save(unsafe.Pointer(h), int(unsafe.Sizeof(*h))); err != nil {
 		return fail(err)
 	}
-	blk, err := l.Allocate(int(tableBytes(slots, o.slot)))
+	blk, err := l.Allocate(int(tableBytes(groups, o.group)))
 	if err != nil {
-		return fail(fmt.Errorf("mapstore: objects.HashMap: a table of %d slots: %w", slots, err))
+		return fail(fmt.Errorf("mapstore: objects.HashMap: a table of %d groups of %d bytes: %w", groups, o.group, err))
 	}
 	nt := offOf(o.seg, unsafe.Pointer(unsafe.SliceData(blk)))
-	groups := slots / groupSlots
+	nd := tableData(nt)
 	for g := range groups { // every slot empty; their bytes are not read
-		*(*uint64)(o.at(nt + g*o.group)) = 0
+		*(*uint64)(o.at(o.ctrlOff(nd, g))) = 0
 	}
 	moved := uint64(0)
 	if old := h.table; old != 0 {
-		for og := range h.slots / groupSlots {
-			w := *(*uint64)(o.at(old + og*o.group))
+		od := tableData(old)
+		for og := range h.groups {
+			w := *(*uint64)(o.at(o.ctrlOff(od, og)))
 			if badCtrl(w) != 0 {
-				return fail(o.corrupt("the control word at offset %d says %#x", old+og*o.group, w))
+				return fail(o.corrupt("the control word at offset %d says %#x", o.ctrlOff(od, og), w))
 			}
 			for m := w & bytesHi; m != 0; m &= m - 1 {
-				s := o.slotAt(old, og*groupSlots+uint64(bits.TrailingZeros64(m))>>3)
-				hv, err := o.hashAt(s)
+				i := og<<3 | uint64(bits.TrailingZeros64(m))>>3
+				hv, err := o.hashAt(o.keyAt(od, i))
 				if err != nil {
 					return fail(err)
 				}
-				if moved == maxFull(slots) {
+				if moved == maxFull(groups) {
 					return fail(o.corrupt("the table holds more keys than the header's %d", h.n))
 				}
 				// The first empty slot on its probe sequence (one exists:
@@ -607,11 +616,12 @@ func (o *hashOp[K, V]) rebuild(slots uint64) error {
 					if g == groups {
 						g = 0
 					}
-					cw := (*uint64)(o.at(nt + g*o.group))
+					cw := (*uint64)(o.at(o.ctrlOff(nd, g)))
 					if e := zeroBytes(*cw); e != 0 {
-						j := uint64(bits.TrailingZeros64(e)) >> 3
-						*cw = withByte(*cw, j, byte(ctrlFull|hv&0x7f))
-						copy(unsafe.Slice((*byte)(o.slotAt(nt, g*groupSlots+j)), o.slot), unsafe.Slice((*byte)(s), o.slot))
+						j := g<<3 | uint64(bits.TrailingZeros64(e))>>3
+						*cw = withByte(*cw, j&7, byte(ctrlFull|hv&0x7f))
+						copy(unsafe.Slice((*byte)(o.keyAt(nd, j)), o.ks), unsafe.Slice((*byte)(o.keyAt(od, i)), o.ks))
+						copy(unsafe.Slice((*byte)(o.valAt(nd, j)), o.vs), unsafe.Slice((*byte)(o.valAt(od, i)), o.vs))
 						break
 					}
 				}
@@ -625,8 +635,8 @@ func (o *hashOp[K, V]) rebuild(slots uint64) error {
 			return fail(o.corrupt("the header counts %d keys, the table holds %d", h.n, moved))
 		}
 	}
-	*(*uint64)(o.at(nt + groups*o.group)) = maxFull(slots) - moved
-	h.table, h.slots, h.n = nt, slots, moved
+	*(*uint64)(o.at(nt)) = maxFull(groups) - moved
+	h.table, h.groups, h.n = nt, groups, moved
 	return l.Commit()
 }
 
@@ -654,7 +664,7 @@ func (h *HashMap[K, V]) Delete(k K) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	s := o.slotAt(h.table, at)
+	d := tableData(h.table)
 	l, err := o.seg.BeginLane()
 	if err != nil {
 		return false, err
@@ -662,24 +672,24 @@ func (h *HashMap[K, V]) Delete(k K) (bool, error) {
 	defer l.Abort() // a no-op once it committed; a panic undoes the call
 	// Empty if its group has an empty slot (no probe goes past the group,
 	// so none needs to see this slot taken), else removed.
-	cw := (*uint64)(o.at(o.ctrlOff(at / groupSlots)))
+	cw := (*uint64)(o.at(o.ctrlOff(d, at>>3)))
 	c, empty := byte(ctrlRemoved), zeroBytes(*cw) != 0
 	if empty {
 		c = ctrlEmpty
 	}
-	err = l.Store(cw, withByte(*cw, at%groupSlots, c))
+	err = saveSet(&l, cw, withByte(*cw, at&7, c))
 	if err == nil {
-		err = l.Store(&h.n, h.n-1)
+		err = saveSet(&l, &h.n, h.n-1)
 	}
 	if err == nil && empty {
 		gw := o.growth()
-		err = l.Store(gw, *gw+1)
+		err = saveSet(&l, gw, *gw+1)
 	}
 	if err == nil && len(o.g.keyShape) > 0 {
-		err = l.Drop(s, 1, int(o.g.ks), o.g.keyShape)
+		err = l.Drop(o.keyAt(d, at), 1, int(o.ks), o.g.keyShape)
 	}
 	if err == nil {
-		err = l.Drop(unsafe.Add(s, o.valOff), 1, int(o.g.vs), shape)
+		err = l.Drop(o.valAt(d, at), 1, int(o.vs), shape)
 	}
 	if err != nil {
 		l.Abort()
@@ -718,7 +728,7 @@ func (h *HashMap[K, V]) Clear() error {
 		err = l.Store(&h.n, 0)
 	}
 	if err == nil {
-		err = l.Store(&h.slots, 0)
+		err = l.Store(&h.groups, 0)
 	}
 	if err != nil {
 		l.Abort()
@@ -743,9 +753,11 @@ func (h *HashMap[K, V]) All() iter.Seq2[K, *V] {
 		if t == 0 {
 			return
 		}
-		for g := range h.slots / groupSlots {
-			for m := *(*uint64)(o.at(t + g*o.group)) & bytesHi; m != 0; m &= m - 1 {
-				s := o.slotAt(t, g*groupSlots+uint64(bits.TrailingZeros64(m))>>3)
+		d := tableData(t)
+		for g := range h.groups {
+			for m := *(*uint64)(o.at(o.ctrlOff(d, g))) & bytesHi; m != 0; m &= m - 1 {
+				i := g<<3 | uint64(bits.TrailingZeros64(m))>>3
+				s := o.keyAt(d, i)
 				var k K
 				if o.g.str {
 					b, err := o.slotBytes(s)
@@ -756,7 +768,7 @@ func (h *HashMap[K, V]) All() iter.Seq2[K, *V] {
 				} else {
 					k = *(*K)(s)
 				}
-				if !yield(k, (*V)(unsafe.Add(s, o.valOff))) {
+				if !yield(k, (*V)(o.valAt(d, i))) {
 					return
 				}
 			}
