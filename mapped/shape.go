@@ -461,7 +461,7 @@ func (d *dropper) groupTable(off uint64, g *groupGeo, depth int) error {
 			t%8 != 0 || bsize < 64 || n > (bsize-64)/g.group {
 			return corrupt("hash table at %d: %d groups of %d bytes in a block of %d at %d", off, n, g.group, bsize, t)
 		}
-		data := (t + 8 + 63) &^ 63 // the block's first 64-byte boundary past its growth word
+		data := (t + 8 + 63) &^ 63 // the block's first 64-byte boundary past its first word
 		for grp := data; grp < data+n*g.group; grp += g.group {
 			ctrl := atomic.LoadUint64(d.s.h.w(uintptr(grp)))
 			for j := uint64(0); j < 7; j++ {

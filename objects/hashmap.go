@@ -26,8 +26,8 @@ import (
 // pointer valid until the next insertion (one may move the table) or
 // removal of that key. Every mutating call is crash-atomic: an insertion
 // writes the key and value into a free slot, unseen, then sets the
-// slot's control byte, the count and the growth word in a lane that
-// saved them first (a rollback puts them back); a removal marks the slot
+// slot's control byte and the count (and the removed count, for a
+// removed slot) in a lane that saved them first (a rollback puts them back); a removal marks the slot
 // free and frees what the entry owns after its lane commits; a resize
 // builds the whole new table in a new block and publishes it with the
 // header. Like a Go map it is not safe for concurrent mutation.
@@ -35,8 +35,9 @@ import (
 // Header (24 bytes): the table block's offset (0: none), the number of
 // keys, the number of groups G of 7 slots (not a power of two: a table
 // is sized for its keys). The table block starts with a word: how many
-// more empty slots insertions may fill before the table is rebuilt (at
-// most 7 in 8 slots are full or removed). Its G groups follow, from
+// of its slots are removed (full and removed slots are at most 7 in 8;
+// an insertion that would pass that rebuilds the table first). Its G
+// groups follow, from
 // the first 64-byte boundary past that word. A group is a word of
 // control bytes (little-endian: slot j's is bits 8j to 8j+7, for j < 7;
 // the top byte is 0), then its 7 keys (each the key's size rounded up to
@@ -144,7 +145,7 @@ func hashGeoSlow[K comparable, V any](key unsafe.Pointer) (*hashGeo, error) {
 }
 
 // tableBytes is the size of a table block of groups groups of group
-// bytes: the growth word, up to 56 bytes to a 64-byte boundary, the
+// bytes: the removed count, up to 56 bytes to a 64-byte boundary, the
 // groups.
 func tableBytes(groups, group uint64) uint64 { return 64 + groups*group }
 
@@ -178,7 +179,7 @@ func (h *HashMap[K, V]) op(method string) (hashOp[K, V], error) {
 }
 
 // tableOK checks the header against the segment: the table block holds
-// its growth word and groups.
+// its removed count and groups.
 func (o *hashOp[K, V]) tableOK() error {
 	if t, n := o.h.table, o.h.groups; t != 0 && !tableFits(o.seg, t, n, o.group) {
 		return o.corrupt("a table at offset %d of %d groups of %d bytes, outside the segment", t, n, o.group)
@@ -199,9 +200,8 @@ func (o *hashOp[K, V]) valAt(d, i uint64) unsafe.Pointer {
 	return o.at(d + i>>3*o.group + o.valOff + i&7*uint64(o.vs))
 }
 
-// growth is the table's growth word: the empty slots insertions may
-// still fill.
-func (o *hashOp[K, V]) growth() *uint64 { return (*uint64)(o.at(o.h.table)) }
+// removed is the table's count of removed slots.
+func (o *hashOp[K, V]) removed() *uint64 { return (*uint64)(o.at(o.h.table)) }
 
 // maxFull is how many slots of groups groups may be full or removed: 7
 // in 8.
@@ -475,19 +475,20 @@ func (h *HashMap[K, V]) put(method string, k K, v *V, overwrite bool) (*V, bool,
 			}
 			return (*V)(p), false, o.replace(method, p, v, shape)
 		}
-		// A removed slot is reused as it is; an empty one only while the
-		// growth word allows (else the table is rebuilt first: without
-		// removed slots, and larger if it holds many keys).
+		// A removed slot is reused as it is; an empty one only while full
+		// and removed slots stay within 7 in 8 (else the table is rebuilt
+		// first: without removed slots, and larger if it holds many
+		// keys).
 		if free >= 0 {
 			i := uint64(free)
 			w := *(*uint64)(o.at(o.ctrlOff(tableData(h.table), i>>3)))
 			if byte(w>>(8*(i&7))) == ctrlRemoved {
-				return o.insertAt(i, &k, hv, v, false)
-			}
-			if gw := *o.growth(); gw > h.groups*groupSlots {
-				return nil, false, o.corrupt("the growth word of the table at offset %d says %d, of %d groups", h.table, gw, h.groups)
-			} else if gw > 0 {
 				return o.insertAt(i, &k, hv, v, true)
+			}
+			if r := *o.removed(); r > h.groups*groupSlots || h.n > h.groups*groupSlots {
+				return nil, false, o.corrupt("the table at offset %d of %d groups says %d keys and %d slots removed", h.table, h.groups, h.n, r)
+			} else if h.n+r < maxFull(h.groups) {
+				return o.insertAt(i, &k, hv, v, false)
 			}
 		}
 		if try > 0 {
@@ -513,9 +514,9 @@ func (o *hashOp[K, V]) sizeFor(n uint64) (uint64, error) {
 	return max((16*n+48)/49, 1), nil // maxFull(groups) = 49 groups / 8 >= 2n
 }
 
-// insertAt puts k (hash hv) and *v (or zero) in free slot i (an empty
-// one if empty, which takes one from the growth word).
-func (o *hashOp[K, V]) insertAt(i uint64, k *K, hv uint64, v *V, empty bool) (*V, bool, error) {
+// insertAt puts k (hash hv) and *v (or zero) in free slot i (a removed
+// one if removed, which takes one from the removed count).
+func (o *hashOp[K, V]) insertAt(i uint64, k *K, hv uint64, v *V, removed bool) (*V, bool, error) {
 	l, err := o.seg.BeginLane()
 	if err != nil {
 		return nil, false, err
@@ -539,9 +540,9 @@ func (o *hashOp[K, V]) insertAt(i uint64, k *K, hv uint64, v *V, empty bool) (*V
 		if err == nil {
 			err = saveSet(&l, &o.h.n, o.h.n+1)
 		}
-		if err == nil && empty {
-			gw := o.growth()
-			err = saveSet(&l, gw, *gw-1)
+		if err == nil && removed {
+			r := o.removed()
+			err = saveSet(&l, r, *r-1)
 		}
 	}
 	if err != nil {
@@ -635,7 +636,7 @@ func (o *hashOp[K, V]) rebuild(groups uint64) error {
 			return fail(o.corrupt("the header counts %d keys, the table holds %d", h.n, moved))
 		}
 	}
-	*(*uint64)(o.at(nt)) = maxFull(groups) - moved
+	*(*uint64)(o.at(nt)) = 0 // no slot removed
 	h.table, h.groups, h.n = nt, groups, moved
 	return l.Commit()
 }
@@ -681,9 +682,9 @@ func (h *HashMap[K, V]) Delete(k K) (bool, error) {
 	if err == nil {
 		err = saveSet(&l, &h.n, h.n-1)
 	}
-	if err == nil && empty {
-		gw := o.growth()
-		err = saveSet(&l, gw, *gw+1)
+	if err == nil && !empty {
+		r := o.removed()
+		err = saveSet(&l, r, *r+1)
 	}
 	if err == nil && len(o.g.keyShape) > 0 {
 		err = l.Drop(o.keyAt(d, at), 1, int(o.ks), o.g.keyShape)

@@ -13,8 +13,8 @@ import (
 
 // The HashMap's table format: groups of 7 slots behind a control word,
 // a group count that is not a power of two, probes that wrap at the
-// table's end, a table with no empty slot, and control words, growth
-// words and headers overwritten with garbage.
+// table's end, a table with no empty slot, and control words, removed
+// counts and headers overwritten with garbage.
 
 // hmOp is h's hashOp, for looking at its table.
 func hmOp[K comparable, V any](t *testing.T, h *HashMap[K, V]) hashOp[K, V] {
@@ -87,7 +87,7 @@ func TestHashMapSizing(t *testing.T) {
 		}
 		require.LessOrEqual(t, h.n, maxFull(h.groups))
 		o := hmOp(t, h)
-		require.Equal(t, maxFull(h.groups)-h.n, *o.growth(), "growth word with %d keys (no removals)", h.n)
+		require.Zero(t, *o.removed(), "removed count with %d keys (no removals)", h.n)
 	}
 	assert.Equal(t, []uint64{1, 3, 7, 15, 31, 63, 127, 255, 511, 1023, 2047, 4095}, sizes)
 	powersOfTwo := 0
@@ -130,7 +130,7 @@ func TestHashMapProbeWrapsAtTheEnd(t *testing.T) {
 	}
 	require.Equal(t, uint64(7), h.groups)
 	o0 := hmOp(t, h)
-	require.GreaterOrEqual(t, *o0.growth(), uint64(10))
+	require.GreaterOrEqual(t, maxFull(h.groups)-h.n-*o0.removed(), uint64(10))
 	last := h.groups - 1
 	ks := hmKeysHoming(t, h, last, 0, 10) // 7 slots at most in the last group
 	for _, k := range ks {
@@ -173,8 +173,7 @@ func TestHashMapProbeWrapsAtTheEnd(t *testing.T) {
 	require.NoError(t, seg.CheckSanity())
 }
 
-// A table with no empty slot (only a damaged growth word lets one fill
-// up): lookups of absent keys end after every group, and an insertion
+// A table with no empty slot (only a damaged count lets one fill up): lookups of absent keys end after every group, and an insertion
 // rebuilds.
 func TestHashMapTableWithNoEmptySlot(t *testing.T) {
 	seg := newSeg(t)
@@ -185,9 +184,10 @@ func TestHashMapTableWithNoEmptySlot(t *testing.T) {
 	}
 	require.Equal(t, uint64(1), h.groups)
 	o := hmOp(t, h)
-	require.Zero(t, *o.growth(), "6 of 7 slots: as full as a table gets")
-	*o.growth() = 1 // lets a 7th key in
+	require.Equal(t, maxFull(1), h.n, "6 of 7 slots: as full as a table gets")
+	h.n-- // lets a 7th key in
 	require.NoError(t, h.Set(6, 6))
+	h.n++
 	require.Equal(t, uint64(1), h.groups)
 	w := *(*uint64)(o.at(o.ctrlOff(tableData(h.table), 0)))
 	require.Equal(t, uint64(bytesHi), w&bytesHi, "all 7 slots full")
@@ -207,7 +207,7 @@ func TestHashMapTableWithNoEmptySlot(t *testing.T) {
 	assert.True(t, seg.AllMemoryDeallocated())
 }
 
-// Control words, growth words and headers overwritten with garbage:
+// Control words, removed counts and headers overwritten with garbage:
 // every call reports mapped.ErrCorrupt naming what it read, by error or
 // by a panic carrying it, and nothing faults or hangs.
 func TestHashMapCorruptTable(t *testing.T) {
@@ -262,9 +262,9 @@ func TestHashMapCorruptTable(t *testing.T) {
 			}
 		})
 	}
-	t.Run("growth word beyond the slots", func(t *testing.T) {
+	t.Run("removed count beyond the slots", func(t *testing.T) {
 		_, h, o := setup(t)
-		*o.growth() = h.groups*groupSlots + 1
+		*o.removed() = h.groups*groupSlots + 1
 		k := int64(12345)
 		corruptOutcome(t, "Set", func() error { return h.Set(k, String{}) })
 	})
