@@ -522,14 +522,21 @@ func (o *hashOp[K, V]) insertAt(i uint64, k *K, hv uint64, v *V, removed bool) (
 		return nil, false, err
 	}
 	defer l.Abort() // a no-op once it committed; a panic undoes the call
-	b := builder[K, V]{o: &o.mapOp, l: &l}
 	d := tableData(o.h.table)
-	p := o.valAt(d, i)
-	slot, err := b.makeSlot(&b.buf[0], k)
+	p, kp := o.valAt(d, i), unsafe.Slice((*byte)(o.keyAt(d, i)), o.ks)
+	// The slot is free: its key and value are written now, unseen until
+	// its control byte is set.
+	if o.g.str {
+		b := builder[K, V]{o: &o.mapOp, l: &l} // a long key's bytes get a block in the lane
+		var slot unsafe.Pointer
+		if slot, err = b.makeSlot(&b.buf[0], k); err == nil {
+			copy(kp, unsafe.Slice((*byte)(slot), o.ks))
+		}
+	} else {
+		n := copy(kp, unsafe.Slice((*byte)(unsafe.Pointer(k)), unsafe.Sizeof(*k)))
+		clear(kp[n:]) // as makeSlot pads
+	}
 	if err == nil {
-		// The slot is free: its key and value are written now, unseen
-		// until its control byte is set.
-		copy(unsafe.Slice((*byte)(o.keyAt(d, i)), o.ks), unsafe.Slice((*byte)(slot), o.ks))
 		if v != nil {
 			copy(unsafe.Slice((*byte)(p), o.vs), unsafe.Slice((*byte)(unsafe.Pointer(v)), o.vs))
 		} else {
