@@ -22,34 +22,35 @@ import (
 // looked up by Go string without allocating); values are any plain data,
 // containers included. Its zero value is an empty map.
 //
-// Values live in the table, in place: Get and GetOrInsert return a
-// pointer valid until the next insertion (one may move the table) or
-// removal of that key. Every mutating call is crash-atomic: an insertion
-// writes the key and value into a free slot, unseen, then sets the
-// slot's control byte and the count (and the removed count, for a
-// removed slot) in a lane that saved them first (a rollback puts them back); a removal marks the slot
-// free and frees what the entry owns after its lane commits; a resize
+// Values live in the table, in place: Get and GetOrInsert return a pointer
+// valid until the next insertion (one may move the table) or removal of
+// that key. Every mutating call is crash-atomic: an insertion writes the
+// key and value into a free slot, unseen, then sets the slot's control
+// byte and the count (and the removed count, for a removed slot) in a lane
+// that saved them first (a rollback puts them back); a removal marks the
+// slot free and frees what the entry owns after its lane commits; a resize
 // builds the whole new table in a new block and publishes it with the
 // header. Like a Go map it is not safe for concurrent mutation.
 //
 // Header (24 bytes): the table block's offset (0: none), the number of
-// keys, the number of groups G of 7 slots (not a power of two: a table
-// is sized for its keys). The table block starts with a word: how many
-// of its slots are removed (full and removed slots are at most 7 in 8;
-// an insertion that would pass that rebuilds the table first). Its G
-// groups follow, from
-// the first 64-byte boundary past that word. A group is a word of
-// control bytes (little-endian: slot j's is bits 8j to 8j+7, for j < 7;
-// the top byte is 0), then its 7 keys (each the key's size rounded up to
-// 8 bytes), then its 7 values (each V's size), the whole rounded up to 8
-// bytes, or to 64 when the control word and keys fill 64 (8-byte keys:
-// the probe's word and the key it compares share a cache line). A
-// control byte is 0 for an empty slot, 1 for a removed one, and 0x80 |
-// the hash's low 7 bits for a full one. A key with hash x starts at group
-// x*G>>64 (the high word of the product) and probes the groups after
-// it in turn, wrapping at the table's end, until a group with an empty
-// slot. A removal leaves a slot empty when its group has an empty slot
-// already (no probe went past it), removed otherwise.
+// keys, the number of groups G of 7 slots (not a power of two: a table is
+// sized for its keys). The table block starts with a word: how many of its
+// slots are removed (full and removed slots are at most 7 in 8; an
+// insertion that would pass that rebuilds the table first). Its G groups
+// follow, from the first 64-byte boundary past that word. A group is a
+// word of control bytes (little-endian: slot j's is bits 8j to 8j+7, j
+// from 0 to 6; the top byte is 0), then its 7 keys (each the key's size rounded up
+// to 8 bytes), then its 7 values (each V's size), the whole rounded up to
+// 8 bytes, or to 64 when the control word and keys fill 64 (8-byte keys:
+// the probe's word and the key it compares share a cache line). A control
+// byte is 0 for an empty slot, 1 for a removed one, and 0x80 | the hash's
+// low 7 bits for a full one. A key with hash x starts at group x*G>>64
+// (the high word of the product) and probes the groups after it in turn,
+// wrapping at the table's end, until a group with an empty slot. A removal
+// leaves a slot empty when its group has an empty slot already (no probe
+// went past it), removed otherwise. A rebuild (without removed slots)
+// makes room for twice the keys in whole groups: 1, 3, 7, ..., 2^k-1
+// groups as a map grows.
 type HashMap[K comparable, V any] struct {
 	table  uint64
 	n      uint64
