@@ -1,6 +1,7 @@
 package objects
 
 import (
+	"bytes"
 	"fmt"
 	"math/bits"
 	"testing"
@@ -298,4 +299,25 @@ func TestHashMapCorruptTable(t *testing.T) {
 		err := Destroy[hm](seg, "h")
 		require.ErrorIs(t, err, mapped.ErrCorrupt)
 	})
+}
+
+// A HashMap written in the format before this one (fingerprint 'C' 'H':
+// 24-byte slots behind a hash word, a power of two of them) is another
+// layout: found by name, it is ErrTypeMismatch, not read as this one.
+func TestHashMapOldFormatRefused(t *testing.T) {
+	seg := newSeg(t)
+	type hm = HashMap[int64, int64]
+	ti := infoOf[hm]()
+	require.NoError(t, ti.err)
+	i := bytes.Index(ti.spec, []byte{'C', 'G'})
+	require.Positive(t, i, "the fingerprint records the container kind")
+	old := bytes.Clone(ti.spec)
+	old[i+1] = 'H'
+	_, err := seg.CreateNamed("old", false, mapped.NameSpec{Count: 1, ElemSize: 24, Align: 8, Layout: old}, func([]byte) {})
+	require.NoError(t, err)
+	_, err = Find[hm](seg, "old")
+	require.ErrorIs(t, err, ErrTypeMismatch)
+	_, err = FindOrConstruct(seg, "old", hm{})
+	require.ErrorIs(t, err, ErrTypeMismatch)
+	require.ErrorIs(t, Destroy[hm](seg, "old"), ErrTypeMismatch)
 }
