@@ -26,10 +26,28 @@ import (
 //	                                 whether its bytes are inline (bit
 //	                                 63); when not, the word at off+8
 //	                                 holds an owned block
-//	'H' off slot keyOff valOff len(key) key len(val) val
+//	'G' off group keyOff keyStride valOff valStride len(key) key len(val) val
 //	                                 a hash table: the word at off holds
 //	                                 its table block (0: none), the word
-//	                                 at off+16 its slots (slot bytes
+//	                                 at off+16 its group count G; the
+//	                                 block's G groups (group bytes
+//	                                 each) start at the
+//	                                 first 64-byte boundary 8 bytes or
+//	                                 more into it; a group's first word
+//	                                 holds its 7 slots' control bytes
+//	                                 (little-endian), its slot j's key
+//	                                 (owning key) is at keyOff +
+//	                                 j*keyStride and its value (owning
+//	                                 val) at valOff + j*valStride; a slot
+//	                                 whose control byte has bit 7 set
+//	                                 holds an entry
+//	'H' off slot keyOff valOff len(key) key len(val) val
+//	                                 the hash table format before 'G',
+//	                                 which no build writes any more (its
+//	                                 drops in an older build's lane
+//	                                 records still run): the word at off
+//	                                 holds its table block (0: none), the
+//	                                 word at off+16 its slots (slot bytes
 //	                                 each); a slot whose first word is 2
 //	                                 or more holds a key owning key at
 //	                                 keyOff and a value owning val
@@ -94,13 +112,16 @@ func (sh Shape) Tree(off uintptr, g TreeGeometry) Shape {
 	return appendSub(sh, g.Val)
 }
 
-// HashTable adds a hash table whose table block is the word at off and
-// whose slot count is the word at off+16; each slot (slot bytes; its
-// first word 2 or more when it holds an entry) has a key at keyOff
-// owning key and a value at valOff owning val.
-func (sh Shape) HashTable(off, slot, keyOff, valOff uintptr, key, val Shape) Shape {
-	sh = append(sh, 'H')
-	for _, v := range []uint64{uint64(off), uint64(slot), uint64(keyOff), uint64(valOff)} {
+// HashTable adds a hash table (the 'G' item) whose table block is the
+// word at off and whose group count G is the word at off+16: G groups
+// of group bytes from the first 64-byte boundary at
+// least 8 bytes into the block, each a word of 7 control bytes, then its
+// slots' keys at keyOff (keyStride bytes apart, owning key) and values
+// at valOff (valStride apart, owning val); a slot whose control byte has
+// bit 7 set holds an entry.
+func (sh Shape) HashTable(off, group, keyOff, keyStride, valOff, valStride uintptr, key, val Shape) Shape {
+	sh = append(sh, 'G')
+	for _, v := range []uint64{uint64(off), uint64(group), uint64(keyOff), uint64(keyStride), uint64(valOff), uint64(valStride)} {
 		sh = binary.AppendUvarint(sh, v)
 	}
 	sh = appendSub(sh, key)
@@ -232,6 +253,16 @@ func (d *dropper) value(obj uint64, shape Shape, depth int) error {
 				break
 			}
 			if err := d.tree(off, &g, depth); err != nil {
+				return err
+			}
+		case 'G':
+			var g groupGeo
+			g.group, g.keyOff, g.keyStride, g.valOff, g.valStride = r.uv(), r.uv(), r.uv(), r.uv(), r.uv()
+			g.key, g.val = r.sub(), r.sub()
+			if !r.ok {
+				break
+			}
+			if err := d.groupTable(off, &g, depth); err != nil {
 				return err
 			}
 		case 'H':
@@ -401,7 +432,61 @@ func (d *dropper) node(ref uint64, g *treeGeo, depth int) error {
 	return d.s.freeWord(uintptr(ref), 0, d.held)
 }
 
-// hashTable frees a hash table's entries' storage, then its table.
+// groupGeo is a 'G' hash table's layout.
+type groupGeo struct {
+	group, keyOff, keyStride, valOff, valStride uint64
+	key, val                                    Shape
+}
+
+// groupTable frees a 'G' hash table's entries' storage, then its table.
+func (d *dropper) groupTable(off uint64, g *groupGeo, depth int) error {
+	ref, ok := d.word(off)
+	capw, ok2 := d.word(off + 16)
+	if !ok || !ok2 {
+		return corrupt("hash table header at %d is outside the segment's blocks", off)
+	}
+	t := atomic.LoadUint64(ref)
+	if t == 0 {
+		return nil
+	}
+	if len(g.key)+len(g.val) > 0 {
+		n := atomic.LoadUint64(capw)
+		bsize, err := d.blockSize(t)
+		if err != nil {
+			return err
+		}
+		const big = 1 << 20
+		if g.group < 8 || g.group > 16*big || g.group%8 != 0 || g.keyStride > big || g.valStride > big ||
+			g.keyOff > g.group || g.valOff > g.group || g.keyOff+7*g.keyStride > g.group || g.valOff+7*g.valStride > g.group ||
+			t%8 != 0 || bsize < 64 || n > (bsize-64)/g.group {
+			return corrupt("hash table at %d: %d groups of %d bytes in a block of %d at %d", off, n, g.group, bsize, t)
+		}
+		data := (t + 8 + 63) &^ 63 // the block's first 64-byte boundary past its first word
+		for grp := data; grp < data+n*g.group; grp += g.group {
+			ctrl := atomic.LoadUint64(d.s.h.w(uintptr(grp)))
+			for j := uint64(0); j < 7; j++ {
+				if ctrl>>(8*j)&0x80 == 0 {
+					continue
+				}
+				if len(g.key) > 0 {
+					if err := d.value(grp+g.keyOff+j*g.keyStride, g.key, depth+1); err != nil {
+						return err
+					}
+				}
+				if len(g.val) > 0 {
+					if err := d.value(grp+g.valOff+j*g.valStride, g.val, depth+1); err != nil {
+						return err
+					}
+				}
+			}
+		}
+	}
+	return d.s.freeWord(uintptr(off), 0, d.held)
+}
+
+// hashTable frees an 'H' hash table's entries' storage (the format
+// before 'G': no build writes it, an older build's lane records may
+// still hold it), then its table.
 func (d *dropper) hashTable(off, slot, keyOff, valOff uint64, key, val Shape, depth int) error {
 	ref, ok := d.word(off)
 	capw, ok2 := d.word(off + 16)

@@ -3,6 +3,7 @@ package objects_test
 import (
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -16,7 +17,9 @@ import (
 var benchNames = 100_000
 
 func benchSegment(b *testing.B) *mapped.Segment {
-	name := "mapstore-objbench-" + filepath.Base(b.TempDir())
+	// The pid too: TempDir's base (001, ...) is the same in every
+	// process, and two benchmark runs at once must not share a name.
+	name := fmt.Sprintf("mapstore-objbench-%d-%s", os.Getpid(), filepath.Base(b.TempDir()))
 	s, err := mapped.Open(shm.Named(name), mapped.CreateOnly, mapped.WithSize(256<<20))
 	if err != nil {
 		b.Fatal(err)
@@ -195,11 +198,31 @@ var mapBenchSizes = []int{100_000, 1_000_000}
 // n keys during a pass; a pass that reaches n keys starts over with a
 // fresh map (the Clear is not timed).
 func BenchmarkMapSet(b *testing.B) {
+	benchSets(b, func(s *mapped.Segment) (benchSetMap, error) {
+		return objects.Construct(s, "m", objects.Map[uint64, float64]{})
+	})
+}
+
+// BenchmarkHashMapSet is hashmap_insert: the same on an
+// objects.HashMap[uint64, float64] (its rebuilds as it grows included).
+func BenchmarkHashMapSet(b *testing.B) {
+	benchSets(b, func(s *mapped.Segment) (benchSetMap, error) {
+		return objects.Construct(s, "h", objects.HashMap[uint64, float64]{})
+	})
+}
+
+// benchSetMap is what the map_insert benchmarks use of Map and HashMap.
+type benchSetMap interface {
+	Set(k uint64, v float64) error
+	Clear() error
+}
+
+func benchSets(b *testing.B, construct func(*mapped.Segment) (benchSetMap, error)) {
 	for _, n := range mapBenchSizes {
 		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
 			s := benchSegment(b)
 			keys := mapBenchKeys(n)
-			m, err := objects.Construct(s, "m", objects.Map[uint64, float64]{})
+			m, err := construct(s)
 			if err != nil {
 				b.Fatal(err)
 			}

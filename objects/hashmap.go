@@ -5,99 +5,208 @@ import (
 	"fmt"
 	"iter"
 	"math"
+	"math/bits"
 	"reflect"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/mapstore/mapstore/mapped"
 )
 
-// HashMap is an unordered map from K to V that lives in a segment: open
-// addressing with linear probing in one table block, and a stable hash
-// (the same in every process, every run and every build: part of the
-// segment's format). Keys are as Map's (integers, floats with NaN refused
-// and -0 equal to 0, fixed-size arrays of those, or strings looked up by
-// Go string without allocating); values are any plain data, containers
-// included. Its zero value is an empty map.
+// HashMap is an unordered map from K to V that lives in a segment: an
+// open-addressing table in one block, with a control byte per slot
+// probed a group of 7 at a time (in the manner of a Swiss table), and a
+// stable hash (the same in every process, every run and every build:
+// part of the segment's format). Keys are as Map's (integers, floats with
+// NaN refused and -0 equal to 0, fixed-size arrays of those, or strings
+// looked up by Go string without allocating); values are any plain data,
+// containers included. Its zero value is an empty map.
 //
-// Values live in the table, in place: Get and GetOrInsert return a
-// pointer valid until the next insertion (one may move the table) or
-// removal of that key. Every mutating call is crash-atomic: an insertion
-// writes the key and value into a free slot, then publishes the slot and
-// the count after its lane commits; a removal marks the slot removed and
-// frees what the entry owns after the commit; a resize builds the whole
-// new table in a new block and publishes it with the header. Like a Go
-// map it is not safe for concurrent mutation.
+// Values live in the table, in place: Get and GetOrInsert return a pointer
+// valid until the next insertion (one may move the table) or removal of
+// that key. Every mutating call is crash-atomic: an insertion writes the
+// key and value into a free slot, unseen, then sets the slot's control
+// byte and the count (and the removed count, for a removed slot) in a lane
+// that saved them first (a rollback puts them back); a removal marks the
+// slot free and frees what the entry owns after its lane commits; a resize
+// builds the whole new table in a new block and publishes it with the
+// header. Like a Go map it is not safe for concurrent mutation.
 //
-// Header (24 bytes): the table's offset (0: none), the number of keys,
-// the number of slots (a power of two). A slot: a word (0 free, 1
-// removed, otherwise the key's hash with bit 63 set), the key, the value.
+// Header (24 bytes): the table block's offset (0: none), the number of
+// keys, the number of groups G of 7 slots (not a power of two: a table is
+// sized for its keys). The table block starts with a word: how many of its
+// slots are removed (full and removed slots are at most 7 in 8; an
+// insertion that would pass that rebuilds the table first). Its G groups
+// follow, from the first 64-byte boundary past that word. A group is a
+// word of control bytes (little-endian: slot j's is bits 8j to 8j+7, j
+// from 0 to 6; the top byte is 0), then its 7 keys (each the key's size rounded up
+// to 8 bytes), then its 7 values (each V's size), the whole rounded up to
+// 8 bytes, or to 64 when the control word and keys fill 64 (8-byte keys:
+// the probe's word and the key it compares share a cache line). A control
+// byte is 0 for an empty slot, 1 for a removed one, and 0x80 | the hash's
+// low 7 bits for a full one. A key with hash x starts at group x*G>>64
+// (the high word of the product) and probes the groups after it in turn,
+// wrapping at the table's end, until a group with an empty slot. A removal
+// leaves a slot empty when its group has an empty slot already (no probe
+// went past it), removed otherwise. A rebuild (without removed slots)
+// makes room for twice the keys in whole groups: 1, 3, 7, ..., 2^k-1
+// groups as a map grows.
 type HashMap[K comparable, V any] struct {
-	table uint64
-	n     uint64
-	slots uint64
+	table  uint64
+	n      uint64
+	groups uint64
 }
 
 const (
-	hashMapName  = "HashMap"
-	slotFree     = 0
-	slotRemoved  = 1
-	slotFull     = uint64(1) << 63
-	hashMinSlots = 8
-	maxProbe     = 64 // an insertion that probes further rebuilds the table
+	hashMapName = "HashMap"
+	ctrlEmpty   = 0x00
+	ctrlRemoved = 0x01
+	ctrlFull    = 0x80 // | the hash's low 7 bits
+	groupSlots  = 7
+	maxGroups   = 1 << 37
+	bytesLo     = 0x0001010101010101 // the slots' control bytes' low bits
+	bytesHi     = 0x0080808080808080 // and high bits
 )
 
-func (HashMap[K, V]) containerKind() byte         { return 'H' }
+// zeroBytes has the high bit of each zero control byte of x set, and no
+// other bit: exact (the borrow-based trick is not, and an empty slot must
+// not be imagined).
+func zeroBytes(x uint64) uint64 {
+	const low7 = 0x7f7f7f7f7f7f7f7f
+	return ^((x&low7 + low7) | x | low7) & bytesHi
+}
+
+// badCtrl is non-zero when a group's word w has a control byte that is
+// neither empty, removed nor full, or its top byte is not 0.
+func badCtrl(w uint64) uint64 { return w&((^w&bytesHi>>7)*0x7e) | w>>56 }
+
+// withByte is w with byte j replaced by c.
+func withByte(w uint64, j uint64, c byte) uint64 {
+	return w&^(0xff<<(8*j)) | uint64(c)<<(8*j)
+}
+
+func (HashMap[K, V]) containerKind() byte         { return 'G' } // 'H': the format before
 func (HashMap[K, V]) containerElem() reflect.Type { return reflect.TypeFor[V]() }
 func (HashMap[K, V]) mapKey() reflect.Type        { return reflect.TypeFor[K]() }
 func (HashMap[K, V]) containerShape(off uintptr, sh, elem mapped.Shape) mapped.Shape {
-	g, err := mapGeoOf[K, V]()
+	hg, err := hashGeoOf[K, V]()
 	if err != nil {
 		return sh
 	}
-	slot, valOff := hashSlot(g)
-	return sh.HashTable(off, slot, 8, valOff, g.keyShape, elem)
+	return sh.HashTable(off, uintptr(hg.group), 8, hg.ks, uintptr(hg.valOff), uintptr(hg.vs), hg.keyShape, elem)
 }
 
-// hashSlot is a slot's size and its value's offset.
-func hashSlot(g *mapGeo) (slot, valOff uintptr) {
-	valOff = 8 + g.ks
-	return valOff + (g.vs+7)&^7, valOff
+// hashGeo is how a HashMap[K, V]'s table is laid out: its keys as Map's
+// (ks bytes a key, vs a value), the bytes of a group and the offset of
+// its values.
+type hashGeo struct {
+	*mapGeo
+	group, valOff uint64
+	word          bool // K is one 8-byte integer: hashed and compared as a word
 }
 
-// hashOp is one call's view of a hash map.
+// newHashGeo lays out groups for g's keys and values.
+func newHashGeo(g *mapGeo) hashGeo {
+	keys := 8 + groupSlots*uint64(g.ks)
+	group := (keys + groupSlots*uint64(g.vs) + 7) &^ 7
+	if keys <= 64 {
+		group = (group + 63) &^ 63
+	}
+	return hashGeo{
+		mapGeo: g, group: group, valOff: keys,
+		word: !g.str && g.count == 1 && g.esize == 8 && (g.kind == kInt64 || g.kind == kUint64),
+	}
+}
+
+// recentHashGeos is a small direct-mapped cache of hashGeos, keyed by the
+// type word of *HashMap[K, V], as recentGeos is for Map.
+var recentHashGeos [64]atomic.Pointer[hashGeoEntry]
+
+type hashGeoEntry struct {
+	key unsafe.Pointer
+	g   hashGeo
+}
+
+func hashGeoOf[K comparable, V any]() (*hashGeo, error) {
+	key := keyOf((*HashMap[K, V])(nil))
+	if e := recentHashGeos[uintptr(key)>>4%uintptr(len(recentHashGeos))].Load(); e != nil && e.key == key {
+		return &e.g, nil
+	}
+	return hashGeoSlow[K, V](key)
+}
+
+func hashGeoSlow[K comparable, V any](key unsafe.Pointer) (*hashGeo, error) {
+	g, err := mapGeoOf[K, V]()
+	if err != nil {
+		return nil, err
+	}
+	e := &hashGeoEntry{key, newHashGeo(g)}
+	recentHashGeos[uintptr(key)>>4%uintptr(len(recentHashGeos))].Store(e)
+	return &e.g, nil
+}
+
+// tableBytes is the size of a table block of groups groups of group
+// bytes: the removed count, up to 56 bytes to a 64-byte boundary, the
+// groups.
+func tableBytes(groups, group uint64) uint64 { return 64 + groups*group }
+
+// tableData is the offset of the first group of the table block at t.
+func tableData(t uint64) uint64 { return (t + 8 + 63) &^ 63 }
+
+// tableFits reports whether a table block at t of n groups of group
+// bytes lies in seg.
+func tableFits(seg *mapped.Segment, t, n, group uint64) bool {
+	return n != 0 && n <= maxGroups && t%8 == 0 && seg.Holds(t, tableBytes(n, group))
+}
+
+// hashOp is one call's view of a hash map. A slot's index is its group
+// times 8 plus its place in the group.
 type hashOp[K comparable, V any] struct {
 	mapOp[K, V]
-	h            *HashMap[K, V]
-	slot, valOff uint64
+	*hashGeo
+	h *HashMap[K, V]
 }
 
 func (h *HashMap[K, V]) op(method string) (hashOp[K, V], error) {
 	seg := segFor(unsafe.Pointer(h), hashMapName, method)
-	g, err := mapGeoOf[K, V]()
+	hg, err := hashGeoOf[K, V]()
 	if err != nil {
 		return hashOp[K, V]{}, fmt.Errorf("mapstore: objects.HashMap.%s: %w", method, err)
 	}
-	slot, valOff := hashSlot(g)
 	return hashOp[K, V]{
-		mapOp: mapOp[K, V]{seg: seg, g: g, base: seg.Base(), self: unsafe.Pointer(h), typ: hashMapName},
-		h:     h, slot: uint64(slot), valOff: uint64(valOff),
+		mapOp:   mapOp[K, V]{seg: seg, g: hg.mapGeo, base: seg.Base(), self: unsafe.Pointer(h), typ: hashMapName},
+		hashGeo: hg, h: h,
 	}, nil
 }
 
 // tableOK checks the header against the segment: the table block holds
-// its slots.
+// its removed count and groups.
 func (o *hashOp[K, V]) tableOK() error {
-	t, n := o.h.table, o.h.slots
-	if t == 0 {
-		return nil
-	}
-	if n < hashMinSlots || n&(n-1) != 0 || n > 1<<40 || t%8 != 0 || !o.seg.Holds(t, n*o.slot) {
-		return o.corrupt("a table at offset %d of %d slots of %d bytes, outside the segment", t, n, o.slot)
+	if t, n := o.h.table, o.h.groups; t != 0 && !tableFits(o.seg, t, n, o.group) {
+		return o.corrupt("a table at offset %d of %d groups of %d bytes, outside the segment", t, n, o.group)
 	}
 	return nil
 }
 
-func (o *hashOp[K, V]) slotAt(t, i uint64) unsafe.Pointer { return o.at(t + i*o.slot) }
+// ctrlOff is the offset of group g's control word in the table whose
+// groups start at d.
+func (o *hashOp[K, V]) ctrlOff(d, g uint64) uint64 { return d + g*o.group }
+
+// keyAt and valAt are slot i's key and value in the table whose groups
+// start at d.
+func (o *hashOp[K, V]) keyAt(d, i uint64) unsafe.Pointer {
+	return o.at(d + i>>3*o.group + 8 + i&7*uint64(o.ks))
+}
+func (o *hashOp[K, V]) valAt(d, i uint64) unsafe.Pointer {
+	return o.at(d + i>>3*o.group + o.valOff + i&7*uint64(o.vs))
+}
+
+// removed is the table's count of removed slots.
+func (o *hashOp[K, V]) removed() *uint64 { return (*uint64)(o.at(o.h.table)) }
+
+// maxFull is how many slots of groups groups may be full or removed: 7
+// in 8.
+func maxFull(groups uint64) uint64 { return groups * groupSlots * 7 / 8 }
 
 // Hashing: stable, in every process, run and build.
 
@@ -159,52 +268,83 @@ func (g *mapGeo) hashFixed(k unsafe.Pointer) uint64 {
 	return h
 }
 
-// hashOf is k's hash, with bit 63 set (a full slot's word).
+// hashOf is k's hash.
 func (o *hashOp[K, V]) hashOf(k *K) uint64 {
-	var h uint64
+	if o.word {
+		return mix64(0x9e3779b97f4a7c15 ^ *(*uint64)(unsafe.Pointer(k))) // hashFixed's, for one word
+	}
 	if o.g.str {
 		s := *(*string)(unsafe.Pointer(k))
-		h = hashBytes(unsafe.Slice(unsafe.StringData(s), len(s)))
-	} else {
-		h = o.g.hashFixed(unsafe.Pointer(k))
+		return hashBytes(unsafe.Slice(unsafe.StringData(s), len(s)))
 	}
-	return h | slotFull
+	return o.g.hashFixed(unsafe.Pointer(k))
 }
 
-// find probes for k (hash h): the slot holding it (found), or the first
-// free or removed slot on its probe sequence (-1 if the table is full).
-func (o *hashOp[K, V]) find(k *K, h uint64) (at int64, free int64, found bool, probes int, err error) {
-	t, n := o.h.table, o.h.slots
-	free = -1
-	if t == 0 {
-		return -1, -1, false, 0, nil
+// hashAt is the hash of the key at s (a rebuild's).
+func (o *hashOp[K, V]) hashAt(s unsafe.Pointer) (uint64, error) {
+	if o.g.str {
+		b, err := o.slotBytes(s)
+		if err != nil {
+			return 0, err
+		}
+		return hashBytes(b), nil
 	}
-	mask := n - 1
-	for i, p := h&mask, uint64(0); p < n; i, p = (i+1)&mask, p+1 {
-		w := *(*uint64)(o.slotAt(t, i))
-		switch {
-		case w == slotFree:
-			if free < 0 {
-				free = int64(i)
-			}
-			return -1, free, false, int(p), nil
-		case w == slotRemoved:
-			if free < 0 {
-				free = int64(i)
-			}
-		case w == h:
-			c, err := o.cmpKey(unsafe.Add(o.slotAt(t, i), 8), k)
+	return o.hashOf((*K)(s)), nil
+}
+
+// keyEq reports whether the key at s is k.
+func (o *hashOp[K, V]) keyEq(s unsafe.Pointer, k *K) (bool, error) {
+	if o.word {
+		return *(*uint64)(s) == *(*uint64)(unsafe.Pointer(k)), nil
+	}
+	c, err := o.cmpKey(s, k)
+	return c == 0, err
+}
+
+// home is the group a hash starts its probe at, of groups.
+func home(hv, groups uint64) uint64 {
+	g, _ := bits.Mul64(hv, groups)
+	return g
+}
+
+// find probes for k (hash hv): the slot holding it (found); else free,
+// the first empty or removed slot on its probe sequence (-1: none, every
+// slot is full).
+func (o *hashOp[K, V]) find(k *K, hv uint64) (at uint64, found bool, free int64, err error) {
+	t, groups := o.h.table, o.h.groups
+	if t == 0 {
+		return 0, false, -1, nil
+	}
+	d := tableData(t)
+	tag := bytesLo * (ctrlFull | hv&0x7f)
+	free = -1
+	g := home(hv, groups)
+	for p := groups; p > 0; p-- {
+		w := *(*uint64)(o.at(o.ctrlOff(d, g)))
+		if badCtrl(w) != 0 {
+			return 0, false, 0, o.corrupt("the control word at offset %d says %#x", o.ctrlOff(d, g), w)
+		}
+		for m := zeroBytes(w ^ tag); m != 0; m &= m - 1 {
+			i := g<<3 | uint64(bits.TrailingZeros64(m))>>3
+			eq, err := o.keyEq(o.keyAt(d, i), k)
 			if err != nil {
-				return 0, 0, false, 0, err
+				return 0, false, 0, err
 			}
-			if c == 0 {
-				return int64(i), free, true, int(p), nil
+			if eq {
+				return i, true, free, nil
 			}
-		case w < slotFull:
-			return 0, 0, false, 0, o.corrupt("a slot at offset %d says %#x", t+i*o.slot, w)
+		}
+		if m := ^w & bytesHi; m != 0 && free < 0 {
+			free = int64(g<<3 | uint64(bits.TrailingZeros64(m))>>3)
+		}
+		if zeroBytes(w) != 0 {
+			return 0, false, free, nil
+		}
+		if g++; g == groups {
+			g = 0
 		}
 	}
-	return -1, free, false, int(n), nil
+	return 0, false, free, nil
 }
 
 // Len is the number of keys.
@@ -213,14 +353,60 @@ func (h *HashMap[K, V]) Len() int {
 	if h.table == 0 {
 		return 0
 	}
-	if h.n > h.slots {
-		panic(damaged(seg, hashMapName, unsafe.Pointer(h), "%d keys in %d slots", h.n, h.slots))
+	if h.n > h.groups*groupSlots {
+		panic(damaged(seg, hashMapName, unsafe.Pointer(h), "%d keys in %d groups of %d slots", h.n, h.groups, groupSlots))
 	}
 	return int(h.n)
 }
 
 // Get returns a pointer to k's value, in place, and whether k is there.
 func (h *HashMap[K, V]) Get(k K) (*V, bool) {
+	// A one-word integer key takes a straight path, written out here (a
+	// call or two more per lookup cost about a tenth at 1e6 keys, where
+	// lookups overlap their cache misses as far as their instructions
+	// let them); misuse and corruption go the general way, which says
+	// what they are.
+	seg := mapped.SegmentAt(unsafe.Pointer(h))
+	key := keyOf((*HashMap[K, V])(nil))
+	e := recentHashGeos[uintptr(key)>>4%uintptr(len(recentHashGeos))].Load()
+	if seg != nil && e != nil && e.key == key && e.g.word {
+		t, groups, group := h.table, h.groups, e.g.group
+		if t == 0 {
+			return nil, false
+		}
+		if groups <= maxGroups && t%8 == 0 && seg.Holds(t, tableBytes(groups, group)) {
+			kw := *(*uint64)(unsafe.Pointer(&k))
+			hv := mix64(0x9e3779b97f4a7c15 ^ kw) // hashFixed's, for one word
+			base := unsafe.Add(seg.Base(), tableData(t))
+			tag := bytesLo * (ctrlFull | hv&0x7f)
+			g := home(hv, groups)
+			for p := groups; p > 0; p-- {
+				grp := unsafe.Add(base, g*group)
+				w := *(*uint64)(grp)
+				for m := zeroBytes(w ^ tag); m != 0; m &= m - 1 {
+					j := uint64(bits.TrailingZeros64(m)) >> 3
+					if *(*uint64)(unsafe.Add(grp, 8+8*j)) == kw {
+						return (*V)(unsafe.Add(grp, e.g.valOff+j*uint64(e.g.vs))), true
+					}
+				}
+				if badCtrl(w) != 0 {
+					break
+				}
+				if zeroBytes(w) != 0 {
+					return nil, false
+				}
+				if g++; g == groups {
+					g = 0
+				}
+			}
+		}
+	}
+	return h.get(k)
+}
+
+// get is Get the general way (which panics with the misuse or the
+// corruption that the fast path saw).
+func (h *HashMap[K, V]) get(k K) (*V, bool) {
 	o, err := h.op("Get")
 	if err != nil {
 		panic(err)
@@ -231,14 +417,14 @@ func (h *HashMap[K, V]) Get(k K) (*V, bool) {
 	if h.table == 0 || o.g.isNaN(unsafe.Pointer(&k)) {
 		return nil, false
 	}
-	at, _, found, _, err := o.find(&k, o.hashOf(&k))
+	at, found, _, err := o.find(&k, o.hashOf(&k))
 	if err != nil {
 		panic(err)
 	}
 	if !found {
 		return nil, false
 	}
-	return (*V)(unsafe.Add(o.slotAt(h.table, uint64(at)), o.valOff)), true
+	return (*V)(o.valAt(tableData(h.table), at)), true
 }
 
 // Has reports whether k is in the map.
@@ -275,12 +461,12 @@ func (h *HashMap[K, V]) put(method string, k K, v *V, overwrite bool) (*V, bool,
 	}
 	hv := o.hashOf(&k)
 	for try := 0; ; try++ {
-		at, free, found, probes, err := o.find(&k, hv)
+		at, found, free, err := o.find(&k, hv)
 		if err != nil {
 			return nil, false, err
 		}
 		if found {
-			p := unsafe.Add(o.slotAt(h.table, uint64(at)), o.valOff)
+			p := o.valAt(tableData(h.table), at)
 			if !overwrite {
 				return (*V)(p), false, nil
 			}
@@ -290,47 +476,81 @@ func (h *HashMap[K, V]) put(method string, k K, v *V, overwrite bool) (*V, bool,
 			}
 			return (*V)(p), false, o.replace(method, p, v, shape)
 		}
-		// Room, without a long probe? Else rebuild first (a fresh table
-		// has no removed slots; it doubles when more than half full).
-		if free >= 0 && (h.n+1)*8 <= h.slots*7 && probes <= maxProbe || try > 0 && free >= 0 {
-			return o.insertAt(uint64(free), &k, hv, v)
+		// A removed slot is reused as it is; an empty one only while full
+		// and removed slots stay within 7 in 8 (else the table is rebuilt
+		// first: without removed slots, and larger if it holds many
+		// keys).
+		if free >= 0 {
+			i := uint64(free)
+			w := *(*uint64)(o.at(o.ctrlOff(tableData(h.table), i>>3)))
+			if byte(w>>(8*(i&7))) == ctrlRemoved {
+				return o.insertAt(i, &k, hv, v, true)
+			}
+			if r := *o.removed(); r > h.groups*groupSlots || h.n > h.groups*groupSlots {
+				return nil, false, o.corrupt("the table at offset %d of %d groups says %d keys and %d slots removed", h.table, h.groups, h.n, r)
+			} else if h.n+r < maxFull(h.groups) {
+				return o.insertAt(i, &k, hv, v, false)
+			}
 		}
-		if try > 1 {
+		if try > 0 {
 			return nil, false, o.corrupt("no free slot after a rebuild")
 		}
-		slots := max(h.slots, hashMinSlots)
-		if (h.n+1)*2 > slots {
-			slots *= 2
+		groups, err := o.sizeFor(h.n + 1)
+		if err != nil {
+			return nil, false, err
 		}
-		if err := o.rebuild(slots); err != nil {
+		if err := o.rebuild(groups); err != nil {
 			return nil, false, err
 		}
 	}
 }
 
-// insertAt puts k (hash hv) and *v (or zero) in free slot i.
-func (o *hashOp[K, V]) insertAt(i uint64, k *K, hv uint64, v *V) (*V, bool, error) {
+// sizeFor is the group count of a rebuilt table for n keys: as many
+// groups as may hold twice n full, so that at least n more insertions
+// fill it (a rebuild's cost, spread over them, is constant).
+func (o *hashOp[K, V]) sizeFor(n uint64) (uint64, error) {
+	if n > maxGroups {
+		return 0, fmt.Errorf("mapstore: objects.HashMap.Set in %s: a table for %d keys: too many", o.seg.Name(), n)
+	}
+	return max((16*n+48)/49, 1), nil // maxFull(groups) = 49 groups / 8 >= 2n
+}
+
+// insertAt puts k (hash hv) and *v (or zero) in free slot i (a removed
+// one if removed, which takes one from the removed count).
+func (o *hashOp[K, V]) insertAt(i uint64, k *K, hv uint64, v *V, removed bool) (*V, bool, error) {
 	l, err := o.seg.BeginLane()
 	if err != nil {
 		return nil, false, err
 	}
 	defer l.Abort() // a no-op once it committed; a panic undoes the call
-	b := builder[K, V]{o: &o.mapOp, l: &l}
-	s := o.slotAt(o.h.table, i)
-	slot, err := b.makeSlot(&b.buf[0], k)
-	if err == nil {
-		// The slot is free: its key and value are written now, unseen
-		// until its word is published after the commit.
-		copy(unsafe.Slice((*byte)(unsafe.Add(s, 8)), o.g.ks), unsafe.Slice((*byte)(slot), o.g.ks))
-		p := unsafe.Add(s, o.valOff)
-		if v != nil {
-			copy(unsafe.Slice((*byte)(p), o.g.vs), unsafe.Slice((*byte)(unsafe.Pointer(v)), o.g.vs))
-		} else {
-			clear(unsafe.Slice((*byte)(p), o.g.vs))
+	d := tableData(o.h.table)
+	p, kp := o.valAt(d, i), unsafe.Slice((*byte)(o.keyAt(d, i)), o.ks)
+	// The slot is free: its key and value are written now, unseen until
+	// its control byte is set.
+	if o.g.str {
+		b := builder[K, V]{o: &o.mapOp, l: &l} // a long key's bytes get a block in the lane
+		var slot unsafe.Pointer
+		if slot, err = b.makeSlot(&b.buf[0], k); err == nil {
+			copy(kp, unsafe.Slice((*byte)(slot), o.ks))
 		}
-		err = l.Store((*uint64)(s), hv)
+	} else {
+		n := copy(kp, unsafe.Slice((*byte)(unsafe.Pointer(k)), unsafe.Sizeof(*k)))
+		clear(kp[n:]) // as makeSlot pads
+	}
+	if err == nil {
+		if v != nil {
+			copy(unsafe.Slice((*byte)(p), o.vs), unsafe.Slice((*byte)(unsafe.Pointer(v)), o.vs))
+		} else {
+			clear(unsafe.Slice((*byte)(p), o.vs))
+		}
+		cw := (*uint64)(o.at(o.ctrlOff(d, i>>3)))
+		err = saveSet(&l, cw, withByte(*cw, i&7, byte(ctrlFull|hv&0x7f)))
 		if err == nil {
-			err = l.Store(&o.h.n, o.h.n+1)
+			err = saveSet(&l, &o.h.n, o.h.n+1)
+		}
+		if err == nil && removed {
+			r := o.removed()
+			err = saveSet(&l, r, *r-1)
 		}
 	}
 	if err != nil {
@@ -340,14 +560,25 @@ func (o *hashOp[K, V]) insertAt(i uint64, k *K, hv uint64, v *V) (*V, bool, erro
 	if err := l.Commit(); err != nil {
 		return nil, false, err
 	}
-	return (*V)(unsafe.Add(s, o.valOff)), true, nil
+	return (*V)(p), true, nil
 }
 
-// rebuild moves every entry to a new table of slots slots, in a lane: the
+// saveSet sets the word at p to v in lane l, now: a rollback puts it
+// back. (A store left to the commit costs the redo's check of its
+// target's page; a saved word is checked where it is saved.)
+func saveSet(l *mapped.Lane, p *uint64, v uint64) error {
+	if err := l.Save(unsafe.Pointer(p), 8); err != nil {
+		return err
+	}
+	*p = v
+	return nil
+}
+
+// rebuild moves every entry to a new table of groups groups, in a lane: the
 // new table is built in a new block, then published with the header; the
 // old block is freed after the commit (the entries' keys and values move
-// with their bytes).
-func (o *hashOp[K, V]) rebuild(slots uint64) error {
+// with their bytes; each key is hashed again).
+func (o *hashOp[K, V]) rebuild(groups uint64) error {
 	l, err := o.seg.BeginLane()
 	if err != nil {
 		return err
@@ -361,29 +592,50 @@ func (o *hashOp[K, V]) rebuild(slots uint64) error {
 	if err := l.Save(unsafe.Pointer(h), int(unsafe.Sizeof(*h))); err != nil {
 		return fail(err)
 	}
-	blk, err := l.Allocate(int(slots * o.slot))
+	blk, err := l.Allocate(int(tableBytes(groups, o.group)))
 	if err != nil {
-		return fail(fmt.Errorf("mapstore: objects.HashMap: a table of %d slots: %w", slots, err))
+		return fail(fmt.Errorf("mapstore: objects.HashMap: a table of %d groups of %d bytes: %w", groups, o.group, err))
 	}
-	clear(blk)
 	nt := offOf(o.seg, unsafe.Pointer(unsafe.SliceData(blk)))
+	nd := tableData(nt)
+	for g := range groups { // every slot empty; their bytes are not read
+		*(*uint64)(o.at(o.ctrlOff(nd, g))) = 0
+	}
 	moved := uint64(0)
 	if old := h.table; old != 0 {
-		mask := slots - 1
-		for i := range h.slots {
-			s := o.slotAt(old, i)
-			w := *(*uint64)(s)
-			if w < slotFull {
-				continue
+		od := tableData(old)
+		for og := range h.groups {
+			w := *(*uint64)(o.at(o.ctrlOff(od, og)))
+			if badCtrl(w) != 0 {
+				return fail(o.corrupt("the control word at offset %d says %#x", o.ctrlOff(od, og), w))
 			}
-			j := w & mask
-			for p := uint64(0); *(*uint64)(o.slotAt(nt, j)) != slotFree; j, p = (j+1)&mask, p+1 {
-				if p >= slots {
-					return fail(o.corrupt("more entries than slots"))
+			for m := w & bytesHi; m != 0; m &= m - 1 {
+				i := og<<3 | uint64(bits.TrailingZeros64(m))>>3
+				hv, err := o.hashAt(o.keyAt(od, i))
+				if err != nil {
+					return fail(err)
 				}
+				if moved == maxFull(groups) {
+					return fail(o.corrupt("the table holds more keys than the header's %d", h.n))
+				}
+				// The first empty slot on its probe sequence (one exists:
+				// fewer keys than slots were placed so far).
+				g := home(hv, groups)
+				for ; ; g++ {
+					if g == groups {
+						g = 0
+					}
+					cw := (*uint64)(o.at(o.ctrlOff(nd, g)))
+					if e := zeroBytes(*cw); e != 0 {
+						j := g<<3 | uint64(bits.TrailingZeros64(e))>>3
+						*cw = withByte(*cw, j&7, byte(ctrlFull|hv&0x7f))
+						copy(unsafe.Slice((*byte)(o.keyAt(nd, j)), o.ks), unsafe.Slice((*byte)(o.keyAt(od, i)), o.ks))
+						copy(unsafe.Slice((*byte)(o.valAt(nd, j)), o.vs), unsafe.Slice((*byte)(o.valAt(od, i)), o.vs))
+						break
+					}
+				}
+				moved++
 			}
-			copy(unsafe.Slice((*byte)(o.slotAt(nt, j)), o.slot), unsafe.Slice((*byte)(s), o.slot))
-			moved++
 		}
 		if err := l.Free(o.at(old)); err != nil {
 			return fail(err)
@@ -392,7 +644,8 @@ func (o *hashOp[K, V]) rebuild(slots uint64) error {
 			return fail(o.corrupt("the header counts %d keys, the table holds %d", h.n, moved))
 		}
 	}
-	h.table, h.slots, h.n = nt, slots, moved
+	*(*uint64)(o.at(nt)) = 0 // no slot removed
+	h.table, h.groups, h.n = nt, groups, moved
 	return l.Commit()
 }
 
@@ -412,7 +665,7 @@ func (h *HashMap[K, V]) Delete(k K) (bool, error) {
 	if h.table == 0 || o.g.isNaN(unsafe.Pointer(&k)) {
 		return false, nil
 	}
-	at, _, found, _, err := o.find(&k, o.hashOf(&k))
+	at, found, _, err := o.find(&k, o.hashOf(&k))
 	if err != nil || !found {
 		return false, err
 	}
@@ -420,21 +673,32 @@ func (h *HashMap[K, V]) Delete(k K) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	s := o.slotAt(h.table, uint64(at))
+	d := tableData(h.table)
 	l, err := o.seg.BeginLane()
 	if err != nil {
 		return false, err
 	}
 	defer l.Abort() // a no-op once it committed; a panic undoes the call
-	err = l.Store((*uint64)(s), slotRemoved)
+	// Empty if its group has an empty slot (no probe goes past the group,
+	// so none needs to see this slot taken), else removed.
+	cw := (*uint64)(o.at(o.ctrlOff(d, at>>3)))
+	c, empty := byte(ctrlRemoved), zeroBytes(*cw) != 0
+	if empty {
+		c = ctrlEmpty
+	}
+	err = saveSet(&l, cw, withByte(*cw, at&7, c))
 	if err == nil {
-		err = l.Store(&h.n, h.n-1)
+		err = saveSet(&l, &h.n, h.n-1)
+	}
+	if err == nil && !empty {
+		r := o.removed()
+		err = saveSet(&l, r, *r+1)
 	}
 	if err == nil && len(o.g.keyShape) > 0 {
-		err = l.Drop(unsafe.Add(s, 8), 1, int(o.g.ks), o.g.keyShape)
+		err = l.Drop(o.keyAt(d, at), 1, int(o.ks), o.g.keyShape)
 	}
 	if err == nil {
-		err = l.Drop(unsafe.Add(s, o.valOff), 1, int(o.g.vs), shape)
+		err = l.Drop(o.valAt(d, at), 1, int(o.vs), shape)
 	}
 	if err != nil {
 		l.Abort()
@@ -473,7 +737,7 @@ func (h *HashMap[K, V]) Clear() error {
 		err = l.Store(&h.n, 0)
 	}
 	if err == nil {
-		err = l.Store(&h.slots, 0)
+		err = l.Store(&h.groups, 0)
 	}
 	if err != nil {
 		l.Abort()
@@ -498,23 +762,24 @@ func (h *HashMap[K, V]) All() iter.Seq2[K, *V] {
 		if t == 0 {
 			return
 		}
-		for i := range h.slots {
-			s := o.slotAt(t, i)
-			if *(*uint64)(s) < slotFull {
-				continue
-			}
-			var k K
-			if o.g.str {
-				b, err := o.slotBytes(unsafe.Add(s, 8))
-				if err != nil {
-					panic(err)
+		d := tableData(t)
+		for g := range h.groups {
+			for m := *(*uint64)(o.at(o.ctrlOff(d, g))) & bytesHi; m != 0; m &= m - 1 {
+				i := g<<3 | uint64(bits.TrailingZeros64(m))>>3
+				s := o.keyAt(d, i)
+				var k K
+				if o.g.str {
+					b, err := o.slotBytes(s)
+					if err != nil {
+						panic(err)
+					}
+					*(*string)(unsafe.Pointer(&k)) = string(b)
+				} else {
+					k = *(*K)(s)
 				}
-				*(*string)(unsafe.Pointer(&k)) = string(b)
-			} else {
-				k = *(*K)(unsafe.Add(s, 8))
-			}
-			if !yield(k, (*V)(unsafe.Add(s, o.valOff))) {
-				return
+				if !yield(k, (*V)(o.valAt(d, i))) {
+					return
+				}
 			}
 		}
 	}

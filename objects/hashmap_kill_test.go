@@ -246,3 +246,115 @@ func killHashMap(t *testing.T, spec string, kills int) {
 	assert.True(t, seg.AllMemoryDeallocated())
 	assert.Equal(t, free0, seg.FreeMemory())
 }
+
+// SIGKILL during HashMap insertions alone: a child sets keys 0, 1, ...
+// into an empty map (storing each index before its call starts); the
+// parent kills it at random and requires the map to hold exactly the keys
+// before the call it was in, or those and that one, then clears it for
+// the next child (a map that only grew would spend ever longer in its
+// rebuilds, where the kills would land). An insertion sets its slot's control word, the
+// count after saving them in its lane: a kill inside that lane is
+// rolled back to the saved words. Such a rollback is told from a
+// rebuild's (the table a rebuild publishes, before the insertion that
+// needed it, has room: a rolled-back rebuild leaves the old table, which
+// had none) and must be seen.
+
+func childKillHashInserts(args []string) int {
+	seg, err := kOpenSpec(args[0], mapped.OpenOnly)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	f, err := os.OpenFile(args[1], os.O_RDWR, 0)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	mem, err := syscall.Mmap(int(f.Fd()), 0, 8, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	word := (*int64)(unsafe.Pointer(&mem[0]))
+	from, _ := strconv.ParseInt(args[2], 10, 64)
+	h, err := Find[HashMap[int64, int64]](seg, "hi")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	fmt.Println("ready")
+	for i := from; ; i++ {
+		atomic.StoreInt64(word, i)
+		if err := h.Set(i*0x9e3779b9, -i); err != nil {
+			fmt.Fprintf(os.Stderr, "call %d: %v\n", i, err)
+			return 1
+		}
+	}
+}
+
+func TestSIGKILLDuringHashMapInserts(t *testing.T) {
+	kills := 100 // short too: about 1.5 s, and fewer would miss the rollback now and then
+	name := fmt.Sprintf("mapstore-hkins-%d", os.Getpid())
+	t.Cleanup(func() { _ = shm.Remove(name) })
+	spec := "shm:" + name
+	seg, err := kOpenSpec(spec, mapped.CreateOnly, mapped.WithSize(64<<20))
+	require.NoError(t, err)
+	free0 := seg.FreeMemory()
+	_, err = Construct(seg, "hi", HashMap[int64, int64]{})
+	require.NoError(t, err)
+	require.NoError(t, seg.Close())
+	wordFile := filepath.Join(t.TempDir(), "word")
+	require.NoError(t, os.WriteFile(wordFile, make([]byte, 8), 0o600))
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
+
+	keys, insertRolled, rolled := int64(0), 0, 0
+	for kill := range kills {
+		require.NoError(t, os.WriteFile(wordFile, make([]byte, 8), 0o600)) // the child may die before its first store
+		c := proctest.Start(t, "killhashins", spec, wordFile, "0")
+		c.Expect("ready")
+		time.Sleep(time.Duration(rng.IntN(2000)) * time.Microsecond)
+		c.Kill()
+		data, err := os.ReadFile(wordFile)
+		require.NoError(t, err)
+		in := *(*int64)(unsafe.Pointer(&data[0]))
+
+		seg, err := kOpenSpec(spec, mapped.OpenOnly)
+		require.NoError(t, err)
+		rolledBack := false
+		for _, a := range seg.RecoveryReport().Actions {
+			rolledBack = rolledBack || strings.Contains(a, "rolled back the operation of lane")
+		}
+		require.NoError(t, seg.CheckSanity(), "kill %d", kill)
+		h, err := Find[HashMap[int64, int64]](seg, "hi")
+		require.NoError(t, err)
+		_, has := h.Get(in * 0x9e3779b9)
+		want := in
+		if has {
+			want = in + 1
+		}
+		require.Equal(t, int(want), h.Len(), "kill %d in call %d", kill, in)
+		for i := range want {
+			v, ok := h.Get(i * 0x9e3779b9)
+			require.True(t, ok, "kill %d in call %d: key %d", kill, in, i)
+			require.Equal(t, -i, *v)
+		}
+		if rolledBack {
+			rolled++
+			o := hmOp(t, h)
+			if !has && h.n+*o.removed() < maxFull(h.groups) {
+				insertRolled++
+			}
+		}
+		keys += want
+		require.NoError(t, h.Clear())
+		require.NoError(t, seg.Close())
+	}
+	t.Logf("%d kills, %d keys; %d lanes rolled back, %d of them insertions'", kills, keys, rolled, insertRolled)
+	assert.Positive(t, insertRolled, "some kills landed in an insertion's lane, rolled back to its saved words")
+
+	seg, err = kOpenSpec(spec, mapped.OpenOnly)
+	require.NoError(t, err)
+	defer seg.Close()
+	require.NoError(t, Destroy[HashMap[int64, int64]](seg, "hi"))
+	assert.Equal(t, free0, seg.FreeMemory())
+}

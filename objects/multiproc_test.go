@@ -37,6 +37,9 @@ func mainWithChildren(m *testing.M) {
 		"xpmaps": childMaps,
 		// killhash runs HashMap calls until killed (hashmap_kill_test.go).
 		"killhash": childKillHashMap,
+		// killhashins sets new HashMap keys until killed
+		// (hashmap_kill_test.go).
+		"killhashins": childKillHashInserts,
 		// sync runs one of the synchronisation children (sync_multiproc_test.go).
 		"sync": childSync,
 		// qsend and qrecv send to and receive from a queue until killed,
