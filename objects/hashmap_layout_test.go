@@ -317,6 +317,7 @@ func TestHashMapOldFormatRefused(t *testing.T) {
 	require.NoError(t, err)
 	_, err = Find[hm](seg, "old")
 	require.ErrorIs(t, err, ErrTypeMismatch)
+	require.ErrorContains(t, err, "of another layout", "the same type name: the message says the layout differs")
 	_, err = FindOrConstruct(seg, "old", hm{})
 	require.ErrorIs(t, err, ErrTypeMismatch)
 	require.ErrorIs(t, Destroy[hm](seg, "old"), ErrTypeMismatch)

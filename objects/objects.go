@@ -47,6 +47,9 @@ func (ti *typeInfo) check(seg *mapped.Segment, op string, n mapped.Named, array 
 		if !ok {
 			stored = "an object of unknown type (not created through objects)"
 		}
+		if stored == ti.name {
+			return fmt.Errorf("mapstore: %s %q in %s: it holds a %s of another layout (its type changed since, or an older build's format): %w", op, n.Name, seg.Name(), stored, ErrTypeMismatch)
+		}
 		return fmt.Errorf("mapstore: %s %q in %s: it holds %s, not %s: %w", op, n.Name, seg.Name(), stored, ti.name, ErrTypeMismatch)
 	}
 	if !array && n.Count != 1 {
