@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"iter"
 	"math"
+	"math/bits"
 	"reflect"
 	"sync"
 	"sync/atomic"
@@ -31,16 +32,19 @@ import (
 //
 // Values live in the leaves, in place: Get and GetOrInsert return a
 // pointer to one, valid until the next change of the map (a change
-// rebuilds the nodes it touches, like a Go slice's append moves its
-// array). Change a value through the pointer, or build a nested value
+// moves the values of the leaf it inserts into, or rebuilds the nodes it
+// touches, like a Go slice's append moves its array). Change a value through the pointer, or build a nested value
 // where it lies (r, _, _ := m.GetOrInsert("alice"); r.Name.Set("Alice")),
 // before changing the map again.
 //
 // Every mutating call is crash-atomic: it writes the nodes it changes as
-// new blocks in a mapped.Lane and publishes them with one pointer, so
+// new blocks in a mapped.Lane and publishes them with one pointer; a new
+// key whose leaf has room goes into it in place instead, the lane saving
+// first what changes (the keys and values that move up, the counts). So
 // after a SIGKILL anywhere in it, and recovery, the map holds the state
 // before the call or after it, and no block leaks. Like a Go map it is
-// not safe for concurrent mutation.
+// not safe for concurrent mutation, nor for reading while another
+// process changes it.
 //
 // Header (24 bytes): the root node's offset (0: empty), the number of
 // keys, a reserved word. A node: a word with its number of keys (bits
@@ -96,6 +100,13 @@ type mapGeo struct {
 	kind     uint8   // a fixed-size K's element kind (kInt8 ...)
 	count    int     // and its elements
 	esize    uintptr // and their size
+	// word says K is one 64-bit integer (uint64, int64 and their kin):
+	// descendWord's path. flip is what turns its order into uint64's
+	// (1<<63 for a signed K), minSize the smaller of the two node sizes.
+	word              bool
+	flip              uint64
+	minSize, maxSize  uintptr
+	leafTop, innerTop int // the greatest powers of 2 not above the caps
 }
 
 func (g *mapGeo) maxKeys() int { return max(g.leafCap, g.innerCap) }
@@ -175,6 +186,14 @@ func buildMapGeo(kt, vt reflect.Type) (*mapGeo, error) {
 	g.leafSize = g.valOff + uintptr(g.leafCap)*g.vs
 	g.childOff = nodeHdr + uintptr(g.innerCap)*g.ks
 	g.inSize = g.childOff + uintptr(g.innerCap+1)*8
+	g.minSize, g.maxSize = min(g.leafSize, g.inSize), max(g.leafSize, g.inSize)
+	if !g.str && g.count == 1 && g.ks == 8 && (g.kind == kUint64 || g.kind == kInt64) {
+		g.word = true
+		g.leafTop, g.innerTop = 1<<(bits.Len(uint(g.leafCap))-1), 1<<(bits.Len(uint(g.innerCap))-1)
+		if g.kind == kInt64 {
+			g.flip = 1 << 63
+		}
+	}
 	return g, nil
 }
 
@@ -410,6 +429,9 @@ type pathEnt struct {
 
 // descend walks from the root to the leaf where k is or would be.
 func (o *mapOp[K, V]) descend(k *K, path *[maxMapDepth]pathEnt) (depth int, found bool, err error) {
+	if o.g.word {
+		return o.descendWord(*(*uint64)(unsafe.Pointer(k)), path)
+	}
 	nd := o.m.root
 	for d := 0; ; d++ {
 		if d == maxMapDepth {
@@ -434,6 +456,122 @@ func (o *mapOp[K, V]) descend(k *K, path *[maxMapDepth]pathEnt) (depth int, foun
 		nd = *o.child(nd, i)
 	}
 }
+
+// descendWord is descend for a K of one 64-bit integer (walkWord).
+func (o *mapOp[K, V]) descendWord(k uint64, path *[maxMapDepth]pathEnt) (depth int, found bool, err error) {
+	h := walkWord(o.seg, o.base, o.g, o.m.root, k, path)
+	if h.bad {
+		return 0, false, o.badNode(h.nd, h.depth)
+	}
+	return h.depth, h.found, nil
+}
+
+// badNode is the error for the node at off that walkWord refused at
+// depth d.
+func (o *mapOp[K, V]) badNode(off uint64, d int) error {
+	if d == maxMapDepth {
+		return o.corrupt("a tree deeper than %d levels", maxMapDepth)
+	}
+	if _, _, err := o.node(off); err != nil {
+		return err
+	}
+	return o.corrupt("a node at offset %d that does not fit the segment", off)
+}
+
+// wordHit is where walkWord ended: the leaf nd (n keys) and the index i
+// of the first key not below k there, found if it is k, at depth (the
+// levels walked). bad says the walk stopped at node nd, at depth, which
+// is not one (badNode says why).
+type wordHit struct {
+	nd          uint64
+	n, i, depth int
+	found, bad  bool
+}
+
+// walkWord walks a tree whose keys are one 64-bit integer (g.word) from
+// the root nd to the leaf where k is or would be, filling path if it is
+// not nil. A node below the top levels is not in the cache: rather than
+// one miss after another (the header, then each key a binary search
+// visits, then the child or value), it loads a word of each of the
+// node's cache lines first, so that the misses overlap, then searches
+// the keys without a branch (lowerWord). It is a plain function, not a
+// method of a generic type, and checks each node as node does.
+func walkWord(seg *mapped.Segment, base unsafe.Pointer, g *mapGeo, nd, k uint64, path *[maxMapDepth]pathEnt) wordHit {
+	k ^= g.flip
+	for d := 0; d < maxMapDepth; d++ {
+		// Every node fits the larger size: the usual case, one check.
+		// Otherwise a node must fit the smaller, and its own once its
+		// header says which it is.
+		exact := false
+		if nd%8 != 0 || !seg.Holds(nd, uint64(g.maxSize)) {
+			if nd%8 != 0 || !seg.Holds(nd, uint64(g.minSize)) {
+				return wordHit{nd: nd, depth: d, bad: true}
+			}
+			exact = true
+		}
+		p := unsafe.Add(base, nd)
+		var t uint64
+		for off := uintptr(64); off < g.minSize; off += 64 {
+			t += *(*uint64)(unsafe.Add(p, off))
+		}
+		if t == touchMagic {
+			touchSink.Add(1) // never, or nearly: it keeps the loads above
+		}
+		h := *(*uint64)(p)
+		n, leaf := int(h&0xffff), h&nodeLeaf != 0
+		size, capn, top := g.inSize, g.innerCap, g.innerTop
+		if leaf {
+			size, capn, top = g.leafSize, g.leafCap, g.leafTop
+		}
+		if n > capn || exact && !seg.Holds(nd, uint64(size)) {
+			return wordHit{nd: nd, depth: d, bad: true}
+		}
+		ws := unsafe.Add(p, nodeHdr)
+		if leaf {
+			i := lowerWord(ws, n, top, k, g.flip)
+			if path != nil {
+				path[d] = pathEnt{nd, n, i}
+			}
+			found := i < n && *(*uint64)(unsafe.Add(ws, i*8))^g.flip == k
+			return wordHit{nd: nd, n: n, i: i, depth: d + 1, found: found}
+		}
+		// The child to take: the number of keys at or below k (below
+		// k+1, unless k is the greatest word: then all of them).
+		i := n
+		if k != math.MaxUint64 {
+			i = lowerWord(ws, n, top, k+1, g.flip)
+		}
+		if path != nil {
+			path[d] = pathEnt{nd, n, i}
+		}
+		nd = *(*uint64)(unsafe.Add(p, g.childOff+uintptr(i)*8))
+	}
+	return wordHit{nd: nd, depth: maxMapDepth, bad: true}
+}
+
+// lowerWord is the number of the n sorted words at ws (order: as
+// uint64s after ^flip) below k: a binary search of a fixed number of
+// steps (top, top/2, ... 1; top the greatest power of 2 not above the
+// node's capacity) without a branch. A word past the n keys is never
+// compared (its index is clamped to the last key's); unsorted words give
+// some count in [0, n].
+func lowerWord(ws unsafe.Pointer, n, top int, k, flip uint64) int {
+	i := 0
+	for step := top; step > 0; step >>= 1 {
+		j := i + step
+		w := *(*uint64)(unsafe.Add(ws, (min(j, n)-1)*8)) ^ flip
+		_, lt := bits.Sub64(w, k, 0)                   // 1: w < k
+		_, past := bits.Sub64(uint64(n), uint64(j), 0) // 1: j > n
+		i += step & -int(lt&^past)
+	}
+	return i
+}
+
+// touchSink and touchMagic keep descendWord's loads: the compiler cannot
+// drop a load whose value a branch tests.
+var touchSink atomic.Uint64
+
+const touchMagic = 0x9e3779b97f4a7c15
 
 func (o *mapOp[K, V]) checkKey(method string, k *K) error {
 	if o.g.isNaN(unsafe.Pointer(k)) {
@@ -461,7 +599,20 @@ func (m *Map[K, V]) Get(k K) (*V, bool) {
 	if err != nil {
 		panic(err)
 	}
-	if m.root == 0 || o.g.isNaN(unsafe.Pointer(&k)) {
+	if m.root == 0 {
+		return nil, false
+	}
+	if o.g.word {
+		h := walkWord(o.seg, o.base, o.g, m.root, *(*uint64)(unsafe.Pointer(&k)), nil)
+		if h.bad {
+			panic(o.badNode(h.nd, h.depth))
+		}
+		if !h.found {
+			return nil, false
+		}
+		return (*V)(o.val(h.nd, h.i)), true
+	}
+	if o.g.isNaN(unsafe.Pointer(&k)) {
 		return nil, false
 	}
 	var path [maxMapDepth]pathEnt
@@ -521,6 +672,10 @@ func (m *Map[K, V]) put(method string, k K, v *V, overwrite bool) (*V, bool, err
 			return (*V)(o.val(leaf.nd, leaf.idx)), false, nil
 		}
 	}
+	if !found && depth > 0 && o.g.inPlace(path[depth-1]) {
+		res, err := o.insertInPlace(method, path[depth-1], &k, v)
+		return res, err == nil, err
+	}
 	shape, _, err := shapeFor[V]()
 	if err != nil {
 		return nil, false, err
@@ -548,6 +703,107 @@ func (m *Map[K, V]) put(method string, k K, v *V, overwrite bool) (*V, bool, err
 	}
 	return res, !found, nil
 }
+
+// laneRoom is the bytes of entries a mapped.Lane records (its
+// ErrLaneFull says so; a test checks that they agree).
+const laneRoom = 504
+
+// inPlace reports whether a new key goes into leaf (the end of a
+// descend's path) in place: the leaf has room, and the lane can save
+// what the insert changes there (laneSaves).
+func (g *mapGeo) inPlace(leaf pathEnt) bool {
+	return leaf.n < g.leafCap && g.laneSaves(leaf.n-leaf.idx) <= laneRoom
+}
+
+// laneSaves is the bytes of lane record an insert in place takes that
+// moves moved keys and values up by one: a save of the map's count, of
+// the leaf's header word, of the keys and of the values that move (each
+// entry two words and its bytes), and an allocation for a string key
+// that does not fit its slot.
+func (g *mapGeo) laneSaves(moved int) int {
+	n := 2 * (16 + 8)
+	if moved > 0 {
+		n += 16 + moved*int(g.ks)
+		if g.vs > 0 {
+			n += 16 + (moved*int(g.vs)+7)&^7
+		}
+	}
+	if g.str {
+		n += 16
+	}
+	return n
+}
+
+// insertInPlace inserts k (value *v, or zero) into leaf, which has room,
+// at leaf.idx: the keys and values from there move up by one. The lane
+// saves what changes first (the count of the map and of the leaf, the
+// keys and values that move; the slot past the leaf's count is not one
+// of its keys), so that a rollback puts the leaf back as it was. It
+// returns a pointer to the new value.
+func (o *mapOp[K, V]) insertInPlace(method string, leaf pathEnt, k *K, v *V) (*V, error) {
+	g, m := o.g, o.m
+	l, err := o.seg.BeginLane()
+	if err != nil {
+		return nil, err
+	}
+	defer l.Abort() // a no-op once it committed; a panic undoes the call
+	b := builder[K, V]{o: o, l: &l}
+	moved := leaf.n - leaf.idx
+	hdr := o.at(leaf.nd)
+	kp, vp := o.key(leaf.nd, leaf.idx), o.val(leaf.nd, leaf.idx)
+	kb, vb := moved*int(g.ks), moved*int(g.vs)
+	slot, err := b.makeSlot(&b.buf[0], k)
+	if err == nil {
+		err = l.Save(unsafe.Pointer(&m.n), 8)
+	}
+	if err == nil {
+		err = l.Save(hdr, 8)
+	}
+	if err == nil && kb > 0 {
+		err = l.Save(kp, kb)
+	}
+	if err == nil && vb > 0 {
+		err = l.Save(vp, vb)
+	}
+	if err != nil {
+		l.Abort()
+		return nil, o.laneErr(method, err)
+	}
+	if inPlaceHook != nil {
+		inPlaceHook("saved")
+	}
+	if kb > 0 {
+		copy(unsafe.Slice((*byte)(unsafe.Add(kp, g.ks)), kb), unsafe.Slice((*byte)(kp), kb))
+	}
+	if vb > 0 {
+		copy(unsafe.Slice((*byte)(unsafe.Add(vp, g.vs)), vb), unsafe.Slice((*byte)(vp), vb))
+	}
+	copy(unsafe.Slice((*byte)(kp), g.ks), unsafe.Slice((*byte)(slot), g.ks))
+	if v != nil {
+		copy(unsafe.Slice((*byte)(vp), g.vs), unsafe.Slice((*byte)(unsafe.Pointer(v)), g.vs))
+	} else {
+		clear(unsafe.Slice((*byte)(vp), g.vs))
+	}
+	if inPlaceHook != nil {
+		inPlaceHook("written")
+	}
+	*(*uint64)(hdr)++ // the count, in bits 0-15, is below the leaf's capacity
+	m.n++
+	if inPlaceHook != nil {
+		inPlaceHook("counted")
+	}
+	if err := l.Commit(); err != nil {
+		return nil, err
+	}
+	return (*V)(vp), nil
+}
+
+// inPlaceHook, when not nil, is called at the steps of insertInPlace:
+// "saved" (the lane holds what changes, nothing changed yet), "written"
+// (the keys and values moved, the new ones written) and "counted" (the
+// counts too, before the commit). Tests set it to kill the process
+// there; it is nil in production, where it costs a load and a compare.
+var inPlaceHook func(step string)
 
 // laneErr says what an ErrLaneFull of a map's call means.
 func (o *mapOp[K, V]) laneErr(method string, err error) error {
