@@ -101,12 +101,12 @@ type mapGeo struct {
 	count    int     // and its elements
 	esize    uintptr // and their size
 	// word says K is one 64-bit integer (uint64, int64 and their kin):
-	// descendWord's path. flip is what turns its order into uint64's
-	// (1<<63 for a signed K), minSize the smaller of the two node sizes.
-	word              bool
-	flip              uint64
-	minSize, maxSize  uintptr
-	leafTop, innerTop int // the greatest powers of 2 not above the caps
+	// walkWord's path; signed says it is an int64. top is the greatest
+	// power of 2 not above the larger capacity; minSize, maxSize the
+	// smaller and the larger of the two node sizes.
+	word, signed     bool
+	top              int
+	minSize, maxSize uintptr
 }
 
 func (g *mapGeo) maxKeys() int { return max(g.leafCap, g.innerCap) }
@@ -188,11 +188,8 @@ func buildMapGeo(kt, vt reflect.Type) (*mapGeo, error) {
 	g.inSize = g.childOff + uintptr(g.innerCap+1)*8
 	g.minSize, g.maxSize = min(g.leafSize, g.inSize), max(g.leafSize, g.inSize)
 	if !g.str && g.count == 1 && g.ks == 8 && (g.kind == kUint64 || g.kind == kInt64) {
-		g.word = true
-		g.leafTop, g.innerTop = 1<<(bits.Len(uint(g.leafCap))-1), 1<<(bits.Len(uint(g.innerCap))-1)
-		if g.kind == kInt64 {
-			g.flip = 1 << 63
-		}
+		g.word, g.signed = true, g.kind == kInt64
+		g.top = 1 << (bits.Len(uint(g.maxKeys())) - 1)
 	}
 	return g, nil
 }
@@ -430,7 +427,11 @@ type pathEnt struct {
 // descend walks from the root to the leaf where k is or would be.
 func (o *mapOp[K, V]) descend(k *K, path *[maxMapDepth]pathEnt) (depth int, found bool, err error) {
 	if o.g.word {
-		return o.descendWord(*(*uint64)(unsafe.Pointer(k)), path)
+		nd, _, d, found, bad := o.walk(unsafe.Pointer(k), path)
+		if bad {
+			return 0, false, o.badNode(nd, d)
+		}
+		return d, found, nil
 	}
 	nd := o.m.root
 	for d := 0; ; d++ {
@@ -457,13 +458,12 @@ func (o *mapOp[K, V]) descend(k *K, path *[maxMapDepth]pathEnt) (depth int, foun
 	}
 }
 
-// descendWord is descend for a K of one 64-bit integer (walkWord).
-func (o *mapOp[K, V]) descendWord(k uint64, path *[maxMapDepth]pathEnt) (depth int, found bool, err error) {
-	h := walkWord(o.seg, o.base, o.g, o.m.root, k, path)
-	if h.bad {
-		return 0, false, o.badNode(h.nd, h.depth)
+// walk is walkWord for the key at k (g.word), from the root.
+func (o *mapOp[K, V]) walk(k unsafe.Pointer, path *[maxMapDepth]pathEnt) (leaf uint64, i, depth int, found, bad bool) {
+	if o.g.signed {
+		return walkWord(o.seg, o.base, o.g, o.m.root, *(*int64)(k), path)
 	}
-	return h.depth, h.found, nil
+	return walkWord(o.seg, o.base, o.g, o.m.root, *(*uint64)(k), path)
 }
 
 // badNode is the error for the node at off that walkWord refused at
@@ -478,93 +478,106 @@ func (o *mapOp[K, V]) badNode(off uint64, d int) error {
 	return o.corrupt("a node at offset %d that does not fit the segment", off)
 }
 
-// wordHit is where walkWord ended: the leaf nd (n keys) and the index i
-// of the first key not below k there, found if it is k, at depth (the
-// levels walked). bad says the walk stopped at node nd, at depth, which
-// is not one (badNode says why).
-type wordHit struct {
-	nd          uint64
-	n, i, depth int
-	found, bad  bool
-}
-
 // walkWord walks a tree whose keys are one 64-bit integer (g.word) from
 // the root nd to the leaf where k is or would be, filling path if it is
 // not nil. A node below the top levels is not in the cache: rather than
 // one miss after another (the header, then each key a binary search
 // visits, then the child or value), it loads a word of each of the
 // node's cache lines first, so that the misses overlap, then searches
-// the keys without a branch (lowerWord). It is a plain function, not a
-// method of a generic type, and checks each node as node does.
-func walkWord(seg *mapped.Segment, base unsafe.Pointer, g *mapGeo, nd, k uint64, path *[maxMapDepth]pathEnt) wordHit {
-	k ^= g.flip
+// the keys without a branch (lowerWord). It checks each node as node
+// does. It is written for the walk's latency: a generic function of the
+// key's Go type (the comparison is the machine's), not a method of
+// mapOp, every test but the search a branch that is predicted.
+func walkWord[T uint64 | int64](seg *mapped.Segment, base unsafe.Pointer, g *mapGeo, nd uint64, k T, path *[maxMapDepth]pathEnt) (leaf uint64, i, depth int, found, bad bool) {
+	top := g.top
 	for d := 0; d < maxMapDepth; d++ {
 		// Every node fits the larger size: the usual case, one check.
 		// Otherwise a node must fit the smaller, and its own once its
 		// header says which it is.
-		exact := false
 		if nd%8 != 0 || !seg.Holds(nd, uint64(g.maxSize)) {
-			if nd%8 != 0 || !seg.Holds(nd, uint64(g.minSize)) {
-				return wordHit{nd: nd, depth: d, bad: true}
+			if !fitsNode(seg, g, nd) {
+				return nd, 0, d, false, true
 			}
-			exact = true
 		}
 		p := unsafe.Add(base, nd)
-		var t uint64
-		for off := uintptr(64); off < g.minSize; off += 64 {
-			t += *(*uint64)(unsafe.Add(p, off))
-		}
-		if t == touchMagic {
-			touchSink.Add(1) // never, or nearly: it keeps the loads above
+		if g.minSize >= 8*64 {
+			t := *(*uint64)(unsafe.Add(p, 64)) + *(*uint64)(unsafe.Add(p, 128)) + *(*uint64)(unsafe.Add(p, 192)) +
+				*(*uint64)(unsafe.Add(p, 256)) + *(*uint64)(unsafe.Add(p, 320)) + *(*uint64)(unsafe.Add(p, 384)) +
+				*(*uint64)(unsafe.Add(p, 448))
+			if t == touchMagic {
+				touchSink.Add(1) // never, or nearly: it keeps the loads above
+			}
+		} else {
+			var t uint64
+			for off := uintptr(64); off < g.minSize; off += 64 {
+				t += *(*uint64)(unsafe.Add(p, off))
+			}
+			if t == touchMagic {
+				touchSink.Add(1)
+			}
 		}
 		h := *(*uint64)(p)
-		n, leaf := int(h&0xffff), h&nodeLeaf != 0
-		size, capn, top := g.inSize, g.innerCap, g.innerTop
-		if leaf {
-			size, capn, top = g.leafSize, g.leafCap, g.leafTop
-		}
-		if n > capn || exact && !seg.Holds(nd, uint64(size)) {
-			return wordHit{nd: nd, depth: d, bad: true}
-		}
+		n := int(h & 0xffff)
 		ws := unsafe.Add(p, nodeHdr)
-		if leaf {
-			i := lowerWord(ws, n, top, k, g.flip)
+		if h&nodeLeaf != 0 {
+			if n > g.leafCap {
+				return nd, 0, d, false, true
+			}
+			i := lowerWord(ws, n, top, k, false)
 			if path != nil {
 				path[d] = pathEnt{nd, n, i}
 			}
-			found := i < n && *(*uint64)(unsafe.Add(ws, i*8))^g.flip == k
-			return wordHit{nd: nd, n: n, i: i, depth: d + 1, found: found}
+			return nd, i, d + 1, i < n && *(*T)(unsafe.Add(ws, i*8)) == k, false
 		}
-		// The child to take: the number of keys at or below k (below
-		// k+1, unless k is the greatest word: then all of them).
-		i := n
-		if k != math.MaxUint64 {
-			i = lowerWord(ws, n, top, k+1, g.flip)
+		if n > g.innerCap {
+			return nd, 0, d, false, true
 		}
+		i := lowerWord(ws, n, top, k, true) // the child to take
 		if path != nil {
 			path[d] = pathEnt{nd, n, i}
 		}
 		nd = *(*uint64)(unsafe.Add(p, g.childOff+uintptr(i)*8))
 	}
-	return wordHit{nd: nd, depth: maxMapDepth, bad: true}
+	return nd, 0, maxMapDepth, false, true
 }
 
-// lowerWord is the number of the n sorted words at ws (order: as
-// uint64s after ^flip) below k: a binary search of a fixed number of
-// steps (top, top/2, ... 1; top the greatest power of 2 not above the
-// node's capacity) without a branch. A word past the n keys is never
-// compared (its index is clamped to the last key's); unsorted words give
-// some count in [0, n].
-func lowerWord(ws unsafe.Pointer, n, top int, k, flip uint64) int {
+// fitsNode reports whether the node at nd, which does not fit the larger
+// node size, fits its own: walkWord's check at the end of the segment.
+func fitsNode(seg *mapped.Segment, g *mapGeo, nd uint64) bool {
+	if nd%8 != 0 || !seg.Holds(nd, uint64(g.minSize)) {
+		return false
+	}
+	size := g.inSize
+	if *(*uint64)(unsafe.Add(seg.Base(), nd))&nodeLeaf != 0 {
+		size = g.leafSize
+	}
+	return seg.Holds(nd, uint64(size))
+}
+
+// lowerWord is the number of the n sorted keys at ws below k (with le:
+// at or below k): a binary search of a fixed number of steps (top,
+// top/2, ... 1; top a power of 2 above n/2) without a branch. A word
+// past the n keys is never compared (its index is clamped to the last
+// key's); unsorted keys give some count in [0, n].
+func lowerWord[T uint64 | int64](ws unsafe.Pointer, n, top int, k T, le bool) int {
 	i := 0
 	for step := top; step > 0; step >>= 1 {
 		j := i + step
-		w := *(*uint64)(unsafe.Add(ws, (min(j, n)-1)*8)) ^ flip
-		_, lt := bits.Sub64(w, k, 0)                   // 1: w < k
-		_, past := bits.Sub64(uint64(n), uint64(j), 0) // 1: j > n
-		i += step & -int(lt&^past)
+		w := *(*T)(unsafe.Add(ws, (min(j, n)-1)*8))
+		below := w < k
+		if le {
+			below = w <= k
+		}
+		i += step & -(bit(below) & bit(j <= n))
 	}
 	return i
+}
+
+func bit(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // touchSink and touchMagic keep descendWord's loads: the compiler cannot
@@ -595,22 +608,35 @@ func (m *Map[K, V]) Len() int {
 // Get returns a pointer to k's value, in place (valid until the next
 // change of the map), and whether k is there.
 func (m *Map[K, V]) Get(k K) (*V, bool) {
+	if g, err := mapGeoOf[K, V](); err == nil && g.word {
+		// The common case, written for its latency: no mapOp.
+		seg := segFor(unsafe.Pointer(m), mapName, "Get")
+		if m.root == 0 {
+			return nil, false
+		}
+		var nd uint64
+		var i, d int
+		var found, bad bool
+		if g.signed {
+			nd, i, d, found, bad = walkWord(seg, seg.Base(), g, m.root, *(*int64)(unsafe.Pointer(&k)), nil)
+		} else {
+			nd, i, d, found, bad = walkWord(seg, seg.Base(), g, m.root, *(*uint64)(unsafe.Pointer(&k)), nil)
+		}
+		if bad {
+			o, _ := m.op("Get")
+			panic(o.badNode(nd, d))
+		}
+		if !found {
+			return nil, false
+		}
+		return (*V)(unsafe.Add(seg.Base(), nd+uint64(g.valOff)+uint64(i)*uint64(g.vs))), true
+	}
 	o, err := m.op("Get")
 	if err != nil {
 		panic(err)
 	}
 	if m.root == 0 {
 		return nil, false
-	}
-	if o.g.word {
-		h := walkWord(o.seg, o.base, o.g, m.root, *(*uint64)(unsafe.Pointer(&k)), nil)
-		if h.bad {
-			panic(o.badNode(h.nd, h.depth))
-		}
-		if !h.found {
-			return nil, false
-		}
-		return (*V)(o.val(h.nd, h.i)), true
 	}
 	if o.g.isNaN(unsafe.Pointer(&k)) {
 		return nil, false
@@ -661,6 +687,23 @@ func (m *Map[K, V]) put(method string, k K, v *V, overwrite bool) (*V, bool, err
 	if err := o.checkKey(method, &k); err != nil {
 		return nil, false, err
 	}
+	if o.g.word && m.root != 0 {
+		// The common cases first, without a path: a key that is there,
+		// and a new one that goes into its leaf in place.
+		nd, i, d, found, bad := o.walk(unsafe.Pointer(&k), nil)
+		switch {
+		case bad:
+			return nil, false, o.badNode(nd, d)
+		case found && !overwrite:
+			return (*V)(o.val(nd, i)), false, nil
+		case !found:
+			leaf := pathEnt{nd, int(*(*uint64)(o.at(nd)) & 0xffff), i} // checked by walk
+			if o.g.inPlace(leaf) {
+				res, err := o.insertInPlace(method, leaf, &k, v)
+				return res, err == nil, err
+			}
+		}
+	}
 	var path [maxMapDepth]pathEnt
 	depth, found := 0, false
 	if m.root != 0 {
@@ -687,13 +730,20 @@ func (m *Map[K, V]) put(method string, k K, v *V, overwrite bool) (*V, bool, err
 		p := o.val(leaf.nd, leaf.idx)
 		return (*V)(p), false, o.replace(method, p, v, shape)
 	}
+	var nv *V
+	if v != nil {
+		// A copy for the builder, which the compiler sees keep it: on the
+		// Go heap, where v (Set's argument) would be on every call.
+		c := *v
+		nv = &c
+	}
 	l, err := o.seg.BeginLane()
 	if err != nil {
 		return nil, false, err
 	}
 	defer l.Abort() // a no-op once it committed; a panic undoes the call
 	b := builder[K, V]{o: &o, l: &l}
-	res, err := b.insert(path[:depth], &k, v, found, shape)
+	res, err := b.insert(path[:depth], &k, nv, found, shape)
 	if err != nil {
 		l.Abort()
 		return nil, false, o.laneErr(method, err)
