@@ -294,12 +294,22 @@ type mapOp[K comparable, V any] struct {
 }
 
 func (m *Map[K, V]) op(method string) (mapOp[K, V], error) {
+	var o mapOp[K, V]
+	err := m.opInto(&o, method)
+	return o, err
+}
+
+// opInto is op writing into o: put's, which keeps o in memory, where a
+// returned mapOp is copied in 16-byte loads of the 8-byte stores just
+// made (the stores do not forward: a stall per call).
+func (m *Map[K, V]) opInto(o *mapOp[K, V], method string) error {
 	seg := segFor(unsafe.Pointer(m), mapName, method)
 	g, err := mapGeoOf[K, V]()
 	if err != nil {
-		return mapOp[K, V]{}, fmt.Errorf("mapstore: objects.Map.%s: %w", method, err)
+		return fmt.Errorf("mapstore: objects.Map.%s: %w", method, err)
 	}
-	return mapOp[K, V]{m: m, seg: seg, g: g, base: seg.Base(), self: unsafe.Pointer(m), typ: mapName}, nil
+	o.m, o.seg, o.g, o.base, o.self, o.typ = m, seg, g, seg.Base(), unsafe.Pointer(m), mapName
+	return nil
 }
 
 func (o *mapOp[K, V]) at(off uint64) unsafe.Pointer { return unsafe.Add(o.base, off) }
@@ -677,8 +687,8 @@ func (m *Map[K, V]) GetOrInsert(k K) (v *V, inserted bool, err error) {
 // put inserts k (with *v, or zero), or with overwrite replaces an
 // existing key's value.
 func (m *Map[K, V]) put(method string, k K, v *V, overwrite bool) (*V, bool, error) {
-	o, err := m.op(method)
-	if err != nil {
+	var o mapOp[K, V]
+	if err := m.opInto(&o, method); err != nil {
 		return nil, false, err
 	}
 	if err := writable(o.seg, mapName, method); err != nil {
@@ -707,6 +717,7 @@ func (m *Map[K, V]) put(method string, k K, v *V, overwrite bool) (*V, bool, err
 	var path [maxMapDepth]pathEnt
 	depth, found := 0, false
 	if m.root != 0 {
+		var err error
 		if depth, found, err = o.descend(&k, &path); err != nil {
 			return nil, false, err
 		}
@@ -797,12 +808,15 @@ func (o *mapOp[K, V]) insertInPlace(method string, leaf pathEnt, k *K, v *V) (*V
 		return nil, err
 	}
 	defer l.Abort() // a no-op once it committed; a panic undoes the call
-	b := builder[K, V]{o: o, l: &l}
 	moved := leaf.n - leaf.idx
 	hdr := o.at(leaf.nd)
 	kp, vp := o.key(leaf.nd, leaf.idx), o.val(leaf.nd, leaf.idx)
 	kb, vb := moved*int(g.ks), moved*int(g.vs)
-	slot, err := b.makeSlot(&b.buf[0], k)
+	slot := unsafe.Pointer(k) // a slot is a fixed-size key's bytes, padded
+	if g.str || unsafe.Sizeof(*k) != g.ks {
+		b := builder[K, V]{o: o, l: &l}
+		slot, err = b.makeSlot(&b.buf[0], k)
+	}
 	if err == nil {
 		err = l.Save(unsafe.Pointer(&m.n), 8)
 	}
