@@ -33,9 +33,10 @@ import (
 // Values live in the leaves, in place: Get and GetOrInsert return a
 // pointer to one, valid until the next change of the map (a change
 // moves the values of the leaf it inserts into, or rebuilds the nodes it
-// touches, like a Go slice's append moves its array). Change a value through the pointer, or build a nested value
-// where it lies (r, _, _ := m.GetOrInsert("alice"); r.Name.Set("Alice")),
-// before changing the map again.
+// touches, like a Go slice's append moves its array). Change a value
+// through the pointer, or build a nested value where it lies
+// (r, _, _ := m.GetOrInsert("alice"); r.Name.Set("Alice")), before
+// changing the map again.
 //
 // Every mutating call is crash-atomic: it writes the nodes it changes as
 // new blocks in a mapped.Lane and publishes them with one pointer; a new
@@ -590,7 +591,7 @@ func bit(b bool) int {
 	return 0
 }
 
-// touchSink and touchMagic keep descendWord's loads: the compiler cannot
+// touchSink and touchMagic keep walkWord's loads: the compiler cannot
 // drop a load whose value a branch tests.
 var touchSink atomic.Uint64
 
