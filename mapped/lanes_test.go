@@ -766,3 +766,44 @@ func TestAbortAfterCommitLeavesTheLaneToRecovery(t *testing.T) {
 	f2.orig = f.orig
 	f2.checkCommitted(t)
 }
+
+// A lane of saves and allocations only commits by emptying its record:
+// no redo step runs, the changes and the block stand, the lane is free
+// and nothing is left for recovery. One redo entry brings the redo back.
+func TestCommitWithoutRedoEntries(t *testing.T) {
+	b, _ := newFile(t)
+	s := mustOpen(t, b, CreateOnly)
+	f := newLaneFix(t, s)
+	var steps []bool
+	laneStepHook = func(redo bool, _ int, _ uint64) { steps = append(steps, redo) }
+	defer func() { laneStepHook = nil }()
+	l, err := s.BeginLane()
+	require.NoError(t, err)
+	require.NoError(t, l.Save(f.at(0), 64))
+	for i := range 64 {
+		f.obj[i] = 0xEE
+	}
+	blk, err := l.Allocate(100)
+	require.NoError(t, err)
+	f.put(fxNew, f.offOf(blk))
+	require.NoError(t, l.Commit())
+	assert.Empty(t, steps, "no redo step ran")
+	assert.Equal(t, uint64(0), s.h.get(s.h.geo.lanes+uintptr(l.i)*laneBytes), "the record is empty")
+	assert.False(t, s.lanesInFlight())
+	assert.Equal(t, byte(0xEE), f.obj[0], "the saved bytes' change stands")
+	_, err = s.Handle(blk)
+	require.NoError(t, err, "the lane's block stayed allocated")
+	require.NoError(t, s.Deallocate(blk))
+
+	l, err = s.BeginLane()
+	require.NoError(t, err)
+	require.NoError(t, l.Save(f.at(0), 8))
+	require.NoError(t, l.Store((*uint64)(f.at(fxStore)), 0x1234))
+	require.NoError(t, l.Commit())
+	assert.Equal(t, []bool{true, true}, steps, "with a store, the redo runs over both entries")
+	assert.Equal(t, uint64(0x1234), f.word(fxStore))
+	require.NoError(t, s.Close())
+	s2 := mustOpen(t, b, OpenOnly)
+	assert.Empty(t, laneActions(s2), "nothing left to recover")
+	require.NoError(t, s2.Close())
+}

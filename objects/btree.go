@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"iter"
 	"math"
+	"math/bits"
 	"reflect"
 	"sync"
 	"sync/atomic"
@@ -31,16 +32,20 @@ import (
 //
 // Values live in the leaves, in place: Get and GetOrInsert return a
 // pointer to one, valid until the next change of the map (a change
-// rebuilds the nodes it touches, like a Go slice's append moves its
-// array). Change a value through the pointer, or build a nested value
-// where it lies (r, _, _ := m.GetOrInsert("alice"); r.Name.Set("Alice")),
-// before changing the map again.
+// moves the values of the leaf it inserts into, or rebuilds the nodes it
+// touches, like a Go slice's append moves its array). Change a value
+// through the pointer, or build a nested value where it lies
+// (r, _, _ := m.GetOrInsert("alice"); r.Name.Set("Alice")), before
+// changing the map again.
 //
 // Every mutating call is crash-atomic: it writes the nodes it changes as
-// new blocks in a mapped.Lane and publishes them with one pointer, so
+// new blocks in a mapped.Lane and publishes them with one pointer; a new
+// key whose leaf has room goes into it in place instead, the lane saving
+// first what changes (the keys and values that move up, the counts). So
 // after a SIGKILL anywhere in it, and recovery, the map holds the state
 // before the call or after it, and no block leaks. Like a Go map it is
-// not safe for concurrent mutation.
+// not safe for concurrent mutation, nor for reading while another
+// process changes it.
 //
 // Header (24 bytes): the root node's offset (0: empty), the number of
 // keys, a reserved word. A node: a word with its number of keys (bits
@@ -96,6 +101,13 @@ type mapGeo struct {
 	kind     uint8   // a fixed-size K's element kind (kInt8 ...)
 	count    int     // and its elements
 	esize    uintptr // and their size
+	// word says K is one 64-bit integer (uint64, int64 and their kin):
+	// walkWord's path; signed says it is an int64. top is the greatest
+	// power of 2 not above the larger capacity; minSize, maxSize the
+	// smaller and the larger of the two node sizes.
+	word, signed     bool
+	top              int
+	minSize, maxSize uintptr
 }
 
 func (g *mapGeo) maxKeys() int { return max(g.leafCap, g.innerCap) }
@@ -175,6 +187,11 @@ func buildMapGeo(kt, vt reflect.Type) (*mapGeo, error) {
 	g.leafSize = g.valOff + uintptr(g.leafCap)*g.vs
 	g.childOff = nodeHdr + uintptr(g.innerCap)*g.ks
 	g.inSize = g.childOff + uintptr(g.innerCap+1)*8
+	g.minSize, g.maxSize = min(g.leafSize, g.inSize), max(g.leafSize, g.inSize)
+	if !g.str && g.count == 1 && g.ks == 8 && (g.kind == kUint64 || g.kind == kInt64) {
+		g.word, g.signed = true, g.kind == kInt64
+		g.top = 1 << (bits.Len(uint(g.maxKeys())) - 1)
+	}
 	return g, nil
 }
 
@@ -278,12 +295,22 @@ type mapOp[K comparable, V any] struct {
 }
 
 func (m *Map[K, V]) op(method string) (mapOp[K, V], error) {
+	var o mapOp[K, V]
+	err := m.opInto(&o, method)
+	return o, err
+}
+
+// opInto is op writing into o: put's, which keeps o in memory, where a
+// returned mapOp is copied in 16-byte loads of the 8-byte stores just
+// made (the stores do not forward: a stall per call).
+func (m *Map[K, V]) opInto(o *mapOp[K, V], method string) error {
 	seg := segFor(unsafe.Pointer(m), mapName, method)
 	g, err := mapGeoOf[K, V]()
 	if err != nil {
-		return mapOp[K, V]{}, fmt.Errorf("mapstore: objects.Map.%s: %w", method, err)
+		return fmt.Errorf("mapstore: objects.Map.%s: %w", method, err)
 	}
-	return mapOp[K, V]{m: m, seg: seg, g: g, base: seg.Base(), self: unsafe.Pointer(m), typ: mapName}, nil
+	o.m, o.seg, o.g, o.base, o.self, o.typ = m, seg, g, seg.Base(), unsafe.Pointer(m), mapName
+	return nil
 }
 
 func (o *mapOp[K, V]) at(off uint64) unsafe.Pointer { return unsafe.Add(o.base, off) }
@@ -410,6 +437,13 @@ type pathEnt struct {
 
 // descend walks from the root to the leaf where k is or would be.
 func (o *mapOp[K, V]) descend(k *K, path *[maxMapDepth]pathEnt) (depth int, found bool, err error) {
+	if o.g.word {
+		nd, _, d, found, bad := o.walk(unsafe.Pointer(k), path)
+		if bad {
+			return 0, false, o.badNode(nd, d)
+		}
+		return d, found, nil
+	}
 	nd := o.m.root
 	for d := 0; ; d++ {
 		if d == maxMapDepth {
@@ -435,6 +469,134 @@ func (o *mapOp[K, V]) descend(k *K, path *[maxMapDepth]pathEnt) (depth int, foun
 	}
 }
 
+// walk is walkWord for the key at k (g.word), from the root.
+func (o *mapOp[K, V]) walk(k unsafe.Pointer, path *[maxMapDepth]pathEnt) (leaf uint64, i, depth int, found, bad bool) {
+	if o.g.signed {
+		return walkWord(o.seg, o.base, o.g, o.m.root, *(*int64)(k), path)
+	}
+	return walkWord(o.seg, o.base, o.g, o.m.root, *(*uint64)(k), path)
+}
+
+// badNode is the error for the node at off that walkWord refused at
+// depth d.
+func (o *mapOp[K, V]) badNode(off uint64, d int) error {
+	if d == maxMapDepth {
+		return o.corrupt("a tree deeper than %d levels", maxMapDepth)
+	}
+	if _, _, err := o.node(off); err != nil {
+		return err
+	}
+	return o.corrupt("a node at offset %d that does not fit the segment", off)
+}
+
+// walkWord walks a tree whose keys are one 64-bit integer (g.word) from
+// the root nd to the leaf where k is or would be, filling path if it is
+// not nil. A node below the top levels is not in the cache: rather than
+// one miss after another (the header, then each key a binary search
+// visits, then the child or value), it loads a word of each of the
+// node's cache lines first, so that the misses overlap, then searches
+// the keys without a branch (lowerWord). It checks each node as node
+// does. It is written for the walk's latency: a generic function of the
+// key's Go type (the comparison is the machine's), not a method of
+// mapOp, every test but the search a branch that is predicted.
+func walkWord[T uint64 | int64](seg *mapped.Segment, base unsafe.Pointer, g *mapGeo, nd uint64, k T, path *[maxMapDepth]pathEnt) (leaf uint64, i, depth int, found, bad bool) {
+	top := g.top
+	for d := 0; d < maxMapDepth; d++ {
+		// Every node fits the larger size: the usual case, one check.
+		// Otherwise a node must fit the smaller, and its own once its
+		// header says which it is.
+		if nd%8 != 0 || !seg.Holds(nd, uint64(g.maxSize)) {
+			if !fitsNode(seg, g, nd) {
+				return nd, 0, d, false, true
+			}
+		}
+		p := unsafe.Add(base, nd)
+		if g.minSize >= 8*64 {
+			t := *(*uint64)(unsafe.Add(p, 64)) + *(*uint64)(unsafe.Add(p, 128)) + *(*uint64)(unsafe.Add(p, 192)) +
+				*(*uint64)(unsafe.Add(p, 256)) + *(*uint64)(unsafe.Add(p, 320)) + *(*uint64)(unsafe.Add(p, 384)) +
+				*(*uint64)(unsafe.Add(p, 448))
+			if t == touchMagic {
+				touchSink.Add(1) // never, or nearly: it keeps the loads above
+			}
+		} else {
+			var t uint64
+			for off := uintptr(64); off < g.minSize; off += 64 {
+				t += *(*uint64)(unsafe.Add(p, off))
+			}
+			if t == touchMagic {
+				touchSink.Add(1)
+			}
+		}
+		h := *(*uint64)(p)
+		n := int(h & 0xffff)
+		ws := unsafe.Add(p, nodeHdr)
+		if h&nodeLeaf != 0 {
+			if n > g.leafCap {
+				return nd, 0, d, false, true
+			}
+			i := lowerWord(ws, n, top, k, false)
+			if path != nil {
+				path[d] = pathEnt{nd, n, i}
+			}
+			return nd, i, d + 1, i < n && *(*T)(unsafe.Add(ws, i*8)) == k, false
+		}
+		if n > g.innerCap {
+			return nd, 0, d, false, true
+		}
+		i := lowerWord(ws, n, top, k, true) // the child to take
+		if path != nil {
+			path[d] = pathEnt{nd, n, i}
+		}
+		nd = *(*uint64)(unsafe.Add(p, g.childOff+uintptr(i)*8))
+	}
+	return nd, 0, maxMapDepth, false, true
+}
+
+// fitsNode reports whether the node at nd, which does not fit the larger
+// node size, fits its own: walkWord's check at the end of the segment.
+func fitsNode(seg *mapped.Segment, g *mapGeo, nd uint64) bool {
+	if nd%8 != 0 || !seg.Holds(nd, uint64(g.minSize)) {
+		return false
+	}
+	size := g.inSize
+	if *(*uint64)(unsafe.Add(seg.Base(), nd))&nodeLeaf != 0 {
+		size = g.leafSize
+	}
+	return seg.Holds(nd, uint64(size))
+}
+
+// lowerWord is the number of the n sorted keys at ws below k (with le:
+// at or below k): a binary search of a fixed number of steps (top,
+// top/2, ... 1; top a power of 2 above n/2) without a branch. A word
+// past the n keys is never compared (its index is clamped to the last
+// key's); unsorted keys give some count in [0, n].
+func lowerWord[T uint64 | int64](ws unsafe.Pointer, n, top int, k T, le bool) int {
+	i := 0
+	for step := top; step > 0; step >>= 1 {
+		j := i + step
+		w := *(*T)(unsafe.Add(ws, (min(j, n)-1)*8))
+		below := w < k
+		if le {
+			below = w <= k
+		}
+		i += step & -(bit(below) & bit(j <= n))
+	}
+	return i
+}
+
+func bit(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// touchSink and touchMagic keep walkWord's loads: the compiler cannot
+// drop a load whose value a branch tests.
+var touchSink atomic.Uint64
+
+const touchMagic = 0x9e3779b97f4a7c15
+
 func (o *mapOp[K, V]) checkKey(method string, k *K) error {
 	if o.g.isNaN(unsafe.Pointer(k)) {
 		return fmt.Errorf("mapstore: objects.%s.%s in %s: a NaN key is not a key: %w", o.typ, method, o.seg.Name(), ErrInvalidKey)
@@ -457,11 +619,37 @@ func (m *Map[K, V]) Len() int {
 // Get returns a pointer to k's value, in place (valid until the next
 // change of the map), and whether k is there.
 func (m *Map[K, V]) Get(k K) (*V, bool) {
+	if g, err := mapGeoOf[K, V](); err == nil && g.word {
+		// The common case, written for its latency: no mapOp.
+		seg := segFor(unsafe.Pointer(m), mapName, "Get")
+		if m.root == 0 {
+			return nil, false
+		}
+		var nd uint64
+		var i, d int
+		var found, bad bool
+		if g.signed {
+			nd, i, d, found, bad = walkWord(seg, seg.Base(), g, m.root, *(*int64)(unsafe.Pointer(&k)), nil)
+		} else {
+			nd, i, d, found, bad = walkWord(seg, seg.Base(), g, m.root, *(*uint64)(unsafe.Pointer(&k)), nil)
+		}
+		if bad {
+			o, _ := m.op("Get")
+			panic(o.badNode(nd, d))
+		}
+		if !found {
+			return nil, false
+		}
+		return (*V)(unsafe.Add(seg.Base(), nd+uint64(g.valOff)+uint64(i)*uint64(g.vs))), true
+	}
 	o, err := m.op("Get")
 	if err != nil {
 		panic(err)
 	}
-	if m.root == 0 || o.g.isNaN(unsafe.Pointer(&k)) {
+	if m.root == 0 {
+		return nil, false
+	}
+	if o.g.isNaN(unsafe.Pointer(&k)) {
 		return nil, false
 	}
 	var path [maxMapDepth]pathEnt
@@ -500,8 +688,8 @@ func (m *Map[K, V]) GetOrInsert(k K) (v *V, inserted bool, err error) {
 // put inserts k (with *v, or zero), or with overwrite replaces an
 // existing key's value.
 func (m *Map[K, V]) put(method string, k K, v *V, overwrite bool) (*V, bool, error) {
-	o, err := m.op(method)
-	if err != nil {
+	var o mapOp[K, V]
+	if err := m.opInto(&o, method); err != nil {
 		return nil, false, err
 	}
 	if err := writable(o.seg, mapName, method); err != nil {
@@ -510,9 +698,27 @@ func (m *Map[K, V]) put(method string, k K, v *V, overwrite bool) (*V, bool, err
 	if err := o.checkKey(method, &k); err != nil {
 		return nil, false, err
 	}
+	if o.g.word && m.root != 0 {
+		// The common cases first, without a path: a key that is there,
+		// and a new one that goes into its leaf in place.
+		nd, i, d, found, bad := o.walk(unsafe.Pointer(&k), nil)
+		switch {
+		case bad:
+			return nil, false, o.badNode(nd, d)
+		case found && !overwrite:
+			return (*V)(o.val(nd, i)), false, nil
+		case !found:
+			leaf := pathEnt{nd, int(*(*uint64)(o.at(nd)) & 0xffff), i} // checked by walk
+			if o.g.inPlace(leaf) {
+				res, err := o.insertInPlace(method, leaf, &k, v)
+				return res, err == nil, err
+			}
+		}
+	}
 	var path [maxMapDepth]pathEnt
 	depth, found := 0, false
 	if m.root != 0 {
+		var err error
 		if depth, found, err = o.descend(&k, &path); err != nil {
 			return nil, false, err
 		}
@@ -520,6 +726,10 @@ func (m *Map[K, V]) put(method string, k K, v *V, overwrite bool) (*V, bool, err
 			leaf := path[depth-1]
 			return (*V)(o.val(leaf.nd, leaf.idx)), false, nil
 		}
+	}
+	if !found && depth > 0 && o.g.inPlace(path[depth-1]) {
+		res, err := o.insertInPlace(method, path[depth-1], &k, v)
+		return res, err == nil, err
 	}
 	shape, _, err := shapeFor[V]()
 	if err != nil {
@@ -532,13 +742,20 @@ func (m *Map[K, V]) put(method string, k K, v *V, overwrite bool) (*V, bool, err
 		p := o.val(leaf.nd, leaf.idx)
 		return (*V)(p), false, o.replace(method, p, v, shape)
 	}
+	var nv *V
+	if v != nil {
+		// A copy for the builder, which the compiler sees keep it: on the
+		// Go heap, where v (Set's argument) would be on every call.
+		c := *v
+		nv = &c
+	}
 	l, err := o.seg.BeginLane()
 	if err != nil {
 		return nil, false, err
 	}
 	defer l.Abort() // a no-op once it committed; a panic undoes the call
 	b := builder[K, V]{o: &o, l: &l}
-	res, err := b.insert(path[:depth], &k, v, found, shape)
+	res, err := b.insert(path[:depth], &k, nv, found, shape)
 	if err != nil {
 		l.Abort()
 		return nil, false, o.laneErr(method, err)
@@ -548,6 +765,110 @@ func (m *Map[K, V]) put(method string, k K, v *V, overwrite bool) (*V, bool, err
 	}
 	return res, !found, nil
 }
+
+// laneRoom is the bytes of entries a mapped.Lane records (its
+// ErrLaneFull says so; a test checks that they agree).
+const laneRoom = 504
+
+// inPlace reports whether a new key goes into leaf (the end of a
+// descend's path) in place: the leaf has room, and the lane can save
+// what the insert changes there (laneSaves).
+func (g *mapGeo) inPlace(leaf pathEnt) bool {
+	return leaf.n < g.leafCap && g.laneSaves(leaf.n-leaf.idx) <= laneRoom
+}
+
+// laneSaves is the bytes of lane record an insert in place takes that
+// moves moved keys and values up by one: a save of the map's count, of
+// the leaf's header word, of the keys and of the values that move (each
+// entry two words and its bytes), and an allocation for a string key
+// that does not fit its slot.
+func (g *mapGeo) laneSaves(moved int) int {
+	n := 2 * (16 + 8)
+	if moved > 0 {
+		n += 16 + moved*int(g.ks)
+		if g.vs > 0 {
+			n += 16 + (moved*int(g.vs)+7)&^7
+		}
+	}
+	if g.str {
+		n += 16
+	}
+	return n
+}
+
+// insertInPlace inserts k (value *v, or zero) into leaf, which has room,
+// at leaf.idx: the keys and values from there move up by one. The lane
+// saves what changes first (the count of the map and of the leaf, the
+// keys and values that move; the slot past the leaf's count is not one
+// of its keys), so that a rollback puts the leaf back as it was. It
+// returns a pointer to the new value.
+func (o *mapOp[K, V]) insertInPlace(method string, leaf pathEnt, k *K, v *V) (*V, error) {
+	g, m := o.g, o.m
+	l, err := o.seg.BeginLane()
+	if err != nil {
+		return nil, err
+	}
+	defer l.Abort() // a no-op once it committed; a panic undoes the call
+	moved := leaf.n - leaf.idx
+	hdr := o.at(leaf.nd)
+	kp, vp := o.key(leaf.nd, leaf.idx), o.val(leaf.nd, leaf.idx)
+	kb, vb := moved*int(g.ks), moved*int(g.vs)
+	slot := unsafe.Pointer(k) // a slot is a fixed-size key's bytes, padded
+	if g.str || unsafe.Sizeof(*k) != g.ks {
+		b := builder[K, V]{o: o, l: &l}
+		slot, err = b.makeSlot(&b.buf[0], k)
+	}
+	if err == nil {
+		err = l.Save(unsafe.Pointer(&m.n), 8)
+	}
+	if err == nil {
+		err = l.Save(hdr, 8)
+	}
+	if err == nil && kb > 0 {
+		err = l.Save(kp, kb)
+	}
+	if err == nil && vb > 0 {
+		err = l.Save(vp, vb)
+	}
+	if err != nil {
+		l.Abort()
+		return nil, o.laneErr(method, err)
+	}
+	if inPlaceHook != nil {
+		inPlaceHook("saved")
+	}
+	if kb > 0 {
+		copy(unsafe.Slice((*byte)(unsafe.Add(kp, g.ks)), kb), unsafe.Slice((*byte)(kp), kb))
+	}
+	if vb > 0 {
+		copy(unsafe.Slice((*byte)(unsafe.Add(vp, g.vs)), vb), unsafe.Slice((*byte)(vp), vb))
+	}
+	copy(unsafe.Slice((*byte)(kp), g.ks), unsafe.Slice((*byte)(slot), g.ks))
+	if v != nil {
+		copy(unsafe.Slice((*byte)(vp), g.vs), unsafe.Slice((*byte)(unsafe.Pointer(v)), g.vs))
+	} else {
+		clear(unsafe.Slice((*byte)(vp), g.vs))
+	}
+	if inPlaceHook != nil {
+		inPlaceHook("written")
+	}
+	*(*uint64)(hdr)++ // the count, in bits 0-15, is below the leaf's capacity
+	m.n++
+	if inPlaceHook != nil {
+		inPlaceHook("counted")
+	}
+	if err := l.Commit(); err != nil {
+		return nil, err
+	}
+	return (*V)(vp), nil
+}
+
+// inPlaceHook, when not nil, is called at the steps of insertInPlace:
+// "saved" (the lane holds what changes, nothing changed yet), "written"
+// (the keys and values moved, the new ones written) and "counted" (the
+// counts too, before the commit). Tests set it to kill the process
+// there; it is nil in production, where it costs a load and a compare.
+var inPlaceHook func(step string)
 
 // laneErr says what an ErrLaneFull of a map's call means.
 func (o *mapOp[K, V]) laneErr(method string, err error) error {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"unsafe"
@@ -140,10 +141,37 @@ func mapSnapshot(m *Map[string, record]) string {
 	return b.String()
 }
 
-// In a full fixed-size segment a Set or GetOrInsert of a new key (and a
-// Set over an existing one, which rewrites its leaf) is ErrNoSpace and
-// leaves the map and the segment's accounting as they were; Clear needs
-// no block and works.
+// mapFillLeaf inserts keys more(0), more(1), ... that land in the leaf
+// where k would go (and zero values) until an insert of k would split
+// that leaf.
+func mapFillLeaf[K comparable, V any](t *testing.T, m *Map[K, V], k K, more func(int) K) {
+	t.Helper()
+	leafOf := func(k K) uint64 {
+		o, err := m.op("test")
+		require.NoError(t, err)
+		var path [maxMapDepth]pathEnt
+		d, _, err := o.descend(&k, &path)
+		require.NoError(t, err)
+		return path[d-1].nd
+	}
+	for i := 0; i < 1000; i++ {
+		if _, splits, _ := mapPredictSet(m, k); splits > 0 {
+			return
+		}
+		if x := more(i); leafOf(x) == leafOf(k) {
+			_, _, err := m.GetOrInsert(x)
+			require.NoError(t, err)
+		}
+	}
+	t.Fatalf("the leaf of %v did not fill", k)
+}
+
+// In a full fixed-size segment a Set or GetOrInsert of a new key that
+// splits its leaf or needs a block for its string (and a Set over an
+// existing one whose value owns blocks, which rewrites its leaf) is
+// ErrNoSpace and leaves the map and the segment's accounting as they
+// were; a new key that fits its leaf goes in place, and Clear needs no
+// block: both work.
 func TestMapNoSpaceLeavesItUnchanged(t *testing.T) {
 	panicOnFault(t)
 	path := filepath.Join(t.TempDir(), "full.seg")
@@ -166,6 +194,20 @@ func TestMapNoSpaceLeavesItUnchanged(t *testing.T) {
 	}
 	_, err = mapVerify(m, strings.Compare)
 	require.NoError(t, err)
+	// A new key that fits its leaf goes in place and needs no block
+	// unless its string does: fill the leaves where the short keys below
+	// go, so that they split. Keys just after k land in k's leaf.
+	for _, k := range []string{mapKeyStr(3), mapKeyStr(7)} {
+		mapFillLeaf(t, m, k, func(i int) string { return k + strconv.Itoa(i) })
+	}
+	mapFillLeaf(t, ints, 1, func(i int) int64 { return int64(-1 - i) })
+	mapFillLeaf(t, ints, 1000, func(i int) int64 { return int64(1001 + i) })
+	roomy := int64(201) // a key whose leaf has room
+	for ; ; roomy += 2 {
+		if _, splits, _ := mapPredictSet(ints, roomy); splits == 0 {
+			break
+		}
+	}
 
 	release := fillSegment(t, seg)
 	before, beforeInts, free := mapSnapshot(m), *ints, seg.FreeMemory()
@@ -191,6 +233,15 @@ func TestMapNoSpaceLeavesItUnchanged(t *testing.T) {
 		_, err = mapVerify(m, strings.Compare)
 		require.NoError(t, err, c.name)
 	}
+	// A new fixed-size key in a leaf with room takes no block.
+	require.NoError(t, ints.Set(roomy, 7))
+	v, ok := ints.Get(roomy)
+	require.True(t, ok)
+	assert.Equal(t, int64(7), *v)
+	assert.Equal(t, intsLen+1, ints.Len())
+	assert.Equal(t, free, seg.FreeMemory())
+	_, err = mapVerify(ints, cmp.Compare[int64])
+	require.NoError(t, err)
 	// A Delete rewrites the nodes it changes too: it may need a block, and
 	// then is ErrNoSpace with the map unchanged.
 	for _, k := range []string{mapKeyStr(4), mapKeyStr(100)} {
@@ -205,7 +256,7 @@ func TestMapNoSpaceLeavesItUnchanged(t *testing.T) {
 	}
 	// A plain value over an existing key is written in place.
 	require.NoError(t, ints.Set(10, -10))
-	v, _ := ints.Get(10)
+	v, _ = ints.Get(10)
 	assert.Equal(t, int64(-10), *v)
 	// Clear needs no block, and gives the space back.
 	require.NoError(t, m.Clear())

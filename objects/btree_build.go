@@ -6,8 +6,8 @@ import (
 	"github.com/mapstore/mapstore/mapped"
 )
 
-// How a Map changes, crash-atomically: every node a call changes is
-// written anew, as a block the call's lane allocates (a rollback frees
+// How a Map changes, crash-atomically (but for a new key whose leaf has
+// room: Map.insertInPlace): every node a call changes is written anew, as a block the call's lane allocates (a rollback frees
 // it), from lists of the keys, values and children it is to hold; the
 // topmost new node is published with one pointer (the root word, or a
 // child word of the first node that keeps its shape), saved in the lane

@@ -369,6 +369,18 @@ func mapPredictSet[K comparable, V any](m *Map[K, V], k K) (found bool, splits, 
 	return false, splits, d
 }
 
+// mapPredictInPlace says whether a Set of k, a new key, goes into its
+// leaf in place (Map.insertInPlace) rather than rewriting it.
+func mapPredictInPlace[K comparable, V any](m *Map[K, V], k K) bool {
+	o, err := m.op("predict")
+	if err != nil || m.root == 0 {
+		return false
+	}
+	var path [maxMapDepth]pathEnt
+	d, found, err := o.descend(&k, &path)
+	return err == nil && !found && o.g.inPlace(path[d-1])
+}
+
 // mapPredictDelete says what a Delete of k does to m: whether k is
 // there, how many levels merge with a sibling, whether the root gives way
 // to its only child, and whether a level evens out with a sibling.
@@ -522,6 +534,8 @@ func (p *kmPicker) pickBig(op *kOp, set func(string, ...int)) (kOp, func() error
 			_, splits, d := mapPredictSet(big, best)
 			kind := "big.Set/new"
 			switch {
+			case mapPredictInPlace(big, best):
+				kind = "big.Set/in-place"
 			case d > 0 && splits == d:
 				kind = "big.Set/split-root"
 			case splits > 0:
@@ -593,8 +607,11 @@ func (p *kmPicker) pickRec(op *kOp, set func(string, ...int)) (kOp, func() error
 			return *op, func() error { _, _, err := rec.GetOrInsert(kmRecKey(i)); return err }
 		}
 		kind := "rec.Set/new"
-		if rec.Has(kmRecKey(i)) {
+		switch {
+		case rec.Has(kmRecKey(i)):
 			kind = "rec.Set/existing"
+		case mapPredictInPlace(rec, kmRecKey(i)):
+			kind = "rec.Set/in-place"
 		}
 		set(kind, i)
 		return *op, func() error { return rec.Set(kmRecKey(i), kRec{ID: seq}) }
@@ -901,4 +918,149 @@ func killMaps(t *testing.T, spec string, kills int) {
 	}
 	require.NoError(t, kmDestroyAll(seg))
 	require.True(t, seg.AllMemoryDeallocated())
+}
+
+// The insert in place (Map.insertInPlace) is rolled back from its lane's
+// saves: a child kills itself at each of its steps, for a new key at the
+// start, middle and end of a leaf, in a map of int64 keys and one of
+// string keys (a long key's block allocated in the lane); after each
+// kill the map holds the keys it held before, its tree verifies, and
+// destroying it frees every block.
+
+const inPlaceKeys = 40 // keys 0, 2, ... 78 before each insert
+
+func inPlaceBuild(seg *mapped.Segment) error {
+	ints, err := Construct(seg, "ip_ints", Map[int64, int64]{})
+	if err != nil {
+		return err
+	}
+	strs, err := Construct(seg, "ip_strs", Map[string, int64]{})
+	if err != nil {
+		return err
+	}
+	for i := range inPlaceKeys {
+		if err := ints.Set(int64(2*i), int64(i)); err != nil {
+			return err
+		}
+		if err := strs.Set(kmRecKey(2*i), int64(i)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// inPlaceDump is both maps' keys and values, and their headers.
+func inPlaceDump(seg *mapped.Segment) (string, error) {
+	ints, err := Find[Map[int64, int64]](seg, "ip_ints")
+	if err != nil {
+		return "", err
+	}
+	strs, err := Find[Map[string, int64]](seg, "ip_strs")
+	if err != nil {
+		return "", err
+	}
+	if _, err := mapVerify(ints, cmp.Compare[int64]); err != nil {
+		return "", err
+	}
+	if _, err := mapVerify(strs, strings.Compare); err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d %d:", ints.n, strs.n)
+	for k, v := range ints.All() {
+		fmt.Fprintf(&b, " %d=%d", k, *v)
+	}
+	b.WriteString(" |")
+	for k, v := range strs.All() {
+		fmt.Fprintf(&b, " %s=%d", k, *v)
+	}
+	return b.String(), nil
+}
+
+// childInPlace: args are the segment, the map ("ints" or "strs"), the
+// key's index and the step to die at.
+func childInPlace(args []string) int {
+	seg, err := kOpenSpec(args[0], mapped.OpenOnly)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	i, _ := strconv.Atoi(args[2])
+	step := args[3]
+	inPlaceHook = func(s string) {
+		if s == step {
+			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {}
+		}
+	}
+	var call func() error
+	var inPlace bool
+	switch args[1] {
+	case "ints":
+		m, err := Find[Map[int64, int64]](seg, "ip_ints")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 2
+		}
+		inPlace = mapPredictInPlace(m, int64(i))
+		call = func() error { return m.Set(int64(i), -1) }
+	default:
+		m, err := Find[Map[string, int64]](seg, "ip_strs")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 2
+		}
+		inPlace = mapPredictInPlace(m, kmRecKey(i))
+		call = func() error { return m.Set(kmRecKey(i), -1) }
+	}
+	if !inPlace {
+		fmt.Fprintf(os.Stderr, "key %d of %s does not go in place\n", i, args[1])
+		return 3
+	}
+	if err := call(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0 // the step was not reached
+}
+
+func TestSIGKILLDuringInsertInPlace(t *testing.T) {
+	spec := "file:" + filepath.Join(t.TempDir(), "inplace.seg")
+	seg, err := kOpenSpec(spec, mapped.CreateOnly, mapped.WithSize(1<<20))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = seg.Close() })
+	free0 := seg.FreeMemory()
+	rolled := 0
+	// Keys 1 (the first leaf's start), 3, the middle of a leaf, the end.
+	for _, i := range []int{1, 3, 11, 2*inPlaceKeys + 1} {
+		for _, which := range []string{"ints", "strs"} {
+			for _, step := range []string{"saved", "written", "counted"} {
+				require.NoError(t, inPlaceBuild(seg))
+				before, err := inPlaceDump(seg)
+				require.NoError(t, err)
+				c := proctest.Start(t, "inplace", spec, which, strconv.Itoa(i), step)
+				code := c.Wait()
+				require.Equal(t, -1, code, "%s key %d step %s: the child was killed: %s", which, i, step, c.Stderr())
+				fresh, err := kOpenSpec(spec, mapped.OpenOnly)
+				require.NoError(t, err)
+				for _, a := range fresh.RecoveryReport().Actions {
+					if strings.Contains(a, "rolled back the operation of lane") {
+						rolled++
+					}
+				}
+				for _, s := range []*mapped.Segment{fresh, seg} {
+					require.NoError(t, s.CheckSanity())
+					got, err := inPlaceDump(s)
+					require.NoError(t, err)
+					require.Equal(t, before, got, "%s key %d killed at %s: the map as before", which, i, step)
+				}
+				require.NoError(t, Destroy[Map[int64, int64]](fresh, "ip_ints"))
+				require.NoError(t, Destroy[Map[string, int64]](fresh, "ip_strs"))
+				require.True(t, seg.AllMemoryDeallocated(), "%s key %d killed at %s: every block freed", which, i, step)
+				require.Equal(t, free0, seg.FreeMemory())
+				require.NoError(t, fresh.Close())
+			}
+		}
+	}
+	assert.Equal(t, 4*2*3, rolled, "every kill was rolled back")
 }

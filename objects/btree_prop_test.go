@@ -3,6 +3,7 @@ package objects
 import (
 	"cmp"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -426,6 +427,19 @@ func TestMapInt64Properties(t *testing.T) {
 		val:   rapid.Int64(),
 		valOf: func(i int64) int64 { return i * 7 },
 		cmpK:  cmp.Compare[int64],
+	})
+}
+
+// uint64 keys, around 0, 2^63 (where a signed order would differ) and
+// the greatest: Get, Set and the others take walkWord's unsigned path.
+func TestMapUint64Properties(t *testing.T) {
+	runFlatMapMachine(t, flatKind[uint64, int64]{
+		key: rapid.OneOf(rapid.Uint64Range(0, 200), rapid.Uint64Range(1<<63-100, 1<<63+100),
+			rapid.Uint64Range(math.MaxUint64-100, math.MaxUint64), rapid.Uint64()),
+		keyOf: func(i int64) uint64 { return uint64(i) + 1<<63 }, // around 2^63
+		val:   rapid.Int64(),
+		valOf: func(i int64) int64 { return i * 7 },
+		cmpK:  cmp.Compare[uint64],
 	})
 }
 

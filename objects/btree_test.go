@@ -4,11 +4,16 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"path/filepath"
 	"slices"
 	"testing"
+	"unsafe"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/mapstore/mapstore/backing/file"
+	"github.com/mapstore/mapstore/mapped"
 )
 
 // checkMap compares m with the model, in order, through All, Get, Len,
@@ -180,4 +185,35 @@ func TestMapRangeWithNaNBoundIsEmpty(t *testing.T) {
 		}
 		assert.Zero(t, n, "Range(%v, %v)", r[0], r[1])
 	}
+}
+
+// laneRoom, which decides whether an insert goes in place, is what a
+// mapped.Lane records: a save that fills it is taken, a byte more is
+// ErrLaneFull, whose message names the same size.
+func TestMapLaneRoom(t *testing.T) {
+	require.Contains(t, mapped.ErrLaneFull.Error(), fmt.Sprintf("(%d bytes)", laneRoom))
+	seg, err := mapped.Open(file.Path(filepath.Join(t.TempDir(), "room.seg")), mapped.CreateOnly, mapped.WithSize(256<<10))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = seg.Close() })
+	blk, err := seg.Allocate(laneRoom)
+	require.NoError(t, err)
+	p := unsafe.Pointer(unsafe.SliceData(blk))
+	l, err := seg.BeginLane()
+	require.NoError(t, err)
+	require.NoError(t, l.Save(p, laneRoom-16)) // an entry: two words, then the bytes
+	require.ErrorIs(t, l.Save(p, 1), mapped.ErrLaneFull)
+	l.Abort()
+	l, err = seg.BeginLane()
+	require.NoError(t, err)
+	require.ErrorIs(t, l.Save(p, laneRoom-15), mapped.ErrLaneFull)
+	l.Abort()
+	// The largest in-place insert of a Map[int64, int64] fits.
+	g, err := mapGeoOf[int64, int64]()
+	require.NoError(t, err)
+	moved := 0
+	for g.laneSaves(moved+1) <= laneRoom {
+		moved++
+	}
+	assert.Less(t, moved, g.leafCap, "an insert at the start of a nearly full leaf does not fit")
+	assert.Greater(t, moved, g.leafCap*3/4, "most inserts fit")
 }

@@ -49,6 +49,9 @@ func mainWithChildren(m *testing.M) {
 		// killmap runs random Map calls, logging each before it starts,
 		// until killed (btree_kill_test.go).
 		"killmap": childKillMaps,
+		// inplace kills itself at a step of an insert in place
+		// (btree_kill_test.go).
+		"inplace": childInPlace,
 	})
 }
 
