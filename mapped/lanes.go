@@ -50,8 +50,7 @@ import (
 // An entry is written past the state's length, then the length is
 // published (journal.StoreOrdered), then the change it covers is made: a
 // process killed anywhere leaves either an entry that is not published
-// (and no change), or one that is. Commit publishes the committed bit
-// (a record with no redo entry is emptied instead: that is its commit);
+// (and no change), or one that is. Commit publishes the committed bit;
 // then the redo entries run in order, each marked done when it has (a
 // free zeroes its word, a drop zeroes each owned word it frees and a move
 // counts its progress, so one cut short resumes where it stopped).
@@ -94,11 +93,10 @@ const (
 // the new copy of a large structure and Save only what points to it. A
 // record that does not fit is ErrLaneFull, and the caller aborts.
 type Lane struct {
-	s    *Segment
-	i    int
-	off  uintptr // the lane's offset
-	n    uint64  // log bytes in use
-	redo bool    // the log holds a redo entry
+	s   *Segment
+	i   int
+	off uintptr // the lane's offset
+	n   uint64  // log bytes in use
 }
 
 // ErrLaneFull: a lane's record has no room for the entry; abort the
@@ -254,7 +252,6 @@ func (l *Lane) Free(p unsafe.Pointer) error {
 	if err != nil {
 		return err
 	}
-	l.redo = true
 	*l.s.h.w(e + 8) = off
 	l.publish(e, 0, 2)
 	return nil
@@ -267,7 +264,6 @@ func (l *Lane) Store(p *uint64, v uint64) error {
 	if err != nil {
 		return err
 	}
-	l.redo = true
 	*l.s.h.w(e + 8) = off
 	*l.s.h.w(e + 16) = v
 	l.publish(e, 0, 3)
@@ -283,7 +279,6 @@ func (l *Lane) Move(dst, src unsafe.Pointer, n int) error {
 	if err != nil {
 		return err
 	}
-	l.redo = true
 	h := l.s.h
 	*h.w(e + 8), *h.w(e + 16), *h.w(e + 24), *h.w(e + 32) = d, sr, uint64(n), 0
 	l.publish(e, 0, 5)
@@ -297,7 +292,6 @@ func (l *Lane) Write(dst unsafe.Pointer, b []byte) error {
 	if err != nil {
 		return err
 	}
-	l.redo = true
 	*l.s.h.w(e + 8) = off
 	copy(unsafe.Slice((*byte)(unsafe.Add(l.s.h.base, e+16)), len(b)), b)
 	l.publish(e, len(b), 2)
@@ -315,7 +309,6 @@ func (l *Lane) Drop(p unsafe.Pointer, count, stride int, shape Shape) error {
 	if err != nil {
 		return err
 	}
-	l.redo = true
 	h := l.s.h
 	*h.w(e + 8), *h.w(e + 16), *h.w(e + 24) = off, uint64(count), uint64(stride)
 	copy(unsafe.Slice((*byte)(unsafe.Add(h.base, e+32)), len(shape)), shape)
@@ -328,12 +321,6 @@ func (l *Lane) Drop(p unsafe.Pointer, count, stride int, shape Shape) error {
 // (a block that is not one) is returned after the others ran.
 func (l *Lane) Commit() error {
 	s := l.live()
-	if !l.redo {
-		// Saves and allocations only: nothing runs after the commit, and
-		// the release, which empties the record first, is the commit.
-		l.release()
-		return nil
-	}
 	journal.StoreOrdered(l.state(), l.n|laneCommitted)
 	err := s.laneRedo(l.off, false)
 	l.release()
