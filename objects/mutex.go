@@ -164,10 +164,17 @@ func (m *Mutex) TryLock() (bool, error) {
 
 // lockFast takes m if it is free and nobody sleeps on it: one
 // compare-and-swap. The word may keep a former holder's bits 32-62 (its
-// Unlock cleared only the low half), so it is loaded first.
+// Unlock cleared only the low half; attach ids past 2^24): then it looks
+// at the word and tries again. Loading the word first cost about 2 ns on
+// every Lock (measured; likely the load waiting for the Unlock's 4-byte
+// store, which it cannot take its 8 bytes from).
 func (m *Mutex) lockFast(seg *mapped.Segment) bool {
+	me := ownerOf(seg)
+	if atomic.CompareAndSwapUint64(&m.w, 0, me) {
+		return true
+	}
 	v := atomic.LoadUint64(&m.w)
-	return uint32(v) == 0 && v&lockWaiters == 0 && atomic.CompareAndSwapUint64(&m.w, v, ownerOf(seg))
+	return uint32(v) == 0 && v&lockWaiters == 0 && atomic.CompareAndSwapUint64(&m.w, v, me)
 }
 
 // fenceRefusedPoll is how long a waiter sleeps at a time when its

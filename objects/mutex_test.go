@@ -4,6 +4,7 @@ import (
 	"context"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -154,4 +155,25 @@ func TestMutexCopyPanics(t *testing.T) {
 		assert.Contains(t, r.(string), "not inside any open segment")
 	}()
 	_ = m.Lock()
+}
+
+// An unlocked word may keep a former holder's high bits (a plain-store
+// Unlock clears only the low half): Lock takes it all the same, on its
+// fast path's second try, and keeps a sleeper's bit when it is set.
+func TestMutexLockOverAFormerHoldersHighBits(t *testing.T) {
+	seg, _ := syncSeg(t)
+	m, err := Construct(seg, "m", Mutex{})
+	require.NoError(t, err)
+	me := ownerOf(seg)
+	for _, stale := range []uint64{0x1234_5678 << 32, 0x7fff_ffff << 32, lockWaiters | 0x42<<32} {
+		atomic.StoreUint64(&m.w, stale)
+		require.Zero(t, holderOf(stale), "unlocked: the low half is 0")
+		require.NoError(t, m.Lock())
+		assert.Equal(t, me|stale&lockWaiters, atomic.LoadUint64(&m.w), "held by this open, a sleeper's bit kept")
+		ok, err := m.TryLock()
+		require.NoError(t, err)
+		assert.False(t, ok, "held")
+		require.NoError(t, m.Unlock())
+		assert.Zero(t, holderOf(atomic.LoadUint64(&m.w)), "unlocked again")
+	}
 }
