@@ -74,7 +74,9 @@
 // from a dead holder calls Recover before it goes on.
 // Expand grows a large block in place when the pages after it are free;
 // Prefault has a goroutine fault in the pages of a range about to be
-// written, so that the writer does not wait for each first touch.
+// written, so that the writer does not wait for each first touch;
+// PrefaultAhead does it for a block a writer fills while it runs, keeping
+// ahead of the writer's progress word.
 // RemoveNamedDropping removes a name whose object owns blocks and frees
 // them all, as one step that recovery finishes. Info.LockAcquisitions
 // counts how often any process took the segment lock.

@@ -2,6 +2,7 @@ package mapped
 
 import (
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -31,7 +32,10 @@ type prefaulter struct {
 	pending []prefaultRange
 }
 
-type prefaultRange struct{ off, n uint64 }
+// prefaultRange is a range to fault in: n bytes at offset off; with a
+// progress word (its offset, 0: none), the writer is at origin +
+// *progress × unit.
+type prefaultRange struct{ off, n, progress, origin, unit uint64 }
 
 // Prefault starts faulting in, in the background, the pages of the n
 // bytes at p (memory of this segment, such as a block just allocated or
@@ -50,13 +54,49 @@ func (s *Segment) Prefault(p unsafe.Pointer, n int) {
 	if !ok || off+uint64(n) > s.known.Load() && off+uint64(n) > uint64(s.sizeNow()) {
 		return
 	}
+	s.queuePrefault(prefaultRange{off: off, n: uint64(n)})
+}
+
+// PrefaultAhead is Prefault for a block that a writer fills in order
+// while the prefault runs, as a vector's appends do: the block starts at
+// block, the writer is *progress × unit bytes into it (progress is a word
+// in this segment, such as the vector's length), and the pages from there
+// to end bytes into the block are faulted in. The prefault keeps ahead of
+// the writer: what the writer has reached is skipped, and when the writer
+// catches up (no idle core to run the prefault on) it jumps half a
+// megabyte past it, so that the two never fault the same pages at once
+// and wait on each other's page locks. (Faulting alongside the writer made
+// appends to a file slower than no prefault at all: 5.4-6.8 ns against
+// 4.2-4.4, with the other core busy.)
+func (s *Segment) PrefaultAhead(block unsafe.Pointer, end int, progress *uint64, unit int) {
+	if end < prefaultMin || unit <= 0 || !s.CanChange() {
+		return
+	}
+	origin, ok := s.offsetOf(unsafe.Slice((*byte)(block), 1))
+	pw, ok2 := s.offsetOf(unsafe.Slice((*byte)(unsafe.Pointer(progress)), 8))
+	if !ok || !ok2 || pw%8 != 0 || origin+uint64(end) > s.known.Load() && origin+uint64(end) > uint64(s.sizeNow()) {
+		return
+	}
+	from := atomic.LoadUint64(progress)
+	if from >= uint64(end)/uint64(unit) {
+		return
+	}
+	off := origin + from*uint64(unit)
+	n := origin + uint64(end) - off
+	if n < prefaultMin {
+		return
+	}
+	s.queuePrefault(prefaultRange{off: off, n: n, progress: pw, origin: origin, unit: uint64(unit)})
+}
+
+func (s *Segment) queuePrefault(r prefaultRange) {
 	pf := &s.prefault
 	pf.mu.Lock()
 	defer pf.mu.Unlock()
 	if len(pf.pending) >= 8 {
 		pf.pending = pf.pending[1:] // the oldest is the most likely written already
 	}
-	pf.pending = append(pf.pending, prefaultRange{off, uint64(n)})
+	pf.pending = append(pf.pending, r)
 	if !pf.running {
 		pf.running = true
 		go s.prefaultLoop()
@@ -81,6 +121,20 @@ func (s *Segment) prefaultLoop() {
 		for at := start; at < end; at += prefaultChunk {
 			if !s.CanChange() {
 				break // closing: the mapping is about to go
+			}
+			if r.progress != 0 {
+				// The writer's position, from the segment: a bad value only
+				// makes this skip or stop (it is a hint).
+				w := atomic.LoadUint64(s.h.w(uintptr(r.progress)))
+				if w > (end-r.origin)/r.unit {
+					break // past the end: nothing left to do
+				}
+				if pos := r.origin + w*r.unit; pos+prefaultChunk/4 > at {
+					at = (pos + prefaultChunk/2 + pageSize - 1) &^ (pageSize - 1)
+					if at >= end {
+						break
+					}
+				}
 			}
 			l := min(prefaultChunk, end-at)
 			if err := unix.Madvise(unsafe.Slice((*byte)(unsafe.Add(s.h.base, at)), l), madvPopulateWrite); err != nil {

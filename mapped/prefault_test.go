@@ -92,3 +92,54 @@ func TestPrefaultIgnoresWhatItCannotUse(t *testing.T) {
 		s.prefault.mu.Unlock()
 	})
 }
+
+// waitPrefault waits for this open's prefault goroutine to finish.
+func waitPrefault(t *testing.T, s *Segment) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for s.prefaulting() && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	require.False(t, s.prefaulting(), "the prefault finished")
+}
+
+// PrefaultAhead keeps ahead of the writer: it starts where the progress
+// word says the writer is, half a megabyte past it (the writer faults
+// those pages itself as it goes), skips what the writer reaches while it
+// runs (the mid-range check), and does nothing when the writer is at the
+// end. (Residency is checked on
+// shared memory; see TestPrefaultPopulatesWithoutChanging.)
+func TestPrefaultAheadStaysAheadOfTheWriter(t *testing.T) {
+	b, _ := newShm(t)
+	s := mustOpen(t, b, CreateOnly, WithSize(64<<20))
+	const size = 8 << 20
+	blk, err := s.Allocate(size)
+	require.NoError(t, err)
+	pw, err := s.Allocate(8)
+	require.NoError(t, err)
+	progress := (*uint64)(unsafe.Pointer(&pw[0]))
+	const unit = 16
+	*progress = (size / 2) / unit // the writer is half way
+	require.Zero(t, resident(t, blk), "a fresh block")
+	s.PrefaultAhead(unsafe.Pointer(&blk[0]), size, progress, unit)
+	waitPrefault(t, s)
+	assert.Zero(t, resident(t, blk[:size/2+prefaultChunk/2]), "nothing behind the writer or within half a megabyte of it")
+	assert.Equal(t, (size/2-prefaultChunk/2)/pageSize, resident(t, blk[size/2+prefaultChunk/2:]), "everything from there on")
+
+	// A writer at (or, from a bad word, past) the end: nothing to do.
+	blk2, err := s.Allocate(size)
+	require.NoError(t, err)
+	for _, at := range []uint64{size / unit, size/unit + 1, 1 << 62} {
+		*progress = at
+		s.PrefaultAhead(unsafe.Pointer(&blk2[0]), size, progress, unit)
+		waitPrefault(t, s)
+		assert.Zero(t, resident(t, blk2), "writer at %d", at)
+	}
+
+	// Bad arguments: a progress word outside the segment, a unit of 0.
+	var outside uint64
+	s.PrefaultAhead(unsafe.Pointer(&blk2[0]), size, &outside, unit)
+	*progress = 0
+	s.PrefaultAhead(unsafe.Pointer(&blk2[0]), size, progress, 0)
+	assert.False(t, s.prefaulting(), "nothing started")
+}

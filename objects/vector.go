@@ -23,8 +23,9 @@ import (
 // one store; a call that moves, grows or frees storage runs in a
 // mapped.Lane. Growth doubles the capacity (in place when the pages after
 // the storage are free); when the new capacity passes a megabyte, its
-// pages are faulted in by another goroutine (mapped.Segment.Prefault)
-// while the appends go on, so that they do not each wait for one.
+// pages are faulted in by another goroutine, ahead of the appends
+// (mapped.Segment.PrefaultAhead, which follows the length), so that they
+// do not each wait for one.
 //
 // Like a Go slice it is not safe for concurrent mutation: guard it (an
 // objects.Mutex in the segment, when processes share it). At, Insert,
@@ -192,7 +193,7 @@ func (v *Vector[T]) expand(seg *mapped.Segment, c uint64) bool {
 	journal.StoreOrdered(&v.c, uint64(usable)/size)
 	// Appends write the new capacity in order: let another core take its
 	// page faults first.
-	seg.Prefault(unsafe.Add(seg.Base(), v.data+v.n*size), int((v.c-v.n)*size))
+	seg.PrefaultAhead(unsafe.Add(seg.Base(), v.data), int(v.c*size), &v.n, int(size))
 	return true
 }
 
@@ -238,7 +239,7 @@ func (v *Vector[T]) regrow(seg *mapped.Segment, method string, c uint64, fill fu
 	if err := l.Commit(); err != nil {
 		return err
 	}
-	seg.Prefault(unsafe.Add(unsafe.Pointer(unsafe.SliceData(dst)), n*size), int((v.c-n)*size))
+	seg.PrefaultAhead(unsafe.Pointer(unsafe.SliceData(dst)), int(v.c*size), &v.n, int(size))
 	return nil
 }
 
