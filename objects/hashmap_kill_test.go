@@ -100,26 +100,37 @@ func hkDo(h *HashMap[int64, String], seed uint64, i int64) error {
 	}
 }
 
-// childKillHashMap runs calls from index args[2] on, storing each index
-// in the word of file args[1] before it starts, until killed.
-func childKillHashMap(args []string) int {
+// hashKillChild is a hash map kill child's start: the segment (spec
+// args[0]), the word of file args[1] where it stores the index of each
+// call before it starts, and the first index (args[2]); false (said on
+// stderr) when one of them cannot be had.
+func hashKillChild(args []string) (*mapped.Segment, *int64, int64, bool) {
 	seg, err := kOpenSpec(args[0], mapped.OpenOnly)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		return 2
+		return nil, nil, 0, false
 	}
 	f, err := os.OpenFile(args[1], os.O_RDWR, 0)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		return 2
+		return nil, nil, 0, false
 	}
 	mem, err := syscall.Mmap(int(f.Fd()), 0, 8, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
+		return nil, nil, 0, false
+	}
+	from, _ := strconv.ParseInt(args[2], 10, 64)
+	return seg, (*int64)(unsafe.Pointer(&mem[0])), from, true
+}
+
+// childKillHashMap runs calls from index args[2] on, storing each index
+// in the word of file args[1] before it starts, until killed.
+func childKillHashMap(args []string) int {
+	seg, word, from, ok := hashKillChild(args)
+	if !ok {
 		return 2
 	}
-	word := (*int64)(unsafe.Pointer(&mem[0]))
-	from, _ := strconv.ParseInt(args[2], 10, 64)
 	seed, _ := strconv.ParseUint(args[3], 10, 64)
 	h, err := Find[HashMap[int64, String]](seg, "hm")
 	if err != nil {
@@ -260,23 +271,10 @@ func killHashMap(t *testing.T, spec string, kills int) {
 // had none) and must be seen.
 
 func childKillHashInserts(args []string) int {
-	seg, err := kOpenSpec(args[0], mapped.OpenOnly)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
+	seg, word, from, ok := hashKillChild(args)
+	if !ok {
 		return 2
 	}
-	f, err := os.OpenFile(args[1], os.O_RDWR, 0)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 2
-	}
-	mem, err := syscall.Mmap(int(f.Fd()), 0, 8, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 2
-	}
-	word := (*int64)(unsafe.Pointer(&mem[0]))
-	from, _ := strconv.ParseInt(args[2], 10, 64)
 	h, err := Find[HashMap[int64, int64]](seg, "hi")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
