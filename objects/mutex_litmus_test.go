@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 )
 
 // Litmus tests of the plain-store Unlock (see Mutex). Two threads meet at
@@ -16,8 +17,10 @@ import (
 // releaser's store not yet visible when its own load runs) is hit. A
 // round is lost when the waiter would go to sleep and nothing will wake
 // it. Made without the barrier (futex.Fence a no-op), this test lost
-// about 3,000 rounds of 200,000 here (with the release delayed by 0 to 63
-// loop turns; shorter delays rarely let the waiter in first). (The Queue's waiters run the same
+// 2,800 to 25,600 rounds of 200,000 here (with the release delayed by 0
+// to 63 loop turns; shorter delays rarely let the waiter in first). On a
+// machine too busy to run both threads at once the waiter may never get
+// in first: the test then says so and skips (it tested nothing). (The Queue's waiters run the same
 // barrier, event.markFenced; a test of that pairing lost only about one
 // round in 100,000 without it, too rarely to test here.)
 
@@ -35,7 +38,17 @@ func registered(t *testing.T, m *Mutex) {
 
 // litmusBudget bounds a litmus test's rounds in time: with a busy
 // machine, a round whose other thread is not running waits for it.
-const litmusBudget = 4 * time.Second
+const litmusBudget = 8 * time.Second
+
+// spinUntil waits for cond, giving the core away now and then (the thread
+// it waits for may be waiting for this core).
+func spinUntil(cond func() bool) {
+	for j := 1; !cond(); j++ {
+		if j%1024 == 0 {
+			_, _, _ = unix.RawSyscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
+		}
+	}
+}
 
 // The holder's fast Unlock against a waiter's steps before it sleeps
 // (Mutex.prepareSleep): when the waiter goes to sleep, the Unlock must
@@ -57,8 +70,7 @@ func TestMutexPlainUnlockLitmus(t *testing.T) {
 	go func() {
 		runtime.LockOSThread()
 		for i := int64(1); i <= n; i++ {
-			for signal.Load() < i {
-			}
+			spinUntil(func() bool { return signal.Load() >= i })
 			if signal.Load() > n {
 				return
 			}
@@ -82,8 +94,7 @@ func TestMutexPlainUnlockLitmus(t *testing.T) {
 		if err := sh.Mu.Unlock(); err != nil {
 			t.Fatal(err)
 		}
-		for done.Load() != i {
-		}
+		spinUntil(func() bool { return done.Load() == i })
 		rounds++
 		if marked[i] {
 			mark++
@@ -98,6 +109,10 @@ func TestMutexPlainUnlockLitmus(t *testing.T) {
 	signal.Store(n + 1)
 	atomic.StoreUint64(&sh.Mu.w, 0)
 	t.Logf("%d rounds: the waiter set bit 63 on the held word in %d, went to sleep in %d, with no wake-up coming in %d", rounds, mark, slept, lost)
-	assert.Positive(t, mark, "the waiter never got in before the Unlock: the race went untested")
 	assert.Zero(t, lost, "a sleeper would miss its wake-up")
+	if mark == 0 {
+		// A busy machine that never ran the two threads at once: nothing
+		// was tested (not a pass).
+		t.Skipf("in %d rounds the waiter never got in before the Unlock: the threads did not run at the same time", rounds)
+	}
 }
