@@ -54,7 +54,10 @@ const (
 	long    = 50000 // worker 0's round 10: long enough to be killed in it
 )
 
-func key(id, round, j int) string { return fmt.Sprintf("w%d/%03d/%04d", id, round, j) }
+// key is worker id's key j of its round: zero-padded to 5 digits, so that
+// the map's order (by bytes) is the order of j up to long's 50,000 (with 4
+// digits "w0/010/10000" sorted between j 1000 and 1001).
+func key(id, round, j int) string { return fmt.Sprintf("w%d/%03d/%05d", id, round, j) }
 
 func main() {
 	var err error
