@@ -110,7 +110,8 @@
 // longer message is ErrMsgSize. A process killed in Send leaves the whole
 // message queued or none of it; killed in Receive, the message is still
 // queued or consumed, never twice. With a file backing the messages
-// survive restarts.
+// survive restarts. Senders and receivers take separate Mutexes and work
+// at once; see Queue for the layout.
 //
 // # Plain data only
 //

@@ -44,14 +44,17 @@ func mainWithChildren(m *testing.M) {
 		"sync": childSync,
 		// qsend and qrecv send to and receive from a queue until killed,
 		// logging each step (queue_kill_test.go).
-		"qsend": childQueueSend,
-		"qrecv": childQueueRecv,
+		"qsend":   childQueueSend,
+		"qrecv":   childQueueRecv,
 		// killmap runs random Map calls, logging each before it starts,
 		// until killed (btree_kill_test.go).
 		"killmap": childKillMaps,
 		// inplace kills itself at a step of an insert in place
 		// (btree_kill_test.go).
 		"inplace": childInPlace,
+		// qovertake sends a message that overtakes and kills itself at a
+		// step of it (queue_kill_test.go).
+		"qovertake": childQueueOvertake,
 	})
 }
 

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -20,8 +21,8 @@ import (
 	"github.com/mapstore/mapstore/mapped"
 )
 
-// The queue kill test: a sender and a receiver process run at once on a
-// small queue (so both block, on full and on empty) and are SIGKILLed at
+// The queue kill test: two sender and two receiver processes run at once
+// on a small queue (so both block, on full and on empty) and are SIGKILLed at
 // random, one at a time, and replaced. Each logs what it does to a file of
 // its own, one write(2) per line (a SIGKILL loses nothing the kernel was
 // given, but it can cut a write short where the line crosses a page
@@ -34,7 +35,8 @@ import (
 // received twice, none received that was not sent, every completed Send
 // received or still queued, except at most one per receiver kill (the
 // message a receiver consumed and was killed before logging: "consumed"),
-// and within a sender and a priority, messages come out in order.
+// and what one receiver took, within a sender and a priority, came out in
+// order.
 
 const qkName = "qk"
 
@@ -82,6 +84,7 @@ func childQueueSend(args []string) int {
 			return 1
 		}
 		fmt.Fprintf(log, "D %d\n", seq)
+		qkLogFinished(log)
 	}
 }
 
@@ -105,6 +108,18 @@ func childQueueRecv(args []string) int {
 			return 1
 		}
 		fmt.Fprintf(log, "R %d %d %d\n", run, seq, prio)
+		qkLogFinished(log)
+	}
+}
+
+var qkFinishedLogged int64
+
+// qkLogFinished logs "F" when this process finished an insertion that a
+// killed sender left half done.
+func qkLogFinished(log *os.File) {
+	if n := queueFinished.Load(); n > qkFinishedLogged {
+		qkFinishedLogged = n
+		fmt.Fprintln(log, "F")
 	}
 }
 
@@ -153,7 +168,10 @@ func queueKills(t *testing.T, spec string, kills int) {
 		runs  []uint32
 		kills int
 	}
-	var send, recv side
+	// Two senders and two receivers, so that each side's Mutex is
+	// contended and found dead by another process of the same side.
+	sides := make([]side, 4)
+	names := []string{"qsend", "qsend", "qrecv", "qrecv"}
 	startSide := func(s *side, name string) {
 		run++
 		log := filepath.Join(dir, fmt.Sprintf("%s-%d.log", name, run))
@@ -161,14 +179,13 @@ func queueKills(t *testing.T, spec string, kills int) {
 		s.child.Expect("ready")
 		s.logs, s.runs = append(s.logs, log), append(s.runs, run)
 	}
-	startSide(&send, "qsend")
-	startSide(&recv, "qrecv")
+	for i := range sides {
+		startSide(&sides[i], names[i])
+	}
 	for range kills {
 		time.Sleep(time.Duration(rng.IntN(3000)) * time.Microsecond)
-		s, name := &send, "qsend"
-		if rng.IntN(2) == 0 {
-			s, name = &recv, "qrecv"
-		}
+		i := rng.IntN(len(sides))
+		s, name := &sides[i], names[i]
 		s.child.Kill()
 		if code := s.child.Cmd.ProcessState.ExitCode(); code != -1 {
 			t.Fatalf("%s exited %d before it was killed: %s", name, code, s.child.Stderr())
@@ -176,19 +193,32 @@ func queueKills(t *testing.T, spec string, kills int) {
 		s.kills++
 		startSide(s, name)
 	}
-	send.child.Kill()
-	recv.child.Kill()
-	for _, s := range []*side{&send, &recv} {
-		if code := s.child.Cmd.ProcessState.ExitCode(); code != -1 {
-			t.Fatalf("a child exited %d: %s", code, s.child.Stderr())
+	for i := range sides {
+		sides[i].child.Kill()
+		if code := sides[i].child.Cmd.ProcessState.ExitCode(); code != -1 {
+			t.Fatalf("a child exited %d: %s", code, sides[i].child.Stderr())
 		}
+	}
+	var send, recv side
+	for i := range sides {
+		d := &send
+		if names[i] == "qrecv" {
+			d = &recv
+		}
+		d.logs, d.runs = append(d.logs, sides[i].logs...), append(d.runs, sides[i].runs...)
+		d.kills += sides[i].kills
 	}
 
 	// The ledger.
 	intended := map[qkMsg]uint32{} // prio
+	finished := 0                  // insertions finished for a killed sender
 	completed := map[qkMsg]bool{}
 	for i, log := range send.logs {
 		for _, f := range qkLines(t, log) {
+			if f[0] == "F" {
+				finished++
+				continue
+			}
 			seq, _ := strconv.ParseUint(f[1], 10, 32)
 			m := qkMsg{send.runs[i], uint32(seq)}
 			switch f[0] {
@@ -201,24 +231,31 @@ func queueKills(t *testing.T, spec string, kills int) {
 		}
 	}
 	received := map[qkMsg]int{}
-	var order []qkMsg
+	var orders [][]qkMsg // what each receiver took, in its order
 	note := func(m qkMsg, prio uint32) {
 		received[m]++
-		order = append(order, m)
+		orders[len(orders)-1] = append(orders[len(orders)-1], m)
 		p, ok := intended[m]
 		require.True(t, ok, "received %v, which no sender meant to send", m)
 		require.Equal(t, p, prio, "%v's priority", m)
 	}
+	logged := 0
 	for _, log := range recv.logs {
+		orders = append(orders, nil)
 		for _, f := range qkLines(t, log) {
+			if f[0] == "F" {
+				finished++
+				continue
+			}
+			logged++
 			r, _ := strconv.ParseUint(f[1], 10, 32)
 			s, _ := strconv.ParseUint(f[2], 10, 32)
 			p, _ := strconv.ParseUint(f[3], 10, 32)
 			note(qkMsg{uint32(r), uint32(s)}, uint32(p))
 		}
 	}
-	logged := len(order)
 	queued := q.Len()
+	orders = append(orders, nil)
 	buf := make([]byte, 64)
 	for q.Len() > 0 {
 		n, p, err := q.Receive(buf)
@@ -243,17 +280,20 @@ func queueKills(t *testing.T, spec string, kills int) {
 			cut++
 		}
 	}
-	// Order: within one sender run and one priority, sequence numbers rise.
-	last := map[[2]uint32]int64{}
-	for _, m := range order {
-		k := [2]uint32{m.run, intended[m]}
-		prev, ok := last[k]
-		require.True(t, !ok || int64(m.seq) > prev, "%v out of order after seq %d", m, prev)
-		last[k] = int64(m.seq)
+	// Order: what one receiver took, within one sender run and one
+	// priority, has rising sequence numbers.
+	for _, order := range orders {
+		last := map[[2]uint32]int64{}
+		for _, m := range order {
+			k := [2]uint32{m.run, intended[m]}
+			prev, ok := last[k]
+			require.True(t, !ok || int64(m.seq) > prev, "%v out of order after seq %d", m, prev)
+			last[k] = int64(m.seq)
+		}
 	}
 	require.NoError(t, seg.CheckSanity())
-	t.Logf("%s: %d kills (%d senders, %d receivers) in %v: %d messages sent, %d received and logged, %d left queued; %d sends cut short yet delivered whole; %d consumed by a receiver killed before it logged them",
-		spec[:strings.IndexByte(spec, ':')], kills, send.kills, recv.kills, time.Since(start).Round(time.Millisecond), len(completed), logged, queued, cut, consumed)
+	t.Logf("%s: %d kills (%d senders, %d receivers) in %v: %d messages sent, %d received and logged, %d left queued; %d sends cut short yet delivered whole; %d consumed by a receiver killed before it logged them; %d insertions a killed sender left half done finished by another process",
+		spec[:strings.IndexByte(spec, ':')], kills, send.kills, recv.kills, time.Since(start).Round(time.Millisecond), len(completed), logged, queued, cut, consumed, finished)
 	assert.Positive(t, logged)
 }
 
@@ -283,4 +323,92 @@ func qkParse(b []byte) [][]string {
 func TestQkParseDropsATornLastLine(t *testing.T) {
 	assert.Equal(t, [][]string{{"R", "1", "2", "3"}}, qkParse([]byte("R 1 2 3\nR 1 2")))
 	assert.Equal(t, [][]string{{"I", "4", "0"}, {"D", "4"}}, qkParse([]byte("I 4 0\nD 4\n")))
+}
+
+// childQueueOvertake sends "Z" at priority 5 to the queue qo, which holds
+// lower priorities, and kills itself at the given step of the overtaking
+// insertion (queueHook).
+func childQueueOvertake(args []string) int {
+	seg, err := kOpenSpec(args[0], mapped.OpenOnly)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	q, err := FindQueue(seg, "qo")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	step := args[1]
+	queueHook = func(s string) {
+		if s == step {
+			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {}
+		}
+	}
+	if err := q.Send([]byte("Z"), 5); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fmt.Fprintln(os.Stderr, "the send was not killed")
+	return 1
+}
+
+// A sender SIGKILLed at each step of an overtaking Send, holding both of
+// the queue's Mutexes: the next caller, a receiver or a sender, finds the
+// Mutexes dead, and the message is queued whole in its place if the
+// insertion was recorded (rolled forward), or not at all; nothing else
+// is lost or reordered.
+func TestQueueOvertakeKilledAtEachStep(t *testing.T) {
+	for _, tc := range []struct {
+		step     string
+		queued   bool // the message comes out
+		finished bool // the next caller finished the insertion
+	}{
+		{"written", false, false},
+		{"recorded", true, true},
+		{"moved", true, true},
+		{"published", true, true},
+	} {
+		for _, next := range []string{"receive", "send"} {
+			t.Run(tc.step+"/"+next, func(t *testing.T) {
+				spec := "file:" + filepath.Join(t.TempDir(), "qo.seg")
+				seg, err := kOpenSpec(spec, mapped.CreateOnly, mapped.WithSize(1<<20))
+				require.NoError(t, err)
+				defer seg.Close()
+				q, err := ConstructQueue(seg, "qo", QueueConfig{MaxMsgSize: 8, MaxMsgs: 8})
+				require.NoError(t, err)
+				buf := make([]byte, 8)
+				for _, m := range []string{"x", "a", "b", "c"} {
+					require.NoError(t, q.Send([]byte(m), 0))
+				}
+				_, _, err = q.Receive(buf) // the head off 0: the ring wraps
+				require.NoError(t, err)
+
+				c := proctest.Start(t, "qovertake", spec, tc.step)
+				require.Error(t, c.Cmd.Wait())
+				require.Equal(t, -1, c.Cmd.ProcessState.ExitCode(), "killed: %s", c.Stderr())
+
+				before := queueFinished.Load()
+				want := "abc"
+				if tc.queued {
+					want = "Zabc"
+				}
+				if next == "send" {
+					require.NoError(t, q.Send([]byte("e"), 0))
+					want += "e"
+				}
+				var got string
+				for q.Len() > 0 {
+					n, _, err := q.Receive(buf)
+					require.NoError(t, err)
+					got += string(buf[:n])
+				}
+				assert.Equal(t, want, got)
+				assert.Equal(t, tc.finished, queueFinished.Load() > before, "the insertion was finished here")
+				assert.Zero(t, *q.w(qPending))
+				require.NoError(t, seg.CheckSanity())
+			})
+		}
+	}
 }

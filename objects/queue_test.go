@@ -193,11 +193,12 @@ func TestQueueReadOnlyAndDamage(t *testing.T) {
 	// Damaged words: ErrCorrupt, never a fault or a hang.
 	buf := make([]byte, 8)
 	for _, damage := range []func(){
-		func() { *q.hc = 7 },                   // head past the capacity
-		func() { *q.hc = 9 << 32 },             // count past it
-		func() { *q.ring(0) = 1000 },           // a ring entry naming no slot
-		func() { *q.slotAt(0) = 1 << 20 },      // a length past the maximum
-		func() { *q.w(qPending) = 99 | 3<<32 }, // a pending insertion naming no slot
+		func() { *q.tail = 99 },                           // more queued than the capacity
+		func() { *q.head = 5 },                            // the head past the tail
+		func() { *q.ring(0) = 1000 },                      // a ring entry naming no slot
+		func() { *q.slotAt(0) = 1 << 20 },                 // a length past the maximum
+		func() { *q.w(qPending) = 99 | 3<<32 },            // a pending insertion naming no slot
+		func() { *q.w(qPendingT), *q.w(qPending) = 3, 1 }, // one from a tail that is not there
 	} {
 		require.NoError(t, DestroyQueue(seg, "q"))
 		q, err = ConstructQueue(seg, "q", QueueConfig{MaxMsgSize: 8, MaxMsgs: 4})
@@ -206,10 +207,13 @@ func TestQueueReadOnlyAndDamage(t *testing.T) {
 		damage()
 		_, _, err := q.Receive(buf)
 		assert.ErrorIs(t, err, mapped.ErrCorrupt)
-		ok, err := q.mu.TryLock()
-		assert.NoError(t, err)
-		assert.True(t, ok, "the queue's lock was released")
-		assert.NoError(t, q.mu.Unlock())
+		_, _ = q.TrySend([]byte("m"), 0) // may or may not see it, but never faults
+		for _, mu := range []*Mutex{q.sendMu, q.recvMu} {
+			ok, err := mu.TryLock()
+			assert.NoError(t, err)
+			assert.True(t, ok, "the queue's locks were released")
+			assert.NoError(t, mu.Unlock())
+		}
 	}
 }
 
@@ -232,40 +236,110 @@ func TestQueueNoAllocation(t *testing.T) {
 
 // A Send that overtook lower priorities and was cut short in the middle
 // of moving the ring (here: after one step, and with the next step's
-// store done but not counted) is finished by the next caller: the
-// message is queued whole, in its place, and nothing is lost.
+// store done but not counted) is finished by the next caller, a
+// receiver or a sender: the message is queued whole, in its place, and
+// nothing is lost. A record whose publish was done is only cleared.
 func TestQueueInsertRolledForward(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		published bool
+		next      string // who comes next: "receive" or "send"
+		want      string
+	}{
+		{"receiver finishes", false, "receive", "Zbcd"},
+		{"sender finishes", false, "send", "Zbcde"},
+		{"published, receiver clears", true, "receive", "Zbcd"},
+		{"published, sender clears", true, "send", "Zbcde"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			seg, _ := syncSeg(t)
+			q, err := ConstructQueue(seg, "q", QueueConfig{MaxMsgSize: 8, MaxMsgs: 8})
+			require.NoError(t, err)
+			for _, m := range []string{"a", "b", "c", "d"} {
+				require.NoError(t, q.Send([]byte(m), 0))
+			}
+			buf := make([]byte, 8)
+			_, _, err = q.Receive(buf) // head moves off 0: the ring wraps below
+			require.NoError(t, err)
+			head, tail, err := q.counts("test")
+			require.NoError(t, err)
+			n := tail - head
+			require.Equal(t, uint64(3), n)
+
+			// What overtake does for "Z" at priority 5 (place 0), cut short.
+			s, err := q.slotOf("test", tail)
+			require.NoError(t, err)
+			h := q.slotAt(s)
+			*(*byte)(unsafe.Add(unsafe.Pointer(h), 8)) = 'Z'
+			*h = 1 | 5<<32
+			*q.w(qPendingT), *q.w(qPendingAt) = tail, n
+			*q.w(qPending) = (s + 1) | 0<<32
+			if tc.published {
+				for at := n; at > 0; at-- {
+					*q.ring(head + at) = *q.ring(head + at - 1)
+				}
+				*q.ring(head) = uint32(s)
+				*q.w(qPendingAt) = 0
+				*q.tail = tail + 1
+			} else {
+				*q.ring(head + 3) = *q.ring(head + 2) // step 1, counted
+				*q.w(qPendingAt) = 2
+				*q.ring(head + 2) = *q.ring(head + 1) // step 2, not counted
+			}
+
+			if tc.next == "send" {
+				require.NoError(t, q.Send([]byte("e"), 0))
+			}
+			var got string
+			for q.Len() > 0 {
+				n, _, err := q.Receive(buf)
+				require.NoError(t, err)
+				got += string(buf[:n])
+			}
+			assert.Equal(t, tc.want, got)
+			assert.Zero(t, *q.w(qPending))
+		})
+	}
+}
+
+// Senders and receivers do not share a lock: with the receive Mutex
+// held, a Send that goes last still goes through, and one that would
+// overtake (it needs the head to hold still) waits; given up by its
+// context, its message is not queued.
+func TestQueueSendersDoNotTakeTheReceiveLock(t *testing.T) {
 	seg, _ := syncSeg(t)
 	q, err := ConstructQueue(seg, "q", QueueConfig{MaxMsgSize: 8, MaxMsgs: 8})
 	require.NoError(t, err)
-	for _, m := range []string{"a", "b", "c", "d"} {
-		require.NoError(t, q.Send([]byte(m), 0))
-	}
+	require.NoError(t, q.recvMu.Lock())
+	ok, err := q.TrySend([]byte("a"), 1)
+	require.NoError(t, err)
+	require.True(t, ok)
+	ok, err = q.TrySend([]byte("b"), 1)
+	require.NoError(t, err)
+	require.True(t, ok)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	err = q.SendContext(ctx, []byte("c"), 2)
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	require.NoError(t, q.recvMu.Unlock())
+	assert.Equal(t, 2, q.Len())
 	buf := make([]byte, 8)
-	_, _, err = q.Receive(buf) // head moves off 0: the ring wraps below
-	require.NoError(t, err)
-	head, n, err := q.state("test")
-	require.NoError(t, err)
-	require.Equal(t, uint64(3), n)
-
-	// What insert does for "Z" at priority 5 (place 0), cut short.
-	s, err := q.slotOf("test", head+n)
-	require.NoError(t, err)
-	h := q.slotAt(s)
-	*(*byte)(unsafe.Add(unsafe.Pointer(h), 8)) = 'Z'
-	*h = 1 | 5<<32
-	*q.w(qPendingN), *q.w(qPendingAt) = n, n
-	*q.w(qPending) = (s + 1) | 0<<32
-	*q.ring(head + 3) = *q.ring(head + 2) // step 1, counted
-	*q.w(qPendingAt) = 2
-	*q.ring(head + 2) = *q.ring(head + 1) // step 2, not counted
-
 	var got string
-	for q.Len() > 0 || got == "" {
+	for q.Len() > 0 {
 		n, _, err := q.Receive(buf)
 		require.NoError(t, err)
 		got += string(buf[:n])
 	}
-	assert.Equal(t, "Zbcd", got)
-	assert.Zero(t, *q.w(qPending))
+	assert.Equal(t, "ab", got)
+}
+
+// A queue of the first layout (one Mutex for both sides) is ErrVersion.
+func TestQueueOlderLayoutIsErrVersion(t *testing.T) {
+	seg, _ := syncSeg(t)
+	q, err := ConstructQueue(seg, "q", QueueConfig{MaxMsgSize: 8, MaxMsgs: 8})
+	require.NoError(t, err)
+	*(*uint64)(q.base) = queueMagicV1
+	_, err = FindQueue(seg, "q")
+	assert.ErrorIs(t, err, mapped.ErrVersion)
+	assert.ErrorContains(t, err, `"q"`)
 }
