@@ -44,7 +44,9 @@ import (
 //
 // Blocking calls spin briefly, then sleep on a futex (an event count
 // per direction) until the other side wakes them; they wake at least
-// every 20 ms to look at their context. Receive copies into the
+// every 20 ms to look at their context. A handle whose waits keep ending
+// in sleep spins much less (the other side shares the core, or is
+// slow), but for every 16th wait, until a spin succeeds again. Receive copies into the
 // caller's buffer and allocates nothing.
 //
 // A sender reads ahead for writing (a prefetch) the slot it will fill
@@ -118,6 +120,18 @@ type Queue struct {
 	// receivers read last (on some machines, a miss).
 	lastTail uint64
 	lastPrio uint32
+	// How many waits in a row, for each direction (0: not full, 1: not
+	// empty), found the queue still not ready after spinning and slept.
+	// From qSpinFails on, a wait spins only qSpinMin looks, but for
+	// every qSpinRetry-th; a wait that finds the queue ready while it
+	// spins starts the count again. Where the other side shares this
+	// core, a spin cannot succeed (the other side does not run
+	// meanwhile) and only delays it; where it runs on another core, a
+	// wait of a round trip finds the queue ready within the spin, and a
+	// wait now and then that does not (the other side was asleep) does
+	// not shorten the next.
+	fails [2]atomic.Int32
+	waits [2]atomic.Uint32
 }
 
 // QueueConfig is the shape of a queue, fixed at construction.
@@ -148,6 +162,9 @@ const (
 	qOrgMax      = 88 // the origin is at most 87 bytes in
 	qLimit       = 1 << 24
 	qSpinChecks  = 4000
+	qSpinMin     = 16
+	qSpinRetry   = 16
+	qSpinFails   = 8
 	// How far ahead a sender prefetches the slot it will fill, and a
 	// receiver the one it will read.
 	qSendAhead = 8
@@ -649,16 +666,37 @@ func (q *Queue) ready(notFull bool) bool {
 	return t != h
 }
 
+// spinBudget is how many looks a wait in direction d spins (see fails),
+// and how many waits in a row slept before it.
+func (q *Queue) spinBudget(d int) (int32, int) {
+	fails := q.fails[d].Load()
+	if fails >= qSpinFails && q.waits[d].Add(1)%qSpinRetry != 0 {
+		return fails, qSpinMin
+	}
+	return fails, qSpinChecks
+}
+
 // await waits until the queue looks not full (notFull) or not empty:
 // spinning a while, then sleeping on the event count.
 func (q *Queue) await(ctx context.Context, method string, notFull bool) error {
-	for i := 0; i < qSpinChecks; i++ {
+	d := 0
+	if !notFull {
+		d = 1
+	}
+	fails, budget := q.spinBudget(d)
+	for i := 0; i < budget; i++ {
 		if q.ready(notFull) {
+			if fails != 0 {
+				q.fails[d].Store(0)
+			}
 			return nil
 		}
 		if i%64 == 63 {
 			runtime.Gosched()
 		}
+	}
+	if fails < qSpinFails {
+		q.fails[d].Store(fails + 1)
 	}
 	e := q.event(notFull)
 	defer wakeOnDone(ctx, &e.v)()

@@ -343,3 +343,43 @@ func TestQueueOlderLayoutIsErrVersion(t *testing.T) {
 	assert.ErrorIs(t, err, mapped.ErrVersion)
 	assert.ErrorContains(t, err, `"q"`)
 }
+
+// A wait spins qSpinChecks looks until qSpinFails waits in a row slept
+// (the other side never got to run meanwhile, as when it shares this
+// core), then qSpinMin but for every qSpinRetry-th; a wait that finds
+// the queue ready while it spins makes the spins long again.
+func TestQueueSpinsShrinkWhereTheyCannotSucceed(t *testing.T) {
+	seg, _ := syncSeg(t)
+	q, err := ConstructQueue(seg, "q", QueueConfig{MaxMsgSize: 8, MaxMsgs: 1})
+	require.NoError(t, err)
+	_, budget := q.spinBudget(1)
+	assert.Equal(t, qSpinChecks, budget)
+	buf := make([]byte, 8)
+	for i := range qSpinFails + 2 {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+		_, _, err := q.ReceiveContext(ctx, buf) // empty: spins, sleeps, gives up
+		cancel()
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+		assert.Equal(t, int32(min(i+1, qSpinFails)), q.fails[1].Load())
+	}
+	long := 0
+	for range 2 * qSpinRetry {
+		if _, b := q.spinBudget(1); b == qSpinChecks {
+			long++
+		} else {
+			assert.Equal(t, qSpinMin, b)
+		}
+	}
+	assert.Equal(t, 2, long, "every %d-th wait spins long", qSpinRetry)
+	assert.Equal(t, int32(0), q.fails[0].Load(), "the other direction is apart")
+
+	// A call that does not wait leaves the count; a wait that finds the
+	// queue ready while it spins (here at its first look) clears it.
+	require.NoError(t, q.Send([]byte("m"), 0))
+	_, _, err = q.Receive(buf)
+	require.NoError(t, err)
+	assert.Equal(t, int32(qSpinFails), q.fails[1].Load())
+	require.NoError(t, q.Send([]byte("m"), 0))
+	require.NoError(t, q.await(context.Background(), "test", false))
+	assert.Zero(t, q.fails[1].Load())
+}
