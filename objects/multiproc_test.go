@@ -44,8 +44,8 @@ func mainWithChildren(m *testing.M) {
 		"sync": childSync,
 		// qsend and qrecv send to and receive from a queue until killed,
 		// logging each step (queue_kill_test.go).
-		"qsend":   childQueueSend,
-		"qrecv":   childQueueRecv,
+		"qsend": childQueueSend,
+		"qrecv": childQueueRecv,
 		// killmap runs random Map calls, logging each before it starts,
 		// until killed (btree_kill_test.go).
 		"killmap": childKillMaps,
