@@ -246,8 +246,10 @@ func killHashMap(t *testing.T, spec string, kills int) {
 		require.NoError(t, seg.Close())
 	}
 	t.Logf("%d kills, %d calls; lanes recovered: %d rolled back, %d finished", kills, next, rolled, finished)
-	assert.Positive(t, rolled, "some kills landed inside a lane before its commit")
-	assert.Positive(t, finished, "some kills landed inside a lane after its commit")
+	if !testing.Short() && kills >= 200 { // -short's 20 kills do not always land in both
+		assert.Positive(t, rolled, "some kills landed inside a lane before its commit")
+		assert.Positive(t, finished, "some kills landed inside a lane after its commit")
+	}
 
 	seg, err = kOpenSpec(spec, mapped.OpenOnly)
 	require.NoError(t, err)

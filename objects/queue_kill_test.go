@@ -2,6 +2,7 @@ package objects
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
@@ -74,6 +75,18 @@ func childQueueSend(args []string) int {
 		return 2
 	}
 	rng := rand.New(rand.NewPCG(uint64(run), 77))
+	// args[3], if there: this sender SIGKILLs itself at one in that many
+	// steps of an overtaking insertion (queueHook), where it holds both
+	// Mutexes, so that another process rolls the insertion forward.
+	if every, _ := strconv.Atoi(append(args, "0")[3]); every > 0 {
+		hr := rand.New(rand.NewPCG(uint64(run), 78))
+		queueHook = func(string) {
+			if hr.IntN(every) == 0 {
+				_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+				select {}
+			}
+		}
+	}
 	fmt.Println("ready")
 	for seq := uint32(0); ; seq++ {
 		prio := uint32(rng.IntN(4))
@@ -167,23 +180,37 @@ func queueKills(t *testing.T, spec string, kills int) {
 		logs  []string
 		runs  []uint32
 		kills int
+		every string // the sender kills itself at one in every overtaking step
 	}
 	// Two senders and two receivers, so that each side's Mutex is
-	// contended and found dead by another process of the same side.
+	// contended and found dead by another process of the same side; the
+	// second sender also SIGKILLs itself now and then while it holds both
+	// Mutexes in an overtaking insertion, which the others finish.
 	sides := make([]side, 4)
+	sides[1].every = "40"
 	names := []string{"qsend", "qsend", "qrecv", "qrecv"}
 	startSide := func(s *side, name string) {
 		run++
 		log := filepath.Join(dir, fmt.Sprintf("%s-%d.log", name, run))
-		s.child = proctest.Start(t, name, spec, log, strconv.Itoa(int(run)))
+		s.child = proctest.Start(t, name, spec, log, strconv.Itoa(int(run)), cmp.Or(s.every, "0"))
 		s.child.Expect("ready")
 		s.logs, s.runs = append(s.logs, log), append(s.runs, run)
 	}
 	for i := range sides {
 		startSide(&sides[i], names[i])
 	}
+	selfKills := 0
 	for range kills {
 		time.Sleep(time.Duration(rng.IntN(3000)) * time.Microsecond)
+		for i := range sides {
+			if s := &sides[i]; s.every != "" && s.child.Exited() {
+				if code := s.child.Cmd.ProcessState.ExitCode(); code != -1 {
+					t.Fatalf("%s exited %d: %s", names[i], code, s.child.Stderr())
+				}
+				selfKills++
+				startSide(s, names[i])
+			}
+		}
 		i := rng.IntN(len(sides))
 		s, name := &sides[i], names[i]
 		s.child.Kill()
@@ -292,9 +319,12 @@ func queueKills(t *testing.T, spec string, kills int) {
 		}
 	}
 	require.NoError(t, seg.CheckSanity())
-	t.Logf("%s: %d kills (%d senders, %d receivers) in %v: %d messages sent, %d received and logged, %d left queued; %d sends cut short yet delivered whole; %d consumed by a receiver killed before it logged them; %d insertions a killed sender left half done finished by another process",
-		spec[:strings.IndexByte(spec, ':')], kills, send.kills, recv.kills, time.Since(start).Round(time.Millisecond), len(completed), logged, queued, cut, consumed, finished)
+	t.Logf("%s: %d kills (%d senders, %d receivers) in %v: %d messages sent, %d received and logged, %d left queued; %d sends cut short yet delivered whole; %d consumed by a receiver killed before it logged them; a sender killed itself %d times in an overtaking insertion, and %d insertions a killed sender left half done were finished by another process",
+		spec[:strings.IndexByte(spec, ':')], kills, send.kills, recv.kills, time.Since(start).Round(time.Millisecond), len(completed), logged, queued, cut, consumed, selfKills, finished)
 	assert.Positive(t, logged)
+	if !testing.Short() && kills >= 200 {
+		assert.Positive(t, finished, "a killed sender's insertion was finished by another process")
+	}
 }
 
 func qkLines(t *testing.T, path string) [][]string {

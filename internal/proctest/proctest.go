@@ -154,6 +154,17 @@ func (c *Child) Kill() {
 	<-c.waitDone()
 }
 
+// Exited reports whether the process has ended (on its own, or killed),
+// without waiting.
+func (c *Child) Exited() bool {
+	select {
+	case <-c.waitDone():
+		return true
+	default:
+		return false
+	}
+}
+
 // Wait closes stdin and waits for the child to exit, returning its exit
 // code (-1 if killed by a signal).
 func (c *Child) Wait() int {
