@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"io"
+	"math/rand/v2"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -382,4 +383,73 @@ func TestQueueSpinsShrinkWhereTheyCannotSucceed(t *testing.T) {
 	require.NoError(t, q.Send([]byte("m"), 0))
 	require.NoError(t, q.await(context.Background(), "test", false))
 	assert.Zero(t, q.fails[1].Load())
+}
+
+// Random damage to every word that steers an index or a loop (head,
+// tail, ring entries, slot headers, the pending record), with boundary
+// values: every call returns, ErrCorrupt or not, within its time; none
+// faults or hangs, and no lock is left held.
+func TestQueueRandomDamageNeverFaultsOrHangs(t *testing.T) {
+	seg, _ := syncSeg(t)
+	rng := rand.New(rand.NewPCG(9, 9))
+	vals := func(c uint64) []uint64 {
+		return []uint64{0, 1, 2, c - 1, c, c + 1, 2 * c, 1<<32 - 1, 1 << 32, 1<<32 + 1, 1 << 63, 1<<64 - 1, rng.Uint64()}
+	}
+	buf := make([]byte, 64)
+	for round := range 3000 {
+		_ = DestroyQueue(seg, "q")
+		c := 1 + rng.IntN(6)
+		q, err := ConstructQueue(seg, "q", QueueConfig{MaxMsgSize: 16, MaxMsgs: c})
+		require.NoError(t, err)
+		for i := range rng.IntN(c + 1) {
+			require.NoError(t, q.Send([]byte("abcdefgh"), uint32(i%3)))
+		}
+		if rng.IntN(2) == 0 {
+			_, _, _, _ = q.TryReceive(buf)
+		}
+		cap := uint64(c)
+		for range 1 + rng.IntN(3) {
+			v := vals(cap)[rng.IntN(13)]
+			switch rng.IntN(7) {
+			case 0:
+				*q.tail = v
+			case 1:
+				*q.head = v
+			case 2:
+				*q.ring(uint64(rng.IntN(c))) = uint32(v)
+			case 3:
+				*q.slotAt(uint64(rng.IntN(c))) = v
+			case 4:
+				*q.w(qPending) = v
+			case 5:
+				*q.w(qPendingT) = v
+			case 6:
+				*q.w(qPendingAt) = v
+			}
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for range 4 {
+				_ = q.Len()
+				_, _ = q.TrySend([]byte("xy"), uint32(rng.IntN(4)))
+				_, _, _, _ = q.TryReceive(buf)
+				ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+				_, _, _ = q.ReceiveContext(ctx, buf)
+				_ = q.SendContext(ctx, []byte("z"), 7)
+				cancel()
+			}
+		}()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("round %d: a call hung", round)
+		}
+		for _, mu := range []*Mutex{q.sendMu, q.recvMu} {
+			ok, err := mu.TryLock()
+			require.NoError(t, err)
+			require.True(t, ok, "round %d: a lock left held", round)
+			require.NoError(t, mu.Unlock())
+		}
+	}
 }
