@@ -418,11 +418,7 @@ func (q *Queue) send(ctx context.Context, method string, msg []byte, prio uint32
 		return false, fmt.Errorf("mapstore: objects.Queue.%s %q in %s: a message of %d bytes, longer than the queue's %d: %w", method, q.name, q.seg.Name(), len(msg), q.max, ErrMsgSize)
 	}
 	for {
-		if err := q.lockSend(ctx, method); err != nil {
-			return false, err
-		}
-		sent, err := q.insert(ctx, method, msg, prio)
-		_ = q.sendMu.Unlock()
+		sent, err := q.sendOnce(ctx, method, msg, prio)
 		if err != nil {
 			return false, err
 		}
@@ -437,6 +433,16 @@ func (q *Queue) send(ctx context.Context, method string, msg []byte, prio uint32
 			return false, err
 		}
 	}
+}
+
+// sendOnce queues msg under the send Mutex if there is room, and
+// releases the Mutex on every path, a panic included.
+func (q *Queue) sendOnce(ctx context.Context, method string, msg []byte, prio uint32) (bool, error) {
+	if err := q.lockSend(ctx, method); err != nil {
+		return false, err
+	}
+	defer func() { _ = q.sendMu.Unlock() }()
+	return q.insert(ctx, method, msg, prio)
 }
 
 // insert queues msg if there is room; the send Mutex is held.
@@ -601,11 +607,7 @@ func (q *Queue) TryReceive(buf []byte) (n int, prio uint32, ok bool, err error) 
 
 func (q *Queue) receive(ctx context.Context, method string, buf []byte, wait bool) (int, uint32, bool, error) {
 	for {
-		if err := q.lockRecv(ctx, method); err != nil {
-			return 0, 0, false, err
-		}
-		size, prio, ok, err := q.take(method, buf)
-		_ = q.recvMu.Unlock()
+		size, prio, ok, err := q.receiveOnce(ctx, method, buf)
 		if err != nil {
 			return 0, 0, false, err
 		}
@@ -620,6 +622,16 @@ func (q *Queue) receive(ctx context.Context, method string, buf []byte, wait boo
 			return 0, 0, false, err
 		}
 	}
+}
+
+// receiveOnce takes the first message under the receive Mutex, if there
+// is one, and releases the Mutex on every path, a panic included.
+func (q *Queue) receiveOnce(ctx context.Context, method string, buf []byte) (int, uint32, bool, error) {
+	if err := q.lockRecv(ctx, method); err != nil {
+		return 0, 0, false, err
+	}
+	defer func() { _ = q.recvMu.Unlock() }()
+	return q.take(method, buf)
 }
 
 // take copies the message at the head into buf and publishes its

@@ -453,3 +453,31 @@ func TestQueueRandomDamageNeverFaultsOrHangs(t *testing.T) {
 		}
 	}
 }
+
+// A panic in the middle of a Send (here: from the test hook, at the
+// overtaking step before the receive Mutex is taken) releases the
+// queue's Mutexes and queues nothing.
+func TestQueuePanicReleasesTheLocks(t *testing.T) {
+	seg, _ := syncSeg(t)
+	q, err := ConstructQueue(seg, "q", QueueConfig{MaxMsgSize: 8, MaxMsgs: 4})
+	require.NoError(t, err)
+	require.NoError(t, q.Send([]byte("a"), 0))
+	queueHook = func(string) { panic("cut short") }
+	defer func() { queueHook = nil }()
+	assert.PanicsWithValue(t, "cut short", func() { _ = q.Send([]byte("b"), 1) }) // overtakes: the hook runs
+	queueHook = nil
+	for _, mu := range []*Mutex{q.sendMu, q.recvMu} {
+		ok, err := mu.TryLock()
+		require.NoError(t, err)
+		require.True(t, ok, "a lock left held")
+		require.NoError(t, mu.Unlock())
+	}
+	var got string
+	buf := make([]byte, 8)
+	for q.Len() > 0 {
+		n, _, err := q.Receive(buf)
+		require.NoError(t, err)
+		got += string(buf[:n])
+	}
+	assert.Equal(t, "a", got, "the panicked Send queued nothing")
+}
