@@ -366,27 +366,20 @@ func (h *HashMap[K, V]) Get(k K) (*V, bool) {
 	// lookups overlap their cache misses as far as their instructions
 	// let them); misuse and corruption go the general way, which says
 	// what they are.
-	seg := mapped.SegmentAt(unsafe.Pointer(h))
-	key := keyOf((*HashMap[K, V])(nil))
-	e := recentHashGeos[uintptr(key)>>4%uintptr(len(recentHashGeos))].Load()
-	if seg != nil && e != nil && e.key == key && e.g.word {
-		t, groups, group := h.table, h.groups, e.g.group
-		if t == 0 {
+	if seg, hg := h.wordPath(); seg != nil {
+		if h.table == 0 {
 			return nil, false
 		}
-		if groups <= maxGroups && t%8 == 0 && seg.Holds(t, tableBytes(groups, group)) {
-			kw := *(*uint64)(unsafe.Pointer(&k))
-			hv := mix64(0x9e3779b97f4a7c15 ^ kw) // hashFixed's, for one word
-			base := unsafe.Add(seg.Base(), tableData(t))
-			tag := bytesLo * (ctrlFull | hv&0x7f)
-			g := home(hv, groups)
+		kw := *(*uint64)(unsafe.Pointer(&k))
+		if base, _, tag, g, ok := h.wordStart(seg, hg, kw); ok {
+			groups, group := h.groups, hg.group
 			for p := groups; p > 0; p-- {
 				grp := unsafe.Add(base, g*group)
 				w := *(*uint64)(grp)
 				for m := zeroBytes(w ^ tag); m != 0; m &= m - 1 {
 					j := uint64(bits.TrailingZeros64(m)) >> 3
 					if *(*uint64)(unsafe.Add(grp, 8+8*j)) == kw {
-						return (*V)(unsafe.Add(grp, e.g.valOff+j*uint64(e.g.vs))), true
+						return (*V)(unsafe.Add(grp, hg.valOff+j*uint64(hg.vs))), true
 					}
 				}
 				if badCtrl(w) != 0 {
@@ -446,6 +439,9 @@ func (h *HashMap[K, V]) GetOrInsert(k K) (v *V, inserted bool, err error) {
 }
 
 func (h *HashMap[K, V]) put(method string, k K, v *V, overwrite bool) (*V, bool, error) {
+	if p, inserted, done, err := h.putWord(k, v, overwrite); done {
+		return p, inserted, err
+	}
 	o, err := h.op(method)
 	if err != nil {
 		return nil, false, err
@@ -503,6 +499,90 @@ func (h *HashMap[K, V]) put(method string, k K, v *V, overwrite bool) (*V, bool,
 			return nil, false, err
 		}
 	}
+}
+
+// wordPath is the segment of h and the layout of its tables when K is
+// one 64-bit integer and that layout is cached: the straight paths of
+// Get and put; nil otherwise.
+func (h *HashMap[K, V]) wordPath() (*mapped.Segment, *hashGeo) {
+	seg := mapped.SegmentAt(unsafe.Pointer(h))
+	key := keyOf((*HashMap[K, V])(nil))
+	e := recentHashGeos[uintptr(key)>>4%uintptr(len(recentHashGeos))].Load()
+	if seg == nil || e == nil || e.key != key || !e.g.word {
+		return nil, nil
+	}
+	return seg, &e.g
+}
+
+// wordStart starts a probe for the one-word key kw in h's table (not
+// none): the table's first group, checked against seg (false when it
+// does not fit), kw's hash, the control byte its slot has repeated in
+// every byte, and its first group.
+func (h *HashMap[K, V]) wordStart(seg *mapped.Segment, hg *hashGeo, kw uint64) (base unsafe.Pointer, hv, tag, g uint64, ok bool) {
+	t, groups := h.table, h.groups
+	if groups > maxGroups || t%8 != 0 || !seg.Holds(t, tableBytes(groups, hg.group)) {
+		return nil, 0, 0, 0, false
+	}
+	hv = mix64(0x9e3779b97f4a7c15 ^ kw) // hashFixed's, for one word
+	return unsafe.Add(seg.Base(), tableData(t)), hv, bytesLo * (ctrlFull | hv&0x7f), home(hv, groups), true
+}
+
+// putWord is put's straight path for a one-word integer key, as Get's:
+// a key already there (unless overwrite) or a new key whose probe ends
+// at an empty slot in a table with room. Anything else (no table, a
+// replacement, a removed slot, a rebuild, a read-only or closed open,
+// misuse, damage) is done false, and the general path does it and says
+// what went wrong.
+func (h *HashMap[K, V]) putWord(k K, v *V, overwrite bool) (*V, bool, bool, error) {
+	seg, hg := h.wordPath()
+	if seg == nil || !seg.CanChange() || h.table == 0 {
+		return nil, false, false, nil
+	}
+	kw := *(*uint64)(unsafe.Pointer(&k))
+	base, hv, tag, g, ok := h.wordStart(seg, hg, kw)
+	if !ok {
+		return nil, false, false, nil
+	}
+	t, groups, group := h.table, h.groups, hg.group
+	for p := groups; p > 0; p-- {
+		grp := unsafe.Add(base, g*group)
+		w := *(*uint64)(grp)
+		if badCtrl(w) != 0 {
+			return nil, false, false, nil
+		}
+		for m := zeroBytes(w ^ tag); m != 0; m &= m - 1 {
+			j := uint64(bits.TrailingZeros64(m)) >> 3
+			if *(*uint64)(unsafe.Add(grp, 8+8*j)) == kw {
+				if overwrite {
+					return nil, false, false, nil
+				}
+				return (*V)(unsafe.Add(grp, hg.valOff+j*uint64(hg.vs))), false, true, nil
+			}
+		}
+		if m := ^w & bytesHi; m != 0 {
+			// The first free slot on the probe: an empty one, as no
+			// probe went past a group with an empty slot. A removed one
+			// (before it) is the general path's.
+			if zeroBytes(w) != m {
+				return nil, false, false, nil
+			}
+			r := *(*uint64)(unsafe.Add(seg.Base(), t))
+			if r > groups*groupSlots || h.n > groups*groupSlots || h.n+r >= maxFull(groups) {
+				return nil, false, false, nil
+			}
+			o := hashOp[K, V]{
+				mapOp:   mapOp[K, V]{seg: seg, g: hg.mapGeo, base: seg.Base(), self: unsafe.Pointer(h), typ: hashMapName},
+				hashGeo: hg, h: h,
+			}
+			i := g<<3 | uint64(bits.TrailingZeros64(m))>>3
+			p, inserted, err := o.insertAt(i, &k, hv, v, false)
+			return p, inserted, true, err
+		}
+		if g++; g == groups {
+			g = 0
+		}
+	}
+	return nil, false, false, nil
 }
 
 // sizeFor is the group count of a rebuilt table for n keys: as many
