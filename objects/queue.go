@@ -327,14 +327,24 @@ func (q *Queue) corrupt(method, format string, args ...any) error {
 	return fmt.Errorf("mapstore: objects.Queue.%s %q in %s: %s: %w", method, q.name, q.seg.Name(), fmt.Sprintf(format, args...), mapped.ErrCorrupt)
 }
 
+// lockMu takes one of the queue's Mutexes for method. A holder that died
+// is no error here: what it left is unpublished, or a pending insertion
+// record that lockSend and lockRecv finish.
+func (q *Queue) lockMu(ctx context.Context, mu *Mutex, method string) error {
+	if err := writable(q.seg, queueName, method); err != nil {
+		return err
+	}
+	if err := mu.LockContext(ctx); err != nil && !errors.Is(err, ErrOwnerDied) {
+		return err
+	}
+	return nil
+}
+
 // lockSend takes the send Mutex. A sender that died in the middle of an
 // overtaking insertion held the receive Mutex too, and left a record:
 // then the insertion is finished, under both, before anything else.
 func (q *Queue) lockSend(ctx context.Context, method string) error {
-	if err := writable(q.seg, queueName, method); err != nil {
-		return err
-	}
-	if err := q.sendMu.LockContext(ctx); err != nil && !errors.Is(err, ErrOwnerDied) {
+	if err := q.lockMu(ctx, q.sendMu, method); err != nil {
 		return err
 	}
 	if atomic.LoadUint64(q.w(qPending)) != 0 {
@@ -355,10 +365,7 @@ func (q *Queue) lockSend(ctx context.Context, method string) error {
 // ring or the tail, or gives up and releases the send Mutex untouched.
 // So no live sender touches the ring or the tail while a record stands.
 func (q *Queue) lockRecv(ctx context.Context, method string) error {
-	if err := writable(q.seg, queueName, method); err != nil {
-		return err
-	}
-	if err := q.recvMu.LockContext(ctx); err != nil && !errors.Is(err, ErrOwnerDied) {
+	if err := q.lockMu(ctx, q.recvMu, method); err != nil {
 		return err
 	}
 	if atomic.LoadUint64(q.w(qPending)) != 0 {
