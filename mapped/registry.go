@@ -90,6 +90,11 @@ func (s *Segment) Holds(off, n uint64) bool {
 	return end <= s.known.Load() || end <= uint64(s.sizeNow())
 }
 
+// Bound is the segment's size as this process last knew it: every range
+// that ends at or below it lies inside the segment, without a call; one
+// that ends past it may too, if the segment grew since (ask Holds).
+func (s *Segment) Bound() uint64 { return s.known.Load() }
+
 // sizeNow is the segment's size, remembered in known.
 func (s *Segment) sizeNow() int64 {
 	size := s.env.Size()
