@@ -422,9 +422,12 @@ func (h *heap) validateLanes() error {
 }
 
 // laneEntries lists the offsets of the entries of the lane at off, whose
-// state says n bytes: every length is checked against the lane.
+// state says n bytes, in es (nil: only checks them): every length is
+// checked against the lane.
 func (h *heap) laneEntries(off uintptr, n uint64, es *laneList) error {
-	es.n = 0
+	if es != nil {
+		es.n = 0
+	}
 	if n > laneLog {
 		return corrupt("lane at %d says %d bytes of record, more than its %d", off, n, laneLog)
 	}
@@ -439,15 +442,23 @@ func (h *heap) laneEntries(off uintptr, n uint64, es *laneList) error {
 		if (kind != laneSave && kind != laneWrite && kind != laneDrop && data != 0) || data > laneLog {
 			return corrupt("lane entry at %d (kind %d) says %d bytes", e, kind, data)
 		}
-		size := words*8 + (data+7)&^7
+		size := laneEntryBytes(w0)
 		if p+size > n {
 			return corrupt("lane entry at %d runs past the record's %d bytes", e, n)
 		}
-		es.e[es.n] = e
-		es.n++
+		if es != nil {
+			es.e[es.n] = e
+			es.n++
+		}
 		p += size
 	}
 	return nil
+}
+
+// laneEntryBytes is the bytes of the entry whose first word is w0 (of a
+// kind laneWords knows).
+func laneEntryBytes(w0 uint64) uint64 {
+	return laneWords(w0&0xff)*8 + (w0>>32+7)&^7
 }
 
 // laneList is the entries of a lane: an entry takes at least 16 bytes.
@@ -519,14 +530,18 @@ func (s *Segment) laneUndo(off uintptr, held bool) error {
 func (s *Segment) laneRedo(off uintptr, held bool) error {
 	h := s.h
 	st := atomic.LoadUint64(h.w(off))
-	var es laneList
-	if err := h.laneEntries(off, st&laneLenMask, &es); err != nil {
+	n := st & laneLenMask
+	if err := h.laneEntries(off, n, nil); err != nil {
 		return err
 	}
 	size := s.env.Size()
 	var first error
-	for k, e := range es.e[:es.n] {
+	// The entries again, as laneEntries found them (a redo changes an
+	// entry's done bit and a move's progress, never a kind or a length).
+	for k, p := 0, uint64(0); p < n; k++ {
+		e := off + 8 + uintptr(p)
 		w0 := *h.w(e)
+		p += laneEntryBytes(w0)
 		if w0&laneDone != 0 {
 			continue
 		}
@@ -535,6 +550,8 @@ func (s *Segment) laneRedo(off uintptr, held bool) error {
 		}
 		var err error
 		switch w0 & 0xff {
+		case laneSave, laneAlloc:
+			continue // undo entries: nothing to run, nothing to mark
 		case laneFree:
 			err = s.freeWord(e+8, 0, held)
 		case laneStore:
