@@ -50,7 +50,9 @@
 // changes anything. SegmentAt finds the open
 // segment holding an address, for values in a segment (objects.Ptr, the
 // containers) that must find their segment, and Holds bounds what they
-// read from it.
+// read from it (Bound is the size Holds last saw, for a loop, in Go or
+// assembly, that checks many offsets without a call: a range past it is
+// not refused but asked of Holds).
 //
 // # Lanes: crash-atomic changes outside the segment lock
 //

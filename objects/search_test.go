@@ -182,3 +182,42 @@ func walkBothWays[K uint64 | int64](t *testing.T, seg *mapped.Segment, name stri
 	require.Equal(t, 2, res, "a walk in a cycle")
 	*c0 = good
 }
+
+// noVecVal is a value type of its own, so that its Map's geometry is
+// built while TestMapWithoutAVX512 says the machine has no AVX-512.
+type noVecVal struct{ V int32 }
+
+// TestMapWithoutAVX512 runs a Map as on a machine without AVX-512 (the
+// walk in Go, lowerWord's binary search) against a model.
+func TestMapWithoutAVX512(t *testing.T) {
+	old := haveAVX512
+	haveAVX512 = false
+	defer func() { haveAVX512 = old }()
+	seg := newSeg(t)
+	require.NoError(t, seg.Grow(8<<20))
+	m, err := Construct(seg, "m", Map[int64, noVecVal]{})
+	require.NoError(t, err)
+	g, err := mapGeoOf[int64, noVecVal]()
+	require.NoError(t, err)
+	require.False(t, g.walk.asm)
+	model := map[int64]noVecVal{}
+	rng := rand.New(rand.NewPCG(7, 8))
+	for step := range 30_000 {
+		k := int64(rng.IntN(20_000)) - 10_000
+		if step%50 == 0 {
+			k = []int64{math.MinInt64, math.MaxInt64, 0, -1}[rng.IntN(4)]
+		}
+		if rng.IntN(3) == 0 {
+			ok, err := m.Delete(k)
+			require.NoError(t, err)
+			_, there := model[k]
+			require.Equal(t, there, ok)
+			delete(model, k)
+			continue
+		}
+		v := noVecVal{int32(step)}
+		require.NoError(t, m.Set(k, v))
+		model[k] = v
+	}
+	checkMap(t, m, model)
+}
