@@ -18,7 +18,8 @@ import (
 // Map is an ordered map from K to V that lives in a segment: a B+tree of
 // wide nodes (about 512 bytes: a few cache lines of keys per node, so a
 // lookup misses the cache a few times in all), every node a block of the
-// segment. Its zero value is an empty map: construct it in a segment
+// segment. With one-word integer keys on a machine with AVX-512, a
+// lookup compares all of a node's keys with the key at once. Its zero value is an empty map: construct it in a segment
 // (objects.Construct(seg, name, objects.Map[K, V]{}), or as a field of a
 // value there) and call its methods through the pointer you get.
 //
