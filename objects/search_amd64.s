@@ -2,52 +2,39 @@
 
 // func countBelowAVX512(ws unsafe.Pointer, n int, k uint64, signed bool, chunks int) int
 //
-// Each chunk of 8 keys is compared with k at once (k > key, for the keys
-// of the chunk among the first n: a masked compare reads no other word),
+// Each chunk of 8 keys is compared with k at once (key < k, for the keys
+// of the chunk among the first n: a masked load reads no other word),
 // and the count of the chunk's mask added. R8 is the mask of the n keys,
-// shifted a chunk at a time.
+// shifted a chunk at a time. Signed keys are compared as unsigned once
+// they and k are XORed with 1<<63 (Z2), as walkAVX512 does.
 TEXT ·countBelowAVX512(SB), NOSPLIT, $0-48
 	MOVQ ws+0(FP), AX
 	MOVQ n+8(FP), CX
 	MOVQ k+16(FP), DX
-	MOVBLZX signed+24(FP), BX
+	MOVBQZX signed+24(FP), BX
 	MOVQ chunks+32(FP), SI
 	XORQ R9, R9
 	TESTQ SI, SI
 	JLE none
 	MOVQ $-1, R8
 	BZHIQ CX, R8, R8
+	SHLQ $63, BX
+	XORQ BX, DX
 	VPBROADCASTQ DX, Z0
-	TESTQ BX, BX
-	JNE signed
+	VPBROADCASTQ BX, Z2
 
-unsigned:
+chunk:
 	KMOVB R8, K1
-	VPCMPUQ $6, (AX), Z0, K1, K2
+	VPXORQ (AX), Z2, K1, Z1
+	VPCMPUQ $1, Z0, Z1, K1, K2
 	KMOVB K2, R10
 	POPCNTL R10, R10
 	ADDQ R10, R9
 	SHRQ $8, R8
 	ADDQ $64, AX
 	DECQ SI
-	JNZ unsigned
+	JNZ chunk
 	VZEROUPPER
-	MOVQ R9, ret+40(FP)
-	RET
-
-signed:
-	KMOVB R8, K1
-	VPCMPQ $6, (AX), Z0, K1, K2
-	KMOVB K2, R10
-	POPCNTL R10, R10
-	ADDQ R10, R9
-	SHRQ $8, R8
-	ADDQ $64, AX
-	DECQ SI
-	JNZ signed
-	VZEROUPPER
-	MOVQ R9, ret+40(FP)
-	RET
 
 none:
 	MOVQ R9, ret+40(FP)
