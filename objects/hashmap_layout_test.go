@@ -278,6 +278,8 @@ func TestHashMapCorruptTable(t *testing.T) {
 			{table: good.table, n: good.n, groups: size / 128},
 			{table: good.table, n: good.n, groups: 1 << 60},
 			{table: size - 8, n: good.n, groups: good.groups},
+			{table: size + 64, n: good.n, groups: good.groups},
+			{table: 1 << 62, n: good.n, groups: 1},
 			{table: good.table + 3, n: good.n, groups: good.groups},
 		} {
 			*h = bad
