@@ -53,6 +53,72 @@ func BenchmarkAllocMixed(b *testing.B) {
 	}
 }
 
+// BenchmarkLane is what a container call pays for crash atomicity: claim
+// a lane, save what changes, change it, commit (or abort). "save2x8" is a
+// hash map's insert: the slot's control word and the count.
+func BenchmarkLane(b *testing.B) {
+	s := benchSeg(b)
+	blk, err := s.Allocate(64)
+	if err != nil {
+		b.Fatal(err)
+	}
+	w := (*[2]uint64)(unsafe.Pointer(unsafe.SliceData(blk)))
+	b.Run("commit", func(b *testing.B) {
+		for b.Loop() {
+			l, err := s.BeginLane()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := l.Commit(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("save2x8", func(b *testing.B) {
+		for b.Loop() {
+			l, err := s.BeginLane()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := l.Save(unsafe.Pointer(&w[0]), 8); err != nil {
+				b.Fatal(err)
+			}
+			if err := l.Save(unsafe.Pointer(&w[1]), 8); err != nil {
+				b.Fatal(err)
+			}
+			w[0]++
+			w[1]++
+			if err := l.Commit(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if w[0] != w[1] || w[0] == 0 {
+			b.Fatalf("words %d and %d after the commits", w[0], w[1])
+		}
+	})
+	b.Run("save2x8-abort", func(b *testing.B) {
+		before := *w
+		for b.Loop() {
+			l, err := s.BeginLane()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := l.Save(unsafe.Pointer(&w[0]), 8); err != nil {
+				b.Fatal(err)
+			}
+			if err := l.Save(unsafe.Pointer(&w[1]), 8); err != nil {
+				b.Fatal(err)
+			}
+			w[0]++
+			w[1]++
+			l.Abort()
+		}
+		if *w != before {
+			b.Fatalf("words %v after the aborts, %v before", *w, before)
+		}
+	})
+}
+
 func BenchmarkLockUnlock(b *testing.B) {
 	s := benchSeg(b)
 	for b.Loop() {
