@@ -509,8 +509,8 @@ func (h *HashMap[K, V]) put(method string, k K, v *V, overwrite bool) (*V, bool,
 }
 
 // wordPath is the segment of h and the layout of its tables when K is
-// one 64-bit integer and that layout is cached: the straight paths of
-// Get and put; nil otherwise.
+// one 64-bit integer and that layout is cached: put's straight path
+// (Get writes the same checks out in its body); nil otherwise.
 func (h *HashMap[K, V]) wordPath() (*mapped.Segment, *hashGeo) {
 	seg := mapped.SegmentAt(unsafe.Pointer(h))
 	key := keyOf((*HashMap[K, V])(nil))
