@@ -76,18 +76,7 @@ func BenchmarkLane(b *testing.B) {
 	})
 	b.Run("save2x8", func(b *testing.B) {
 		for b.Loop() {
-			l, err := s.BeginLane()
-			if err != nil {
-				b.Fatal(err)
-			}
-			if err := l.Save(unsafe.Pointer(&w[0]), 8); err != nil {
-				b.Fatal(err)
-			}
-			if err := l.Save(unsafe.Pointer(&w[1]), 8); err != nil {
-				b.Fatal(err)
-			}
-			w[0]++
-			w[1]++
+			l := incInLane(b, s, w)
 			if err := l.Commit(); err != nil {
 				b.Fatal(err)
 			}
@@ -99,24 +88,29 @@ func BenchmarkLane(b *testing.B) {
 	b.Run("save2x8-abort", func(b *testing.B) {
 		before := *w
 		for b.Loop() {
-			l, err := s.BeginLane()
-			if err != nil {
-				b.Fatal(err)
-			}
-			if err := l.Save(unsafe.Pointer(&w[0]), 8); err != nil {
-				b.Fatal(err)
-			}
-			if err := l.Save(unsafe.Pointer(&w[1]), 8); err != nil {
-				b.Fatal(err)
-			}
-			w[0]++
-			w[1]++
+			l := incInLane(b, s, w)
 			l.Abort()
 		}
 		if *w != before {
 			b.Fatalf("words %v after the aborts, %v before", *w, before)
 		}
 	})
+}
+
+// incInLane claims a lane, saves both words of w in it and adds one to
+// each, leaving the commit or abort to the caller.
+func incInLane(b *testing.B, s *Segment, w *[2]uint64) Lane {
+	l, err := s.BeginLane()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := range w {
+		if err := l.Save(unsafe.Pointer(&w[i]), 8); err != nil {
+			b.Fatal(err)
+		}
+		w[i]++
+	}
+	return l
 }
 
 func BenchmarkLockUnlock(b *testing.B) {
