@@ -41,6 +41,19 @@ import (
 //	                                 val) at valOff + j*valStride; a slot
 //	                                 whose control byte has bit 7 set
 //	                                 holds an entry
+//	'W' off slot tomb len(val) val   a hash table of one-word keys: the
+//	                                 word at off holds its table block
+//	                                 (0: none), the word at off+16 its
+//	                                 slot count N; the block's second word
+//	                                 holds flags (bit 0: key 0 is in the
+//	                                 table, its value, owning val, at 16
+//	                                 bytes into the block; bit 1: key tomb
+//	                                 is, its value at slot+8); N slots of
+//	                                 slot bytes start at the first 64-byte
+//	                                 boundary 2*slot bytes or more into
+//	                                 it; a slot whose first word (its key)
+//	                                 is neither 0 nor tomb holds an entry,
+//	                                 its value (owning val) at 8
 //	'H' off slot keyOff valOff len(key) key len(val) val
 //	                                 the hash table format before 'G',
 //	                                 which no build writes any more (its
@@ -125,6 +138,22 @@ func (sh Shape) HashTable(off, group, keyOff, keyStride, valOff, valStride uintp
 		sh = binary.AppendUvarint(sh, v)
 	}
 	sh = appendSub(sh, key)
+	return appendSub(sh, val)
+}
+
+// WordTable adds a hash table of one-word keys (the 'W' item) whose table
+// block is the word at off and whose slot count N is the word at off+16:
+// a head (the block's second word holds flags: bit 0 says key 0 is in the
+// table, its value at 16 bytes into the block, bit 1 that key tomb is, its
+// value at slot+8 bytes), then N slots of slot bytes from the first
+// 64-byte boundary at least 2*slot bytes into the block, each a key word
+// and its value at 8 (owning val); a slot whose key is neither 0 (empty)
+// nor tomb (removed) holds an entry.
+func (sh Shape) WordTable(off, slot uintptr, tomb uint64, val Shape) Shape {
+	sh = append(sh, 'W')
+	for _, v := range []uint64{uint64(off), uint64(slot), tomb} {
+		sh = binary.AppendUvarint(sh, v)
+	}
 	return appendSub(sh, val)
 }
 
@@ -263,6 +292,14 @@ func (d *dropper) value(obj uint64, shape Shape, depth int) error {
 				break
 			}
 			if err := d.groupTable(off, &g, depth); err != nil {
+				return err
+			}
+		case 'W':
+			slot, tomb, val := r.uv(), r.uv(), r.sub()
+			if !r.ok {
+				break
+			}
+			if err := d.wordTable(off, slot, tomb, val, depth); err != nil {
 				return err
 			}
 		case 'H':
@@ -478,6 +515,50 @@ func (d *dropper) groupTable(off uint64, g *groupGeo, depth int) error {
 						return err
 					}
 				}
+			}
+		}
+	}
+	return d.s.freeWord(uintptr(off), 0, d.held)
+}
+
+// wordTable frees a 'W' hash table's entries' storage, then its table.
+func (d *dropper) wordTable(off, slot, tomb uint64, val Shape, depth int) error {
+	ref, ok := d.word(off)
+	capw, ok2 := d.word(off + 16)
+	if !ok || !ok2 {
+		return corrupt("hash table header at %d is outside the segment's blocks", off)
+	}
+	t := atomic.LoadUint64(ref)
+	if t == 0 {
+		return nil
+	}
+	if len(val) > 0 {
+		n := atomic.LoadUint64(capw)
+		bsize, err := d.blockSize(t)
+		if err != nil {
+			return err
+		}
+		if slot < 8 || slot > 1<<20 || slot%8 != 0 || t%8 != 0 {
+			return corrupt("hash table at %d: a malformed shape (%d-byte slots) or table offset %d", off, slot, t)
+		}
+		data := (t + 2*slot + 63) &^ 63
+		if data-t > bsize || n > (bsize-(data-t))/slot {
+			return corrupt("hash table at %d: %d slots of %d bytes in a block of %d at %d", off, n, slot, bsize, t)
+		}
+		flags := atomic.LoadUint64(d.s.h.w(uintptr(t + 8)))
+		for bit, v := range [2]uint64{t + 16, t + 8 + slot} {
+			if flags&(1<<bit) != 0 {
+				if err := d.value(v, val, depth+1); err != nil {
+					return err
+				}
+			}
+		}
+		for s := data; s < data+n*slot; s += slot {
+			if k := atomic.LoadUint64(d.s.h.w(uintptr(s))); k == 0 || k == tomb {
+				continue
+			}
+			if err := d.value(s+8, val, depth+1); err != nil {
+				return err
 			}
 		}
 	}

@@ -10,11 +10,13 @@ import (
 )
 
 // Hash tables in a Shape: a 'G' table (groups of 7 slots behind a
-// control word, objects.HashMap's format) and an 'H' one (the format
-// before, which only an older build's lane records still hold) each free
-// what their full slots' values own and then their table, and read
-// nothing of their other slots; a 'G' table whose group count does not
-// fit its block is ErrCorrupt.
+// control word, objects.HashMap's format), a 'W' one (one-word keys
+// beside their values, two keys in the head: objects.HashMap's word
+// format) and an 'H' one (the format before 'G', which only an older
+// build's lane records still hold) each free what their full slots'
+// values own and then their table, and read nothing of their other
+// slots; a 'G' or 'W' table whose count does not fit its block is
+// ErrCorrupt.
 
 func TestDropGroupHashTable(t *testing.T) {
 	s := newShmSeg(t)
@@ -131,4 +133,99 @@ func TestDropOldHashTable(t *testing.T) {
 	require.NoError(t, s.Deallocate(hdr))
 	assert.Equal(t, free0, s.FreeMemory())
 	require.NoError(t, s.CheckSanity())
+}
+
+func TestDropWordHashTable(t *testing.T) {
+	s := newShmSeg(t)
+	free0 := s.FreeMemory()
+	const slots, slot, tomb = 16, 24, 0x5555 // a key word, a value owning a block, 8 spare
+	hdr, err := s.Allocate(24)
+	require.NoError(t, err)
+	tbl, err := s.Allocate(2*slot + 56 + slots*slot)
+	require.NoError(t, err)
+	off := func(b []byte) uint64 { return uint64(uintptr(unsafe.Pointer(&b[0])) - uintptr(s.h.base)) }
+	t0 := off(tbl)
+	data := (t0 + 2*slot + 63) &^ 63
+	for i := range tbl {
+		tbl[i] = 0xa5 // garbage in every value that is not an entry's
+	}
+	own := func(at uint64) {
+		b, err := s.Allocate(40)
+		require.NoError(t, err)
+		binary.LittleEndian.PutUint64(tbl[at-t0:], off(b))
+	}
+	full := 0
+	for i := uint64(0); i < slots; i++ {
+		key := []uint64{0, tomb, 7 + i}[i%3] // empty, removed, full
+		binary.LittleEndian.PutUint64(tbl[data-t0+i*slot:], key)
+		if i%3 == 2 {
+			own(data + i*slot + 8)
+			full++
+		}
+	}
+	binary.LittleEndian.PutUint64(tbl[0:], 5) // removed count: not read
+	binary.LittleEndian.PutUint64(tbl[8:], 3) // keys 0 and tomb in the head
+	own(t0 + 16)
+	own(t0 + 8 + slot)
+	binary.LittleEndian.PutUint64(hdr[0:], t0)
+	binary.LittleEndian.PutUint64(hdr[8:], uint64(full+2))
+	binary.LittleEndian.PutUint64(hdr[16:], slots)
+	sh := Shape{}.WordTable(0, slot, tomb, Shape{}.Block(0))
+	require.Equal(t, byte('W'), sh[0])
+
+	l, err := s.BeginLane()
+	require.NoError(t, err)
+	require.NoError(t, l.Drop(unsafe.Pointer(&hdr[0]), 1, 24, sh))
+	require.NoError(t, l.Commit())
+	assert.Zero(t, binary.LittleEndian.Uint64(hdr), "the table word is zeroed as its block is freed")
+	require.NoError(t, s.Deallocate(hdr))
+	assert.Equal(t, free0, s.FreeMemory(), "every value's block and the table freed")
+	require.NoError(t, s.CheckSanity())
+
+	// Only the head keys its flags name: one flag, one block.
+	hdr, err = s.Allocate(24)
+	require.NoError(t, err)
+	tbl, err = s.Allocate(2*slot + 56 + 2*slot)
+	require.NoError(t, err)
+	t0 = off(tbl)
+	clear(tbl)
+	binary.LittleEndian.PutUint64(tbl[8:], 2)
+	binary.LittleEndian.PutUint64(tbl[16:], 0xa5a5a5a5a5a5a5a5) // key 0's value: not read
+	own(t0 + 8 + slot)
+	binary.LittleEndian.PutUint64(hdr[0:], t0)
+	binary.LittleEndian.PutUint64(hdr[16:], 2)
+	l, err = s.BeginLane()
+	require.NoError(t, err)
+	require.NoError(t, l.Drop(unsafe.Pointer(&hdr[0]), 1, 24, sh))
+	require.NoError(t, l.Commit())
+	require.NoError(t, s.Deallocate(hdr))
+	assert.Equal(t, free0, s.FreeMemory())
+
+	// A slot count past the block: ErrCorrupt, nothing read past it.
+	hdr, err = s.Allocate(24)
+	require.NoError(t, err)
+	tbl, err = s.Allocate(2*slot + 56 + 2*slot)
+	require.NoError(t, err)
+	clear(tbl)
+	binary.LittleEndian.PutUint64(hdr[0:], off(tbl))
+	for _, n := range []uint64{5, 1 << 40, 1 << 62} {
+		binary.LittleEndian.PutUint64(hdr[16:], n)
+		l, err = s.BeginLane()
+		require.NoError(t, err)
+		require.NoError(t, l.Drop(unsafe.Pointer(&hdr[0]), 1, 24, sh))
+		require.ErrorIs(t, l.Commit(), ErrCorrupt, "%d slots", n)
+	}
+	// A malformed geometry: ErrCorrupt.
+	binary.LittleEndian.PutUint64(hdr[16:], 2)
+	for _, bad := range []Shape{
+		Shape{}.WordTable(0, 4, tomb, Shape{}.Block(0)),     // a slot smaller than its key
+		Shape{}.WordTable(0, 20, tomb, Shape{}.Block(0)),    // a slot not of whole words
+		Shape{}.WordTable(0, 1<<21, tomb, Shape{}.Block(0)), // a slot past any value
+		Shape{}.WordTable(0, 4096, tomb, Shape{}.Block(0)),  // a head past the block
+	} {
+		l, err = s.BeginLane()
+		require.NoError(t, err)
+		require.NoError(t, l.Drop(unsafe.Pointer(&hdr[0]), 1, 24, bad))
+		require.ErrorIs(t, l.Commit(), ErrCorrupt)
+	}
 }

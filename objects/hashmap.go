@@ -14,43 +14,61 @@ import (
 )
 
 // HashMap is an unordered map from K to V that lives in a segment: an
-// open-addressing table in one block, with a control byte per slot
-// probed a group of 7 at a time (in the manner of a Swiss table), and a
-// stable hash (the same in every process, every run and every build:
-// part of the segment's format). Keys are as Map's (integers, floats with
-// NaN refused and -0 equal to 0, fixed-size arrays of those, or strings
-// looked up by Go string without allocating); values are any plain data,
-// containers included. Its zero value is an empty map.
+// open-addressing table in one block with a stable hash (the same in
+// every process, every run and every build: part of the segment's
+// format). Keys are as Map's (integers, floats with NaN refused and -0
+// equal to 0, fixed-size arrays of those, or strings looked up by Go
+// string without allocating); values are any plain data, containers
+// included. Its zero value is an empty map.
 //
 // Values live in the table, in place: Get and GetOrInsert return a pointer
 // valid until the next insertion (one may move the table) or removal of
 // that key. Every mutating call is crash-atomic: an insertion writes the
-// key and value into a free slot, unseen, then sets the slot's control
-// byte and the count (and the removed count, for a removed slot) in a lane
-// that saved them first (a rollback puts them back); a removal marks the
-// slot free and frees what the entry owns after its lane commits; a resize
-// builds the whole new table in a new block and publishes it with the
-// header. Like a Go map it is not safe for concurrent mutation.
+// key and value into a free slot, unseen, then publishes the slot and the
+// count (and the removed count, for a removed slot) in a lane that saved
+// them first (a rollback puts them back); a removal marks the slot free
+// and frees what the entry owns after its lane commits; a resize builds
+// the whole new table in a new block and publishes it with the header.
+// Like a Go map it is not safe for concurrent mutation.
 //
 // Header (24 bytes): the table block's offset (0: none), the number of
-// keys, the number of groups G of 7 slots (not a power of two: a table is
-// sized for its keys). The table block starts with a word: how many of its
-// slots are removed (full and removed slots are at most 7 in 8; an
-// insertion that would pass that rebuilds the table first). Its G groups
-// follow, from the first 64-byte boundary past that word. A group is a
+// keys, and the table's size: its groups or its slots, by format. The
+// table block starts with a word: how many of its slots are removed.
+//
+// Two table formats, chosen by the types (the layout fingerprint records
+// which):
+//
+// The word format, when K is one 64-bit integer (int64, uint64 or a type
+// of theirs) and V takes at most 56 bytes: slots of the key word and the
+// value beside it (8 bytes plus V's size rounded up to 8), a power of two
+// of them, probed one after another from the slot that the hash's top
+// bits name, until the key or an empty slot; a lookup most often reads
+// one cache line. A slot's key word 0 says empty and wordTomb
+// (0xa0761d6478bd642f) says removed; those two keys are kept in the
+// table block's head instead (a flags word, then their two values). The
+// slots start at the first 64-byte boundary past the head. Full and
+// removed slots are at most 3 in 4; a rebuild makes room for twice the
+// keys (a growing table doubles). A removal leaves its slot empty when
+// the next slot is empty (no probe goes past it to a key), removed
+// otherwise.
+//
+// The group format ('G'), for every other key: groups of 7 slots probed
+// a group at a time, in the manner of a Swiss table. The table's groups
+// (G of them, not a power of two: a table is sized for its keys) follow
+// its first word, from the first 64-byte boundary past it. A group is a
 // word of control bytes (little-endian: slot j's is bits 8j to 8j+7, j
-// from 0 to 6; the top byte is 0), then its 7 keys (each the key's size rounded up
-// to 8 bytes), then its 7 values (each V's size), the whole rounded up to
-// 8 bytes, or to 64 when the control word and keys fill 64 (8-byte keys:
-// the probe's word and the key it compares share a cache line). A control
-// byte is 0 for an empty slot, 1 for a removed one, and 0x80 | the hash's
-// low 7 bits for a full one. A key with hash x starts at group x*G>>64
-// (the high word of the product) and probes the groups after it in turn,
-// wrapping at the table's end, until a group with an empty slot. A removal
-// leaves a slot empty when its group has an empty slot already (no probe
-// went past it), removed otherwise. A rebuild (without removed slots)
-// makes room for twice the keys in whole groups: 1, 3, 7, ..., 2^k-1
-// groups as a map grows.
+// from 0 to 6; the top byte is 0), then its 7 keys (each the key's size
+// rounded up to 8 bytes), then its 7 values (each V's size), the whole
+// rounded up to 8 bytes, or to 64 when the control word and keys fill 64.
+// A control byte is 0 for an empty slot, 1 for a removed one, and 0x80 |
+// the hash's low 7 bits for a full one. A key with hash x starts at group
+// x*G>>64 (the high word of the product) and probes the groups after it
+// in turn, wrapping at the table's end, until a group with an empty
+// slot. A removal leaves a slot empty when its group has an empty slot
+// already (no probe went past it), removed otherwise. Full and removed
+// slots are at most 7 in 8; a rebuild (without removed slots) makes room
+// for twice the keys in whole groups: 1, 3, 7, ..., 2^k-1 groups as a map
+// grows.
 type HashMap[K comparable, V any] struct {
 	table  uint64
 	n      uint64
@@ -85,7 +103,15 @@ func withByte(w uint64, j uint64, c byte) uint64 {
 	return w&^(0xff<<(8*j)) | uint64(c)<<(8*j)
 }
 
-func (HashMap[K, V]) containerKind() byte         { return 'G' } // 'H': the format before
+// containerKind is the table's format: 'W' for one-word keys (HashMap
+// says when), 'G' for the others. ('H': the format before 'G'; a
+// HashMap with one-word keys was 'G' before 'W'.)
+func (HashMap[K, V]) containerKind() byte {
+	if hg, err := hashGeoOf[K, V](); err == nil && hg.word {
+		return 'W'
+	}
+	return 'G'
+}
 func (HashMap[K, V]) containerElem() reflect.Type { return reflect.TypeFor[V]() }
 func (HashMap[K, V]) mapKey() reflect.Type        { return reflect.TypeFor[K]() }
 func (HashMap[K, V]) containerShape(off uintptr, sh, elem mapped.Shape) mapped.Shape {
@@ -93,19 +119,23 @@ func (HashMap[K, V]) containerShape(off uintptr, sh, elem mapped.Shape) mapped.S
 	if err != nil {
 		return sh
 	}
+	if hg.word {
+		return sh.WordTable(off, uintptr(hg.slot), wordTomb, elem)
+	}
 	return sh.HashTable(off, uintptr(hg.group), 8, hg.ks, uintptr(hg.valOff), uintptr(hg.vs), hg.keyShape, elem)
 }
 
 // hashGeo is how a HashMap[K, V]'s table is laid out: its keys as Map's
-// (ks bytes a key, vs a value), the bytes of a group and the offset of
-// its values.
+// (ks bytes a key, vs a value); in the 'G' format, the bytes of a group
+// and the offset of its values; in the word format, the bytes of a slot.
 type hashGeo struct {
 	*mapGeo
 	group, valOff uint64
-	word          bool // K is one 8-byte integer: hashed and compared as a word
+	slot          uint64
+	word          bool // the word format: K is one 8-byte integer, V at most maxWordValue bytes
 }
 
-// newHashGeo lays out groups for g's keys and values.
+// newHashGeo lays out groups or slots for g's keys and values.
 func newHashGeo(g *mapGeo) hashGeo {
 	keys := 8 + groupSlots*uint64(g.ks)
 	group := (keys + groupSlots*uint64(g.vs) + 7) &^ 7
@@ -114,7 +144,8 @@ func newHashGeo(g *mapGeo) hashGeo {
 	}
 	return hashGeo{
 		mapGeo: g, group: group, valOff: keys,
-		word: !g.str && g.count == 1 && g.esize == 8 && (g.kind == kInt64 || g.kind == kUint64),
+		slot: 8 + (uint64(g.vs)+7)&^7,
+		word: !g.str && g.count == 1 && g.esize == 8 && (g.kind == kInt64 || g.kind == kUint64) && g.vs <= maxWordValue,
 	}
 }
 
@@ -182,7 +213,10 @@ func (h *HashMap[K, V]) op(method string) (hashOp[K, V], error) {
 // tableOK checks the header against the segment: the table block holds
 // its removed count and groups.
 func (o *hashOp[K, V]) tableOK() error {
-	if t, n := o.h.table, o.h.groups; t != 0 && !tableFits(o.seg, t, n, o.group) {
+	if t, n := o.h.table, o.h.groups; o.word && t != 0 && !wordFits(o.seg, t, n, o.slot) {
+		return o.corrupt("a table at offset %d of %d slots of %d bytes, outside the segment or not a power of two", t, n, o.slot)
+	}
+	if t, n := o.h.table, o.h.groups; !o.word && t != 0 && !tableFits(o.seg, t, n, o.group) {
 		return o.corrupt("a table at offset %d of %d groups of %d bytes, outside the segment", t, n, o.group)
 	}
 	return nil
@@ -294,9 +328,6 @@ func (o *hashOp[K, V]) hashAt(s unsafe.Pointer) (uint64, error) {
 
 // keyEq reports whether the key at s is k.
 func (o *hashOp[K, V]) keyEq(s unsafe.Pointer, k *K) (bool, error) {
-	if o.word {
-		return *(*uint64)(s) == *(*uint64)(unsafe.Pointer(k)), nil
-	}
 	c, err := o.cmpKey(s, k)
 	return c == 0, err
 }
@@ -353,51 +384,50 @@ func (h *HashMap[K, V]) Len() int {
 	if h.table == 0 {
 		return 0
 	}
-	if h.n > h.groups*groupSlots {
-		panic(damaged(seg, hashMapName, unsafe.Pointer(h), "%d keys in %d groups of %d slots", h.n, h.groups, groupSlots))
+	limit := h.groups * groupSlots
+	if hg, err := hashGeoOf[K, V](); err == nil && hg.word {
+		limit = h.groups + 2 // its slots and the two keys in its head
+	}
+	if h.n > limit || h.n > uint64(seg.Size()) {
+		panic(damaged(seg, hashMapName, unsafe.Pointer(h), "%d keys in a table of %d", h.n, h.groups))
 	}
 	return int(h.n)
 }
 
 // Get returns a pointer to k's value, in place, and whether k is there.
 func (h *HashMap[K, V]) Get(k K) (*V, bool) {
-	// A one-word integer key takes a straight path, written out here with
+	// The word format takes a straight path, written out here with
 	// nothing called: at 1e6 keys a lookup's time is its cache miss, and
 	// lookups overlap their misses only as far as their instructions let
-	// the next lookup start. Misuse, corruption and a table past the size
-	// this process last saw go the general way, which says what they are.
+	// the next lookup start. The two keys kept in the table's head,
+	// misuse, corruption and a table past the size this process last saw
+	// go the general way, which says what they are.
 	seg := mapped.SegmentAt(unsafe.Pointer(h))
 	key := keyOf((*HashMap[K, V])(nil))
 	e := recentHashGeos[uintptr(key)>>4%uintptr(len(recentHashGeos))].Load()
 	if seg != nil && e != nil && e.key == key && e.g.word {
-		t, groups, group := h.table, h.groups, e.g.group
+		slot := 8 + (uint64(unsafe.Sizeof(*new(V)))+7)&^7 // e.g.slot; a constant in each compiled shape
+		t, n := h.table, h.groups
 		if t == 0 {
 			return nil, false
 		}
-		if groups <= maxGroups && t%8 == 0 && t < seg.Bound() && tableBytes(groups, group) <= seg.Bound()-t {
-			base := unsafe.Add(seg.Base(), tableData(t))
-			kw := *(*uint64)(unsafe.Pointer(&k))
-			hv := mix64(0x9e3779b97f4a7c15 ^ kw) // hashFixed's, for one word
-			tag := bytesLo * (ctrlFull | hv&0x7f)
-			g := home(hv, groups)
-			for p := groups; p > 0; p-- {
-				grp := unsafe.Add(base, g*group)
-				w := *(*uint64)(grp)
-				for m := zeroBytes(w ^ tag); m != 0; m &= m - 1 {
-					j := uint64(bits.TrailingZeros64(m)) >> 3
-					if *(*uint64)(unsafe.Add(grp, 8+8*j)) == kw {
-						return (*V)(unsafe.Add(grp, e.g.valOff+j*uint64(e.g.vs))), true
-					}
-				}
-				if badCtrl(w) != 0 {
-					break
-				}
-				if zeroBytes(w) != 0 {
+		kw := *(*uint64)(unsafe.Pointer(&k))
+		// A power of two of slots below maxWordSlots, an aligned table
+		// below 2^48 (no sum below overflows), in the segment: checked
+		// with one branch and one compare.
+		bad := n&(n-1) | (n-1)>>40 | t&7 | t>>48
+		if kw != 0 && kw != wordTomb && bad == 0 && t+wordBytes(n, slot) <= seg.Bound() {
+			base := unsafe.Add(seg.Base(), wordData(t, slot))
+			i := home(mix64(0x9e3779b97f4a7c15^kw), n) // hashFixed's, for one word
+			for p := n; p > 0; p-- {
+				s := unsafe.Add(base, i*slot)
+				switch *(*uint64)(s) {
+				case kw:
+					return (*V)(unsafe.Add(s, 8)), true
+				case 0:
 					return nil, false
 				}
-				if g++; g == groups {
-					g = 0
-				}
+				i = (i + 1) & (n - 1)
 			}
 		}
 	}
@@ -416,6 +446,13 @@ func (h *HashMap[K, V]) get(k K) (*V, bool) {
 	}
 	if h.table == 0 || o.g.isNaN(unsafe.Pointer(&k)) {
 		return nil, false
+	}
+	if o.word {
+		p, err := o.wordGet(*(*uint64)(unsafe.Pointer(&k)))
+		if err != nil {
+			panic(err)
+		}
+		return (*V)(p), p != nil
 	}
 	at, found, _, err := o.find(&k, o.hashOf(&k))
 	if err != nil {
@@ -461,6 +498,9 @@ func (h *HashMap[K, V]) put(method string, k K, v *V, overwrite bool) (*V, bool,
 	}
 	if err := o.tableOK(); err != nil {
 		return nil, false, err
+	}
+	if o.word {
+		return o.wordPut(method, *(*uint64)(unsafe.Pointer(&k)), v, overwrite)
 	}
 	hv := o.hashOf(&k)
 	for try := 0; ; try++ {
@@ -508,90 +548,6 @@ func (h *HashMap[K, V]) put(method string, k K, v *V, overwrite bool) (*V, bool,
 	}
 }
 
-// wordPath is the segment of h and the layout of its tables when K is
-// one 64-bit integer and that layout is cached: put's straight path
-// (Get writes the same checks out in its body); nil otherwise.
-func (h *HashMap[K, V]) wordPath() (*mapped.Segment, *hashGeo) {
-	seg := mapped.SegmentAt(unsafe.Pointer(h))
-	key := keyOf((*HashMap[K, V])(nil))
-	e := recentHashGeos[uintptr(key)>>4%uintptr(len(recentHashGeos))].Load()
-	if seg == nil || e == nil || e.key != key || !e.g.word {
-		return nil, nil
-	}
-	return seg, &e.g
-}
-
-// wordStart starts a probe for the one-word key kw in h's table (not
-// none): the table's first group, checked against seg (false when it
-// does not fit), kw's hash, the control byte its slot has repeated in
-// every byte, and its first group.
-func (h *HashMap[K, V]) wordStart(seg *mapped.Segment, hg *hashGeo, kw uint64) (base unsafe.Pointer, hv, tag, g uint64, ok bool) {
-	t, groups := h.table, h.groups
-	if groups > maxGroups || t%8 != 0 || !seg.Holds(t, tableBytes(groups, hg.group)) {
-		return nil, 0, 0, 0, false
-	}
-	hv = mix64(0x9e3779b97f4a7c15 ^ kw) // hashFixed's, for one word
-	return unsafe.Add(seg.Base(), tableData(t)), hv, bytesLo * (ctrlFull | hv&0x7f), home(hv, groups), true
-}
-
-// putWord is put's straight path for a one-word integer key, as Get's:
-// a key already there (unless overwrite) or a new key whose probe ends
-// at an empty slot in a table with room. Anything else (no table, a
-// replacement, a removed slot, a rebuild, a read-only or closed open,
-// misuse, damage) is done false, and the general path does it and says
-// what went wrong.
-func (h *HashMap[K, V]) putWord(k K, v *V, overwrite bool) (*V, bool, bool, error) {
-	seg, hg := h.wordPath()
-	if seg == nil || !seg.CanChange() || h.table == 0 {
-		return nil, false, false, nil
-	}
-	kw := *(*uint64)(unsafe.Pointer(&k))
-	base, hv, tag, g, ok := h.wordStart(seg, hg, kw)
-	if !ok {
-		return nil, false, false, nil
-	}
-	t, groups, group := h.table, h.groups, hg.group
-	for p := groups; p > 0; p-- {
-		grp := unsafe.Add(base, g*group)
-		w := *(*uint64)(grp)
-		if badCtrl(w) != 0 {
-			return nil, false, false, nil
-		}
-		for m := zeroBytes(w ^ tag); m != 0; m &= m - 1 {
-			j := uint64(bits.TrailingZeros64(m)) >> 3
-			if *(*uint64)(unsafe.Add(grp, 8+8*j)) == kw {
-				if overwrite {
-					return nil, false, false, nil
-				}
-				return (*V)(unsafe.Add(grp, hg.valOff+j*uint64(hg.vs))), false, true, nil
-			}
-		}
-		if m := ^w & bytesHi; m != 0 {
-			// The first free slot on the probe: an empty one, as no
-			// probe went past a group with an empty slot. A removed one
-			// (before it) is the general path's.
-			if zeroBytes(w) != m {
-				return nil, false, false, nil
-			}
-			r := *(*uint64)(unsafe.Add(seg.Base(), t))
-			if r > groups*groupSlots || h.n > groups*groupSlots || h.n+r >= maxFull(groups) {
-				return nil, false, false, nil
-			}
-			o := hashOp[K, V]{
-				mapOp:   mapOp[K, V]{seg: seg, g: hg.mapGeo, base: seg.Base(), self: unsafe.Pointer(h), typ: hashMapName},
-				hashGeo: hg, h: h,
-			}
-			i := g<<3 | uint64(bits.TrailingZeros64(m))>>3
-			p, inserted, err := o.insertAt(i, &k, hv, v, false)
-			return p, inserted, true, err
-		}
-		if g++; g == groups {
-			g = 0
-		}
-	}
-	return nil, false, false, nil
-}
-
 // sizeFor is the group count of a rebuilt table for n keys: as many
 // groups as may hold twice n full, so that at least n more insertions
 // fill it (a rebuild's cost, spread over them, is constant).
@@ -631,14 +587,7 @@ func (o *hashOp[K, V]) insertAt(i uint64, k *K, hv uint64, v *V, removed bool) (
 			clear(unsafe.Slice((*byte)(p), o.vs))
 		}
 		cw := (*uint64)(o.at(o.ctrlOff(d, i>>3)))
-		err = saveSet(&l, cw, withByte(*cw, i&7, byte(ctrlFull|hv&0x7f)))
-		if err == nil {
-			err = saveSet(&l, &o.h.n, o.h.n+1)
-		}
-		if err == nil && removed {
-			r := o.removed()
-			err = saveSet(&l, r, *r-1)
-		}
+		err = o.publish(&l, cw, withByte(*cw, i&7, byte(ctrlFull|hv&0x7f)), true, removed)
 	}
 	if err != nil {
 		l.Abort()
@@ -648,6 +597,25 @@ func (o *hashOp[K, V]) insertAt(i uint64, k *K, hv uint64, v *V, removed bool) (
 		return nil, false, err
 	}
 	return (*V)(p), true, nil
+}
+
+// publish sets, in lane l, the word w that says whether a slot (or a
+// key in the word format's head) is full to nw, and the count one up
+// (add) or down; a removed slot taken or left (removed) moves the
+// removed count the other way.
+func (o *hashOp[K, V]) publish(l *mapped.Lane, w *uint64, nw uint64, add, removed bool) error {
+	n, r, dr := o.h.n-1, o.removed(), uint64(1)
+	if add {
+		n, dr = o.h.n+1, ^uint64(0) // -1
+	}
+	err := saveSet(l, w, nw)
+	if err == nil {
+		err = saveSet(l, &o.h.n, n)
+	}
+	if err == nil && removed {
+		err = saveSet(l, r, *r+dr)
+	}
+	return err
 }
 
 // saveSet sets the word at p to v in lane l, now: a rollback puts it
@@ -752,6 +720,9 @@ func (h *HashMap[K, V]) Delete(k K) (bool, error) {
 	if h.table == 0 || o.g.isNaN(unsafe.Pointer(&k)) {
 		return false, nil
 	}
+	if o.word {
+		return o.wordDelete(*(*uint64)(unsafe.Pointer(&k)))
+	}
 	at, found, _, err := o.find(&k, o.hashOf(&k))
 	if err != nil || !found {
 		return false, err
@@ -773,14 +744,7 @@ func (h *HashMap[K, V]) Delete(k K) (bool, error) {
 	if empty {
 		c = ctrlEmpty
 	}
-	err = saveSet(&l, cw, withByte(*cw, at&7, c))
-	if err == nil {
-		err = saveSet(&l, &h.n, h.n-1)
-	}
-	if err == nil && !empty {
-		r := o.removed()
-		err = saveSet(&l, r, *r+1)
-	}
+	err = o.publish(&l, cw, withByte(*cw, at&7, c), false, !empty)
 	if err == nil && len(o.g.keyShape) > 0 {
 		err = l.Drop(o.keyAt(d, at), 1, int(o.ks), o.g.keyShape)
 	}
@@ -847,6 +811,10 @@ func (h *HashMap[K, V]) All() iter.Seq2[K, *V] {
 		}
 		t := h.table
 		if t == 0 {
+			return
+		}
+		if o.word {
+			o.wordAll(yield)
 			return
 		}
 		d := tableData(t)

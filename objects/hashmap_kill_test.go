@@ -24,21 +24,31 @@ import (
 // SIGKILL during HashMap calls: a child runs a deterministic sequence of
 // calls (Set of long String values, which frees the old value's block;
 // GetOrInsert; Delete; now and then Clear; rebuilds as the table grows
-// and removed slots pile up), storing the index of the call it is in
-// before it starts; the parent kills it at random, reopens the segment,
-// and requires the map to hold the state after that many calls or one
-// more, a sane segment, and, at the end, every byte back after a
-// destroy.
+// and removed slots pile up) on two maps, one of each table format (the
+// word format's "hm", with keys 0 and wordTomb among its keys, and the
+// 'G' format's "hg"), storing the index of the call it is in before it
+// starts; the parent kills it at random, reopens the segment, and
+// requires the maps to hold the state after that many calls or one more,
+// a sane segment, and, at the end, every byte back after a destroy.
+
+// hkKey is a key of one of the two maps: m 0 is "hm", 1 "hg".
+type hkKey struct {
+	m int
+	k int64
+}
 
 type hkOp struct {
 	call string
-	key  int64
+	key  hkKey
 }
 
 // hkOpAt is call i of the sequence of seed.
 func hkOpAt(seed uint64, i int64) hkOp {
 	r := rand.New(rand.NewPCG(seed, uint64(i)))
-	k := int64(r.IntN(400))
+	k := hkKey{r.IntN(2), int64(r.IntN(400))}
+	if k == (hkKey{0, 399}) {
+		k.k = tombKey // the word format keeps it in the table's head, as key 0
+	}
 	switch x := r.IntN(100); {
 	case x < 55:
 		return hkOp{"set", k}
@@ -47,7 +57,7 @@ func hkOpAt(seed uint64, i int64) hkOp {
 	case x < 99:
 		return hkOp{"del", k}
 	}
-	return hkOp{"clear", 0}
+	return hkOp{"clear", hkKey{m: k.m}}
 }
 
 func hkText(i int64) string {
@@ -55,7 +65,7 @@ func hkText(i int64) string {
 }
 
 // hkApply applies calls [from, to) to model m.
-func hkApply(m map[int64]string, seed uint64, from, to int64) {
+func hkApply(m map[hkKey]string, seed uint64, from, to int64) {
 	for i := from; i < to; i++ {
 		switch o := hkOpAt(seed, i); o.call {
 		case "set":
@@ -67,33 +77,60 @@ func hkApply(m map[int64]string, seed uint64, from, to int64) {
 		case "del":
 			delete(m, o.key)
 		case "clear":
-			clear(m)
+			for k := range m {
+				if k.m == o.key.m {
+					delete(m, k)
+				}
+			}
 		}
 	}
 }
 
-func hkClone(m map[int64]string) map[int64]string {
-	c := make(map[int64]string, len(m))
+func hkClone(m map[hkKey]string) map[hkKey]string {
+	c := make(map[hkKey]string, len(m))
 	for k, v := range m {
 		c[k] = v
 	}
 	return c
 }
 
-func hkDo(h *HashMap[int64, String], seed uint64, i int64) error {
-	switch o := hkOpAt(seed, i); o.call {
+// hkMaps are the two maps of a kill test.
+type hkMaps struct {
+	hm *HashMap[int64, String]
+	hg *HashMap[int32, String]
+}
+
+func hkFind(seg *mapped.Segment) (hkMaps, error) {
+	hm, err := Find[HashMap[int64, String]](seg, "hm")
+	if err != nil {
+		return hkMaps{}, err
+	}
+	hg, err := Find[HashMap[int32, String]](seg, "hg")
+	return hkMaps{hm, hg}, err
+}
+
+func hkDo(ms hkMaps, seed uint64, i int64) error {
+	o := hkOpAt(seed, i)
+	if o.key.m == 0 {
+		return hkDoOn(ms.hm, o, o.key.k, i)
+	}
+	return hkDoOn(ms.hg, o, int32(o.key.k), i)
+}
+
+func hkDoOn[K comparable](h *HashMap[K, String], o hkOp, k K, i int64) error {
+	switch o.call {
 	case "set":
 		var v String
-		if err := h.Set(o.key, v); err != nil { // a zero value first, then the text: two calls
+		if err := h.Set(k, v); err != nil { // a zero value first, then the text: two calls
 			return err
 		}
-		p, _ := h.Get(o.key)
+		p, _ := h.Get(k)
 		return p.Set(hkText(i))
 	case "ins":
-		_, _, err := h.GetOrInsert(o.key)
+		_, _, err := h.GetOrInsert(k)
 		return err
 	case "del":
-		_, err := h.Delete(o.key)
+		_, err := h.Delete(k)
 		return err
 	default:
 		return h.Clear()
@@ -132,7 +169,7 @@ func childKillHashMap(args []string) int {
 		return 2
 	}
 	seed, _ := strconv.ParseUint(args[3], 10, 64)
-	h, err := Find[HashMap[int64, String]](seg, "hm")
+	ms, err := hkFind(seg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
@@ -140,26 +177,29 @@ func childKillHashMap(args []string) int {
 	fmt.Println("ready")
 	for i := from; ; i++ {
 		atomic.StoreInt64(word, i)
-		if err := hkDo(h, seed, i); err != nil {
+		if err := hkDo(ms, seed, i); err != nil {
 			fmt.Fprintf(os.Stderr, "call %d: %v\n", i, err)
 			return 1
 		}
 	}
 }
 
-// hkState reads the map into a Go map (values as strings).
-func hkState(t *testing.T, seg *mapped.Segment) map[int64]string {
-	h, err := Find[HashMap[int64, String]](seg, "hm")
+// hkState reads the maps into a Go map (values as strings).
+func hkState(t *testing.T, seg *mapped.Segment) map[hkKey]string {
+	ms, err := hkFind(seg)
 	require.NoError(t, err)
-	got := map[int64]string{}
-	for k, v := range h.All() {
-		got[k] = v.String()
+	got := map[hkKey]string{}
+	for k, v := range ms.hm.All() {
+		got[hkKey{0, k}] = v.String()
 	}
-	require.Equal(t, len(got), h.Len())
+	for k, v := range ms.hg.All() {
+		got[hkKey{1, int64(k)}] = v.String()
+	}
+	require.Equal(t, len(got), ms.hm.Len()+ms.hg.Len())
 	return got
 }
 
-func hkEqual(a, b map[int64]string) bool {
+func hkEqual(a, b map[hkKey]string) bool {
 	if len(a) != len(b) {
 		return false
 	}
@@ -192,6 +232,8 @@ func killHashMap(t *testing.T, spec string, kills int) {
 	free0 := seg.FreeMemory()
 	_, err = Construct(seg, "hm", HashMap[int64, String]{})
 	require.NoError(t, err)
+	_, err = Construct(seg, "hg", HashMap[int32, String]{})
+	require.NoError(t, err)
 	require.NoError(t, seg.Close())
 	wordFile := filepath.Join(t.TempDir(), "word")
 	require.NoError(t, os.WriteFile(wordFile, make([]byte, 8), 0o600))
@@ -200,7 +242,7 @@ func killHashMap(t *testing.T, spec string, kills int) {
 	rng := rand.New(rand.NewPCG(seed, 99))
 
 	next, rolled, finished := int64(0), 0, 0
-	model := map[int64]string{} // after calls [0, next)
+	model := map[hkKey]string{} // after calls [0, next)
 	for kill := range kills {
 		c := proctest.Start(t, "killhash", spec, wordFile, strconv.FormatInt(next, 10), strconv.FormatUint(seed, 10))
 		c.Expect("ready")
@@ -236,9 +278,9 @@ func killHashMap(t *testing.T, spec string, kills int) {
 			next = in
 		case hkEqual(got, mid):
 			// Between the two steps of a set: finish it here.
-			h, err := Find[HashMap[int64, String]](seg, "hm")
+			ms, err := hkFind(seg)
 			require.NoError(t, err)
-			require.NoError(t, hkDo(h, seed, in))
+			require.NoError(t, hkDo(ms, seed, in))
 			model, next = after, in+1
 		default:
 			t.Fatalf("kill %d in call %d (%v): the map holds neither the state before it nor after it", kill, in, hkOpAt(seed, in))
@@ -255,6 +297,7 @@ func killHashMap(t *testing.T, spec string, kills int) {
 	require.NoError(t, err)
 	defer seg.Close()
 	require.NoError(t, Destroy[HashMap[int64, String]](seg, "hm"))
+	require.NoError(t, Destroy[HashMap[int32, String]](seg, "hg"))
 	require.NoError(t, seg.CheckSanity())
 	assert.True(t, seg.AllMemoryDeallocated())
 	assert.Equal(t, free0, seg.FreeMemory())
@@ -265,8 +308,9 @@ func killHashMap(t *testing.T, spec string, kills int) {
 // parent kills it at random and requires the map to hold exactly the keys
 // before the call it was in, or those and that one, then clears it for
 // the next child (a map that only grew would spend ever longer in its
-// rebuilds, where the kills would land). An insertion sets its slot's control word, the
-// count after saving them in its lane: a kill inside that lane is
+// rebuilds, where the kills would land). An insertion (the word format:
+// one-word keys) sets its slot's key and the count after saving them in
+// its lane: a kill inside that lane is
 // rolled back to the saved words. Such a rollback is told from a
 // rebuild's (the table a rebuild publishes, before the insertion that
 // needed it, has room: a rolled-back rebuild leaves the old table, which
@@ -341,7 +385,7 @@ func TestSIGKILLDuringHashMapInserts(t *testing.T) {
 		if rolledBack {
 			rolled++
 			o := hmOp(t, h)
-			if !has && h.n+*o.removed() < maxFull(h.groups) {
+			if !has && h.n+*o.removed() < wordMaxFull(h.groups) {
 				insertRolled++
 			}
 		}

@@ -12,10 +12,12 @@ import (
 	"github.com/mapstore/mapstore/mapped"
 )
 
-// The HashMap's table format: groups of 7 slots behind a control word,
-// a group count that is not a power of two, probes that wrap at the
-// table's end, a table with no empty slot, and control words, removed
-// counts and headers overwritten with garbage.
+// The HashMap's 'G' table format (keys that are not one word: int32
+// here): groups of 7 slots behind a control word, a group count that is
+// not a power of two, probes that wrap at the table's end, a table with
+// no empty slot, and control words, removed counts and headers
+// overwritten with garbage. hashword_test.go does the same for the word
+// format.
 
 // hmOp is h's hashOp, for looking at its table.
 func hmOp[K comparable, V any](t *testing.T, h *HashMap[K, V]) hashOp[K, V] {
@@ -37,9 +39,9 @@ func hmGroupOf[K comparable, V any](t *testing.T, h *HashMap[K, V], k K) uint64 
 
 // hmKeysHoming returns n keys from from on, not in h, whose probe starts
 // at group g.
-func hmKeysHoming(t *testing.T, h *HashMap[int64, int64], g uint64, from int64, n int) []int64 {
+func hmKeysHoming(t *testing.T, h *HashMap[int32, int64], g uint64, from int32, n int) []int32 {
 	o := hmOp(t, h)
-	var ks []int64
+	var ks []int32
 	for k := from; len(ks) < n; k++ {
 		if home(o.hashOf(&k), h.groups) == g && !h.Has(k) {
 			ks = append(ks, k)
@@ -49,11 +51,15 @@ func hmKeysHoming(t *testing.T, h *HashMap[int64, int64], g uint64, from int64, 
 }
 
 func TestHashMapGroupLayout(t *testing.T) {
-	g64, err := hashGeoOf[uint64, float64]()
+	g32, err := hashGeoOf[int32, float64]()
 	require.NoError(t, err)
-	assert.Equal(t, uint64(128), g64.group, "control word and 7 keys in one 64-byte line, 7 values in the next")
-	assert.Equal(t, uint64(64), g64.valOff)
-	assert.True(t, g64.word)
+	assert.Equal(t, uint64(128), g32.group, "control word and 7 keys in one 64-byte line, 7 values in the next")
+	assert.Equal(t, uint64(64), g32.valOff)
+	assert.False(t, g32.word)
+	gb, err := hashGeoOf[uint64, [57]byte]()
+	require.NoError(t, err)
+	assert.False(t, gb.word, "a value of more than 56 bytes: the 'G' format")
+	assert.Equal(t, uint64(8+7*8+7*64), gb.group)
 	gs, err := hashGeoOf[string, int32]()
 	require.NoError(t, err)
 	assert.Equal(t, uint64(8+7*24+7*4+4), gs.group, "string keys: 8-byte multiple, no line padding")
@@ -74,12 +80,12 @@ func TestHashMapGroupLayout(t *testing.T) {
 // more than 7/8 full.
 func TestHashMapSizing(t *testing.T) {
 	seg := newSeg(t)
-	h, err := Construct(seg, "h", HashMap[int64, int64]{})
+	h, err := Construct(seg, "h", HashMap[int32, int64]{})
 	require.NoError(t, err)
 	var sizes []uint64
 	for i := range int64(20000) {
 		before := h.groups
-		require.NoError(t, h.Set(i*7919, i))
+		require.NoError(t, h.Set(int32(i*7919), i))
 		if h.groups != before {
 			sizes = append(sizes, h.groups)
 			// Just rebuilt for i+1 keys: room for as many again.
@@ -99,20 +105,20 @@ func TestHashMapSizing(t *testing.T) {
 	}
 	assert.Zero(t, powersOfTwo, "slot counts %v", sizes)
 	for i := range int64(20000) {
-		v, ok := h.Get(i * 7919)
+		v, ok := h.Get(int32(i * 7919))
 		require.True(t, ok)
 		require.Equal(t, i, *v)
 	}
 	// Removals free slots for reuse; a rebuild at the same key count does
 	// not grow the table.
 	for i := range int64(19000) {
-		ok, err := h.Delete(i * 7919)
+		ok, err := h.Delete(int32(i * 7919))
 		require.NoError(t, err)
 		require.True(t, ok)
 	}
 	for i := range int64(100000) {
-		require.NoError(t, h.Set(-i-1, i))
-		ok, err := h.Delete(-i - 1)
+		require.NoError(t, h.Set(int32(-i-1), i))
+		ok, err := h.Delete(int32(-i - 1))
 		require.NoError(t, err)
 		require.True(t, ok)
 	}
@@ -124,10 +130,10 @@ func TestHashMapSizing(t *testing.T) {
 // A probe that starts in the last group goes on at the first.
 func TestHashMapProbeWrapsAtTheEnd(t *testing.T) {
 	seg := newSeg(t)
-	h, err := Construct(seg, "h", HashMap[int64, int64]{})
+	h, err := Construct(seg, "h", HashMap[int32, int64]{})
 	require.NoError(t, err)
 	for i := range int64(20) {
-		require.NoError(t, h.Set(1000000+i, i))
+		require.NoError(t, h.Set(int32(1000000+i), i))
 	}
 	require.Equal(t, uint64(7), h.groups)
 	o0 := hmOp(t, h)
@@ -135,14 +141,14 @@ func TestHashMapProbeWrapsAtTheEnd(t *testing.T) {
 	last := h.groups - 1
 	ks := hmKeysHoming(t, h, last, 0, 10) // 7 slots at most in the last group
 	for _, k := range ks {
-		require.NoError(t, h.Set(k, -k))
+		require.NoError(t, h.Set(k, -int64(k)))
 	}
 	require.Equal(t, uint64(7), h.groups, "no rebuild")
 	wrapped := 0
 	for _, k := range ks {
 		v, ok := h.Get(k)
 		require.True(t, ok, "key %d", k)
-		require.Equal(t, -k, *v)
+		require.Equal(t, -int64(k), *v)
 		if hmGroupOf(t, h, k) < last {
 			wrapped++
 		}
@@ -160,7 +166,7 @@ func TestHashMapProbeWrapsAtTheEnd(t *testing.T) {
 	for _, k := range ks[1:] {
 		v, ok := h.Get(k)
 		require.True(t, ok, "key %d", k)
-		require.Equal(t, -k, *v)
+		require.Equal(t, -int64(k), *v)
 	}
 	// The removed slot is reused by the next key homing there.
 	more := hmKeysHoming(t, h, last, ks[len(ks)-1]+1, 1)
@@ -178,10 +184,10 @@ func TestHashMapProbeWrapsAtTheEnd(t *testing.T) {
 // rebuilds.
 func TestHashMapTableWithNoEmptySlot(t *testing.T) {
 	seg := newSeg(t)
-	h, err := Construct(seg, "h", HashMap[int64, int64]{})
+	h, err := Construct(seg, "h", HashMap[int32, int64]{})
 	require.NoError(t, err)
 	for i := range int64(6) {
-		require.NoError(t, h.Set(i, i))
+		require.NoError(t, h.Set(int32(i), i))
 	}
 	require.Equal(t, uint64(1), h.groups)
 	o := hmOp(t, h)
@@ -200,11 +206,11 @@ func TestHashMapTableWithNoEmptySlot(t *testing.T) {
 	require.NoError(t, h.Set(7, 7)) // no free slot: rebuilt
 	assert.Greater(t, h.groups, uint64(1))
 	for i := range int64(8) {
-		v, ok := h.Get(i)
+		v, ok := h.Get(int32(i))
 		require.True(t, ok)
 		require.Equal(t, i, *v)
 	}
-	require.NoError(t, Destroy[HashMap[int64, int64]](seg, "h"))
+	require.NoError(t, Destroy[HashMap[int32, int64]](seg, "h"))
 	assert.True(t, seg.AllMemoryDeallocated())
 }
 
@@ -213,19 +219,19 @@ func TestHashMapTableWithNoEmptySlot(t *testing.T) {
 // by a panic carrying it, and nothing faults or hangs.
 func TestHashMapCorruptTable(t *testing.T) {
 	panicOnFault(t)
-	type hm = HashMap[int64, String]
-	setup := func(t *testing.T) (*mapped.Segment, *hm, hashOp[int64, String]) {
+	type hm = HashMap[int32, String]
+	setup := func(t *testing.T) (*mapped.Segment, *hm, hashOp[int32, String]) {
 		seg := newSeg(t)
 		h, err := Construct(seg, "h", hm{})
 		require.NoError(t, err)
-		for i := range int64(40) {
+		for i := range int32(40) {
 			v, _, err := h.GetOrInsert(i)
 			require.NoError(t, err)
 			require.NoError(t, v.Set(fmt.Sprintf("value %d, long enough to own a block", i)))
 		}
 		return seg, h, hmOp(t, h)
 	}
-	calls := func(t *testing.T, h *hm, k int64, what string) {
+	calls := func(t *testing.T, h *hm, k int32, what string) {
 		corruptOutcome(t, what+": Get", func() error { h.Get(k); return nil })
 		corruptOutcome(t, what+": Set", func() error { return h.Set(k, String{}) })
 		corruptOutcome(t, what+": Delete", func() error { _, err := h.Delete(k); return err })
@@ -241,8 +247,8 @@ func TestHashMapCorruptTable(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			seg, h, o := setup(t)
 			// A key absent from the map whose probe starts at group 0.
-			ks := []int64{}
-			for k := int64(1000); len(ks) == 0; k++ {
+			ks := []int32{}
+			for k := int32(1000); len(ks) == 0; k++ {
 				if home(o.hashOf(&k), h.groups) == 0 {
 					ks = append(ks, k)
 				}
@@ -266,14 +272,14 @@ func TestHashMapCorruptTable(t *testing.T) {
 	t.Run("removed count beyond the slots", func(t *testing.T) {
 		_, h, o := setup(t)
 		*o.removed() = h.groups*groupSlots + 1
-		k := int64(12345)
+		k := int32(12345)
 		corruptOutcome(t, "Set", func() error { return h.Set(k, String{}) })
 	})
 	t.Run("header", func(t *testing.T) {
 		seg, h, _ := setup(t)
 		good := *h
 		size := uint64(seg.Size())
-		for _, bad := range []HashMap[int64, String]{
+		for _, bad := range []hm{
 			{table: good.table, n: good.n, groups: 0},
 			{table: good.table, n: good.n, groups: size / 128},
 			{table: good.table, n: good.n, groups: 1 << 60},
@@ -303,24 +309,30 @@ func TestHashMapCorruptTable(t *testing.T) {
 	})
 }
 
-// A HashMap written in the format before this one (fingerprint 'C' 'H':
-// 24-byte slots behind a hash word, a power of two of them) is another
-// layout: found by name, it is ErrTypeMismatch, not read as this one.
+// A HashMap written in a format before this one is another layout: found
+// by name, it is ErrTypeMismatch, not read as this one. Before 'G' there
+// was 'H' (24-byte slots behind a hash word, a power of two of them); a
+// HashMap with one-word keys was 'G' before the word format, 'W'.
 func TestHashMapOldFormatRefused(t *testing.T) {
+	t.Run("H", func(t *testing.T) { oldHashFormatRefused[HashMap[int32, int64]](t, 'G', 'H') })
+	t.Run("G", func(t *testing.T) { oldHashFormatRefused[HashMap[int64, int64]](t, 'W', 'G') })
+}
+
+func oldHashFormatRefused[hm any](t *testing.T, now, before byte) {
 	seg := newSeg(t)
-	type hm = HashMap[int64, int64]
 	ti := infoOf[hm]()
 	require.NoError(t, ti.err)
-	i := bytes.Index(ti.spec, []byte{'C', 'G'})
+	i := bytes.Index(ti.spec, []byte{'C', now})
 	require.Positive(t, i, "the fingerprint records the container kind")
 	old := bytes.Clone(ti.spec)
-	old[i+1] = 'H'
+	old[i+1] = before
 	_, err := seg.CreateNamed("old", false, mapped.NameSpec{Count: 1, ElemSize: 24, Align: 8, Layout: old}, func([]byte) {})
 	require.NoError(t, err)
 	_, err = Find[hm](seg, "old")
 	require.ErrorIs(t, err, ErrTypeMismatch)
 	require.ErrorContains(t, err, "of another layout", "the same type name: the message says the layout differs")
-	_, err = FindOrConstruct(seg, "old", hm{})
+	var zero hm
+	_, err = FindOrConstruct(seg, "old", zero)
 	require.ErrorIs(t, err, ErrTypeMismatch)
 	require.ErrorIs(t, Destroy[hm](seg, "old"), ErrTypeMismatch)
 }
