@@ -78,7 +78,9 @@
 // Prefault has a goroutine fault in the pages of a range about to be
 // written, so that the writer does not wait for each first touch;
 // PrefaultAhead does it for a block a writer fills while it runs, keeping
-// ahead of the writer's progress word.
+// ahead of the writer's progress word. A writable open (not a private
+// copy) also keeps the 8 MiB past the furthest page it has taken from the
+// page heap faulted in, within the segment's size.
 // RemoveNamedDropping removes a name whose object owns blocks and frees
 // them all, as one step that recovery finishes. Info.LockAcquisitions
 // counts how often any process took the segment lock.

@@ -166,6 +166,9 @@ type heap struct {
 	size  func() int64
 	max   int64
 	ckey  uint64 // block cache marker key (cache.go)
+	// fresh, when set, is told the end offset of each run of pages taken
+	// from the page heap (Segment.freshPages).
+	fresh func(end uint64)
 }
 
 func (h *heap) w(off uintptr) *uint64     { return (*uint64)(unsafe.Add(h.base, off)) }

@@ -307,6 +307,9 @@ func (s *Segment) attachManager() error {
 		s.tag = 1
 	}
 	s.h = h
+	if s.mode != OpenReadOnly && s.mode != OpenCopyOnWrite {
+		h.fresh = s.freshPages // a private copy's prefault would copy the pages
+	}
 	if seat := e.Seat(); seat >= 0 {
 		s.laneMe = uint64(seat+1) | e.SeatAttachID(seat)<<8
 	} else {

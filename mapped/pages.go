@@ -97,6 +97,9 @@ func (h *heap) pageAlloc(n, alignBytes uint64) (uint64, error) {
 			if end := p + size; q+n < end {
 				h.spanInsert(q+n, end-q-n)
 			}
+			if h.fresh != nil {
+				h.fresh((q + n) << pageShift)
+			}
 			return q, nil
 		}
 		if h.releaseEmptyRun() {

@@ -33,6 +33,7 @@ func TestPrefaultPopulatesWithoutChanging(t *testing.T) {
 	forKinds(t, func(t *testing.T, b backing.Backing, spec string) {
 		shmem := strings.HasPrefix(spec, "shm:")
 		s := mustOpen(t, b, CreateOnly, WithSize(32<<20))
+		s.h.fresh = nil // Prefault alone (see TestFreshPagesPrefaulted)
 		blk, err := s.Allocate(8 << 20)
 		require.NoError(t, err)
 		pages := len(blk) / pageSize
@@ -71,6 +72,7 @@ func TestPrefaultIgnoresWhatItCannotUse(t *testing.T) {
 		shmem := strings.HasPrefix(spec, "shm:")
 		s, err := Open(b, CreateOnly, WithSize(32<<20))
 		require.NoError(t, err)
+		s.h.fresh = nil // Prefault alone (see TestFreshPagesPrefaulted)
 		blk, err := s.Allocate(4 << 20)
 		require.NoError(t, err)
 		small, err := s.Allocate(4096)
@@ -112,6 +114,7 @@ func waitPrefault(t *testing.T, s *Segment) {
 func TestPrefaultAheadStaysAheadOfTheWriter(t *testing.T) {
 	b, _ := newShm(t)
 	s := mustOpen(t, b, CreateOnly, WithSize(64<<20))
+	s.h.fresh = nil // PrefaultAhead alone (see TestFreshPagesPrefaulted)
 	const size = 8 << 20
 	blk, err := s.Allocate(size)
 	require.NoError(t, err)
@@ -142,4 +145,49 @@ func TestPrefaultAheadStaysAheadOfTheWriter(t *testing.T) {
 	*progress = 0
 	s.PrefaultAhead(unsafe.Pointer(&blk2[0]), size, progress, 0)
 	assert.False(t, s.prefaulting(), "nothing started")
+}
+
+// Pages past the furthest this open took from the page heap are faulted
+// in ahead, in the background: prefaultWindow of them, within the
+// segment, unchanged (zero), and again as the heap grows past them; none
+// by a read-only open. (Residency is checked on shared memory.)
+func TestFreshPagesPrefaulted(t *testing.T) {
+	b, _ := newShm(t)
+	s := mustOpen(t, b, CreateOnly, WithSize(64<<20))
+	span := unsafe.Slice((*byte)(s.h.base), s.Size())
+	blk, err := s.Allocate(2 << 20)
+	require.NoError(t, err)
+	waitPrefault(t, s)
+	end := uintptr(unsafe.Pointer(&blk[0])) - uintptr(s.h.base) + uintptr(len(blk))
+	end = (end + pageSize - 1) &^ (pageSize - 1)
+	ahead := span[end : end+prefaultWindow]
+	assert.Equal(t, prefaultWindow/pageSize, resident(t, ahead), "the window past the block")
+	assert.Less(t, resident(t, span[end+prefaultWindow:]), 16, "nothing past the window")
+	for i, c := range ahead {
+		if c != 0 {
+			require.Zero(t, c, "byte %d past the block", i)
+		}
+	}
+	// A block past the window: the window moves past it.
+	big, err := s.Allocate(20 << 20)
+	require.NoError(t, err)
+	waitPrefault(t, s)
+	bend := uintptr(unsafe.Pointer(&big[0])) - uintptr(s.h.base) + uintptr(len(big))
+	bend = (bend + pageSize - 1) &^ (pageSize - 1)
+	assert.Equal(t, prefaultWindow/pageSize, resident(t, span[bend:bend+prefaultWindow]), "the window past the new end")
+	// A block near the segment's end: the window stops at the end.
+	rest := s.Size() - int64(bend) - prefaultWindow/2
+	_, err = s.Allocate(int(rest))
+	require.NoError(t, err)
+	waitPrefault(t, s)
+	assert.Equal(t, uint64(s.Size()), s.freshAhead.Load(), "asked up to the segment's end, no further")
+	require.NoError(t, s.CheckSanity())
+
+	// A read-only open takes nothing from the heap and faults nothing.
+	b2, _ := newShm(t)
+	w := mustOpen(t, b2, CreateOnly, WithSize(32<<20))
+	require.NoError(t, w.Close())
+	r := mustOpen(t, b2, OpenReadOnly)
+	assert.Nil(t, r.h.fresh)
+	assert.False(t, r.prefaulting())
 }

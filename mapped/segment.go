@@ -84,6 +84,10 @@ type Segment struct {
 	noCaches bool                       // opened withoutCaches
 
 	prefault prefaulter // Prefault's goroutine and its ranges
+	// freshEnd is the furthest end of pages this open took from the page
+	// heap, freshAhead how far past it the prefaulter was asked to go
+	// (freshPages).
+	freshEnd, freshAhead atomic.Uint64
 }
 
 // Open opens the segment in b as mode says.
