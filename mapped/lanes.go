@@ -93,10 +93,11 @@ const (
 // the new copy of a large structure and Save only what points to it. A
 // record that does not fit is ErrLaneFull, and the caller aborts.
 type Lane struct {
-	s   *Segment
-	i   int
-	off uintptr // the lane's offset
-	n   uint64  // log bytes in use
+	s    *Segment
+	i    int32   // the lane's index
+	redo bool    // a redo entry is recorded: Commit runs the redo pass
+	off  uintptr // the lane's offset
+	n    uint64  // log bytes in use
 }
 
 // ErrLaneFull: a lane's record has no room for the entry; abort the
@@ -141,7 +142,7 @@ func (s *Segment) BeginLane() (Lane, error) {
 			if k != 0 {
 				s.laneHint.Store(uint32(i))
 			}
-			l := Lane{s: s, i: i, off: s.h.geo.lanes + uintptr(i)*laneBytes}
+			l := Lane{s: s, i: int32(i), off: s.h.geo.lanes + uintptr(i)*laneBytes}
 			journal.StoreOrdered(l.state(), 0)
 			return l, nil
 		}
@@ -254,6 +255,7 @@ func (l *Lane) Free(p unsafe.Pointer) error {
 	}
 	*l.s.h.w(e + 8) = off
 	l.publish(e, 0, 2)
+	l.redo = true
 	return nil
 }
 
@@ -267,6 +269,7 @@ func (l *Lane) Store(p *uint64, v uint64) error {
 	*l.s.h.w(e + 8) = off
 	*l.s.h.w(e + 16) = v
 	l.publish(e, 0, 3)
+	l.redo = true
 	return nil
 }
 
@@ -282,6 +285,7 @@ func (l *Lane) Move(dst, src unsafe.Pointer, n int) error {
 	h := l.s.h
 	*h.w(e + 8), *h.w(e + 16), *h.w(e + 24), *h.w(e + 32) = d, sr, uint64(n), 0
 	l.publish(e, 0, 5)
+	l.redo = true
 	return nil
 }
 
@@ -295,6 +299,7 @@ func (l *Lane) Write(dst unsafe.Pointer, b []byte) error {
 	*l.s.h.w(e + 8) = off
 	copy(unsafe.Slice((*byte)(unsafe.Add(l.s.h.base, e+16)), len(b)), b)
 	l.publish(e, len(b), 2)
+	l.redo = true
 	return nil
 }
 
@@ -313,6 +318,7 @@ func (l *Lane) Drop(p unsafe.Pointer, count, stride int, shape Shape) error {
 	*h.w(e + 8), *h.w(e + 16), *h.w(e + 24) = off, uint64(count), uint64(stride)
 	copy(unsafe.Slice((*byte)(unsafe.Add(h.base, e+32)), len(shape)), shape)
 	l.publish(e, len(shape), 4)
+	l.redo = true
 	return nil
 }
 
@@ -321,6 +327,13 @@ func (l *Lane) Drop(p unsafe.Pointer, count, stride int, shape Shape) error {
 // (a block that is not one) is returned after the others ran.
 func (l *Lane) Commit() error {
 	s := l.live()
+	if !l.redo {
+		// Undo entries only (saves, allocations): the release's emptying
+		// of the record is the commit; a process killed before it is
+		// rolled back, after it there is nothing left to do.
+		l.release()
+		return nil
+	}
 	journal.StoreOrdered(l.state(), l.n|laneCommitted)
 	err := s.laneRedo(l.off, false)
 	l.release()
