@@ -50,7 +50,10 @@ import (
 // An entry is written past the state's length, then the length is
 // published (journal.StoreOrdered), then the change it covers is made: a
 // process killed anywhere leaves either an entry that is not published
-// (and no change), or one that is. Commit publishes the committed bit;
+// (and no change), or one that is. A lane with undo entries only (saves,
+// allocations) commits by emptying its record as it is released: killed
+// before, it is rolled back; after, nothing is left to do. Otherwise
+// Commit publishes the committed bit;
 // then the redo entries run in order, each marked done when it has (a
 // free zeroes its word, a drop zeroes each owned word it frees and a move
 // counts its progress, so one cut short resumes where it stopped).
