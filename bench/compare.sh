@@ -41,7 +41,8 @@
 # This script prints, per case and backing (shm, file), the median ns/op of
 # each side over the rounds and the ratio of the medians (Boost / mapstore;
 # above 1 means mapstore is faster), plus a small table of the heap (floor)
-# rows of each side. For a two-process case (its lines have the fields
+# rows of each side, with mapstore's shm and file ns/op over the Go heap's
+# (how many times the floor mapstore takes). For a two-process case (its lines have the fields
 # total_mops, one_proc_mops and scaling) ns/op is per process, and a third
 # table gives the medians of those fields: million pairs per second of both
 # processes together, of alloc_free_64's loop in one process in the same
@@ -266,13 +267,16 @@ END {
 	}
 
 	print ""
-	print "heap floor (information only; plain malloc/std containers vs Go heap):"
-	printf "%-26s %14s %14s\n", "case", "c++_heap_ns/op", "go_heap_ns/op"
+	print "heap floor (plain malloc/std containers vs Go heap), and mapstore\047s ns/op over the Go"
+	print "heap\047s (shm/go, file/go: how many times the floor; issue 14\047s hashmap target: <= 2):"
+	printf "%-26s %14s %14s %8s %8s\n", "case", "c++_heap_ns/op", "go_heap_ns/op", "shm/go", "file/go"
 	for (i = 1; i <= nc; i++) {
 		if (!((("boost" SUBSEP cl[i] SUBSEP "heap") in vals) || (("go" SUBSEP cl[i] SUBSEP "heap") in vals))) continue
 		b = median(vals["boost" SUBSEP cl[i] SUBSEP "heap"])
 		g = median(vals["go" SUBSEP cl[i] SUBSEP "heap"])
-		printf "%-26s %14s %14s\n", cl[i], fmt(b), fmt(g)
+		ms = median(vals["go" SUBSEP cl[i] SUBSEP "shm"])
+		mf = median(vals["go" SUBSEP cl[i] SUBSEP "file"])
+		printf "%-26s %14s %14s %8s %8s\n", cl[i], fmt(b), fmt(g), ratio(ms, g), ratio(mf, g)
 	}
 }
 ' "$OUTDIR/all.txt"

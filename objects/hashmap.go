@@ -41,8 +41,9 @@ import (
 // The word format, when K is one 64-bit integer (int64, uint64 or a type
 // of theirs) and V takes at most 56 bytes: slots of the key word and the
 // value beside it (8 bytes plus V's size rounded up to 8), a power of two
-// of them, probed one after another from the slot that the hash's top
-// bits name, until the key or an empty slot; a lookup most often reads
+// of them, probed one after another from the slot that the top bits of
+// the key times 0x9e3779b97f4a7c15 (mod 2^64) name, until the key or an
+// empty slot; a lookup most often reads
 // one cache line. A slot's key word 0 says empty and wordTomb
 // (0xa0761d6478bd642f) says removed; those two keys are kept in the
 // table block's head instead (a flags word, then their two values). The
@@ -418,7 +419,7 @@ func (h *HashMap[K, V]) Get(k K) (*V, bool) {
 		bad := n&(n-1) | (n-1)>>40 | t&7 | t>>48
 		if kw != 0 && kw != wordTomb && bad == 0 && t+wordBytes(n, slot) <= seg.Bound() {
 			base := unsafe.Add(seg.Base(), wordData(t, slot))
-			i := home(mix64(0x9e3779b97f4a7c15^kw), n) // hashFixed's, for one word
+			i := wordHome(kw, n)
 			for p := n; p > 0; p-- {
 				s := unsafe.Add(base, i*slot)
 				switch *(*uint64)(s) {

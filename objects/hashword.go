@@ -19,9 +19,8 @@ import (
 // first 64-byte boundary past those (wordData), the header's slot count N
 // (a power of two, at least minWordSlots) of slots of slot bytes each: a
 // key word (0: empty, wordTomb: removed, else the key) and the value at
-// 8. A key with hash x starts at slot x*N>>64 (x's top log2(N) bits) and
-// probes the slots after it in turn, wrapping at the table's end, until
-// an empty slot. Full and removed slots are at most 3 in 4.
+// 8. A key starts at slot wordHome and probes the slots after it in turn,
+// wrapping at the table's end, until an empty slot. Full and removed slots are at most 3 in 4.
 
 const (
 	wordTomb     = 0xa0761d6478bd642f // a removed slot's key word
@@ -31,6 +30,13 @@ const (
 	maxWordSlots = 1 << 40
 	maxWordValue = 56 // the largest V the word format takes
 )
+
+// wordHome is the first slot of key kw's probe in a table of n slots (a
+// power of two): the top log2(n) bits of kw times 2^64 over the golden
+// ratio, mod 2^64 (Fibonacci hashing: one multiplication, and keys in a
+// run, such as 1, 2, 3, ..., spread as evenly as keys can). Part of the
+// format: pinned by TestHashWordLayout.
+func wordHome(kw, n uint64) uint64 { return home(kw*0x9e3779b97f4a7c15, n) }
 
 // wordData is the offset of the first slot of the table block at t whose
 // slots are slot bytes.
@@ -116,7 +122,7 @@ func (o *hashOp[K, V]) wordFind(kw uint64) (at uint64, found bool, free int64) {
 	}
 	d := wordData(t, o.slot)
 	free = -1
-	i := home(mix64(0x9e3779b97f4a7c15^kw), n)
+	i := wordHome(kw, n)
 	for p := n; p > 0; p-- {
 		switch *o.slotAt(d, i) {
 		case kw:
@@ -295,7 +301,7 @@ func (o *hashOp[K, V]) wordRebuild(n uint64) error {
 			}
 			// The first empty slot on its probe (one exists: fewer keys
 			// than slots were placed so far).
-			j := home(mix64(0x9e3779b97f4a7c15^kw), n)
+			j := wordHome(kw, n)
 			for *o.slotAt(nd, j) != 0 {
 				j = (j + 1) & (n - 1)
 			}
@@ -412,7 +418,7 @@ func (h *HashMap[K, V]) putWord(k K, v *V, overwrite bool) (*V, bool, bool, erro
 		return nil, false, false, nil
 	}
 	base := unsafe.Add(seg.Base(), wordData(t, slot))
-	i := home(mix64(0x9e3779b97f4a7c15^kw), n)
+	i := wordHome(kw, n)
 	for p := n; p > 0; p-- {
 		s := unsafe.Add(base, i*slot)
 		switch *(*uint64)(s) {
