@@ -1,6 +1,7 @@
 package mapped
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 	"unsafe"
@@ -34,8 +35,13 @@ type prefaulter struct {
 
 // prefaultRange is a range to fault in: n bytes at offset off; with a
 // progress word (its offset, 0: none), the writer is at origin +
-// *progress × unit.
-type prefaultRange struct{ off, n, progress, origin, unit uint64 }
+// *progress × unit. A fresh range (freshPages') is a guess: it waits
+// behind the ranges a caller asked for, and yields to one that arrives
+// while it runs.
+type prefaultRange struct {
+	off, n, progress, origin, unit uint64
+	fresh                          bool
+}
 
 // Prefault starts faulting in, in the background, the pages of the n
 // bytes at p (memory of this segment, such as a block just allocated or
@@ -96,7 +102,7 @@ func (s *Segment) queuePrefault(r prefaultRange) {
 	if len(pf.pending) >= 8 {
 		pf.pending = pf.pending[1:] // the oldest is the most likely written already
 	}
-	pf.pending = append(pf.pending, r)
+	pf.push(r)
 	if !pf.running {
 		pf.running = true
 		go s.prefaultLoop()
@@ -136,6 +142,13 @@ func (s *Segment) prefaultLoop() {
 					}
 				}
 			}
+			if r.fresh && pf.asked() {
+				// A caller's range first; the rest of this guess after it.
+				pf.mu.Lock()
+				pf.push(prefaultRange{off: at, n: end - at, fresh: true})
+				pf.mu.Unlock()
+				break
+			}
 			l := min(prefaultChunk, end-at)
 			if err := unix.Madvise(unsafe.Slice((*byte)(unsafe.Add(s.h.base, at)), l), madvPopulateWrite); err != nil {
 				break // an old kernel (EINVAL), or the range went away
@@ -166,7 +179,24 @@ func (s *Segment) freshPages(end uint64) {
 		return
 	}
 	s.freshAhead.Store(to)
-	s.queuePrefault(prefaultRange{off: from, n: to - from})
+	s.queuePrefault(prefaultRange{off: from, n: to - from, fresh: true})
+}
+
+// push queues r: a range asked for goes before every fresh one, a fresh
+// one last. Called with mu held.
+func (pf *prefaulter) push(r prefaultRange) {
+	i := len(pf.pending)
+	for !r.fresh && i > 0 && pf.pending[i-1].fresh {
+		i--
+	}
+	pf.pending = slices.Insert(pf.pending, i, r)
+}
+
+// asked reports whether a range that a caller asked for is waiting.
+func (pf *prefaulter) asked() bool {
+	pf.mu.Lock()
+	defer pf.mu.Unlock()
+	return len(pf.pending) > 0 && !pf.pending[0].fresh
 }
 
 // prefaulting reports whether the goroutine is at work (for tests).

@@ -191,3 +191,48 @@ func TestFreshPagesPrefaulted(t *testing.T) {
 	assert.Nil(t, r.h.fresh)
 	assert.False(t, r.prefaulting())
 }
+
+// The fresh pages' ranges are guesses: a range a caller asks for (a
+// vector's growth) goes before them in the queue, and a fresh range
+// yields to one that arrives while it runs.
+func TestPrefaultAskedBeforeFresh(t *testing.T) {
+	var pf prefaulter
+	r := func(off uint64, fresh bool) prefaultRange { return prefaultRange{off: off, n: 1 << 20, fresh: fresh} }
+	pf.push(r(1, true))
+	assert.False(t, pf.asked(), "only a guess waits")
+	pf.push(r(2, false))
+	pf.push(r(3, false))
+	pf.push(r(4, true))
+	assert.True(t, pf.asked())
+	var order []uint64
+	for _, p := range pf.pending {
+		order = append(order, p.off)
+	}
+	assert.Equal(t, []uint64{2, 3, 1, 4}, order)
+
+	// A fresh range running when a caller asks: the caller's is done
+	// first (a megabyte, seen whole while most of the 48 MB guess is
+	// still to do), then the rest of the fresh one.
+	b, _ := newShm(t)
+	s := mustOpen(t, b, CreateOnly, WithSize(80<<20))
+	s.h.fresh = nil
+	blk, err := s.Allocate(56 << 20)
+	require.NoError(t, err)
+	base := uintptr(unsafe.Pointer(&blk[0])) - uintptr(s.h.base)
+	s.prefault.mu.Lock()
+	s.prefault.push(prefaultRange{off: uint64(base), n: 48 << 20, fresh: true})
+	s.prefault.running = true
+	s.prefault.mu.Unlock()
+	go s.prefaultLoop()
+	for resident(t, blk[:1<<20]) == 0 {
+		time.Sleep(50 * time.Microsecond) // the guess has begun
+	}
+	asked := blk[52<<20 : 53<<20]
+	s.Prefault(unsafe.Pointer(&asked[0]), len(asked))
+	for resident(t, asked) < len(asked)/pageSize {
+		time.Sleep(50 * time.Microsecond)
+	}
+	assert.Less(t, resident(t, blk[:48<<20]), (40<<20)/pageSize, "the guess yielded to the range asked for")
+	waitPrefault(t, s)
+	assert.Equal(t, (48<<20)/pageSize, resident(t, blk[:48<<20]), "and was finished after it")
+}
