@@ -188,6 +188,9 @@ func (o *hashOp[K, V]) wordPut(method string, kw uint64, v *V, overwrite bool) (
 		if f&bit != 0 {
 			return found(p)
 		}
+		if _, err := o.wordCounts(); err != nil {
+			return nil, false, err
+		}
 		return o.wordInsert(p, o.flags(), f|bit, false, v)
 	}
 	for try := 0; ; try++ {
@@ -200,13 +203,16 @@ func (o *hashOp[K, V]) wordPut(method string, kw uint64, v *V, overwrite bool) (
 		// and removed slots stay within 3 in 4 (else the table is rebuilt
 		// first: without removed slots, and larger if it holds many keys).
 		if free >= 0 {
-			kp := o.slotAt(d, uint64(free))
-			if *kp == wordTomb {
-				return o.wordInsert(unsafe.Add(unsafe.Pointer(kp), 8), kp, kw, true, v)
-			}
 			r, err := o.wordCounts()
 			if err != nil {
 				return nil, false, err
+			}
+			kp := o.slotAt(d, uint64(free))
+			if *kp == wordTomb {
+				if r == 0 {
+					return nil, false, o.corrupt("the table at offset %d has a removed slot at %d and counts none", h.table, d+uint64(free)*o.slot)
+				}
+				return o.wordInsert(unsafe.Add(unsafe.Pointer(kp), 8), kp, kw, true, v)
 			}
 			if h.n+r < wordMaxFull(h.groups) {
 				return o.wordInsert(unsafe.Add(unsafe.Pointer(kp), 8), kp, kw, false, v)

@@ -380,6 +380,30 @@ func TestHashWordCorruptTable(t *testing.T) {
 		corruptOutcome(t, "Set", func() error { return h.Set(12345, String{}) })
 		corruptOutcome(t, "Delete", func() error { _, err := h.Delete(5); return err })
 	})
+	t.Run("a removed slot and a removed count of 0", func(t *testing.T) {
+		_, h, o := setup(t)
+		ok, err := h.Delete(7)
+		require.NoError(t, err)
+		require.True(t, ok)
+		if *o.removed() == 0 { // removed, not emptied: make it so
+			require.NoError(t, h.Set(7, String{}))
+			at, found, _ := o.wordFind(7)
+			require.True(t, found)
+			*o.slotAt(wordData(h.table, o.slot), at) = wordTomb
+			h.n--
+		} else {
+			*o.removed() = 0
+		}
+		corruptOutcome(t, "Set into the removed slot", func() error { return h.Set(7, String{}) })
+	})
+	t.Run("key count beyond the slots, for a head key", func(t *testing.T) {
+		_, h, _ := setup(t)
+		ok, err := h.Delete(0)
+		require.NoError(t, err)
+		require.True(t, ok)
+		h.n = h.groups + 5
+		corruptOutcome(t, "Set of key 0", func() error { return h.Set(0, String{}) })
+	})
 	t.Run("key count beyond the slots", func(t *testing.T) {
 		_, h, _ := setup(t)
 		h.n = h.groups + 3
