@@ -220,22 +220,7 @@ func TestHashMapTableWithNoEmptySlot(t *testing.T) {
 func TestHashMapCorruptTable(t *testing.T) {
 	panicOnFault(t)
 	type hm = HashMap[int32, String]
-	setup := func(t *testing.T) (*mapped.Segment, *hm, hashOp[int32, String]) {
-		seg := newSeg(t)
-		h, err := Construct(seg, "h", hm{})
-		require.NoError(t, err)
-		for i := range int32(40) {
-			v, _, err := h.GetOrInsert(i)
-			require.NoError(t, err)
-			require.NoError(t, v.Set(fmt.Sprintf("value %d, long enough to own a block", i)))
-		}
-		return seg, h, hmOp(t, h)
-	}
-	calls := func(t *testing.T, h *hm, k int32, what string) {
-		corruptOutcome(t, what+": Get", func() error { h.Get(k); return nil })
-		corruptOutcome(t, what+": Set", func() error { return h.Set(k, String{}) })
-		corruptOutcome(t, what+": Delete", func() error { _, err := h.Delete(k); return err })
-	}
+	setup, calls := hmCorruptSetup[int32](), hmCorruptCalls[int32]
 	for _, c := range []struct {
 		name string
 		bad  func(w uint64) uint64
@@ -307,6 +292,31 @@ func TestHashMapCorruptTable(t *testing.T) {
 		err := Destroy[hm](seg, "h")
 		require.ErrorIs(t, err, mapped.ErrCorrupt)
 	})
+}
+
+// hmCorruptSetup returns a setup for a corruption test: a segment and a
+// HashMap[K, String] in it of 40 keys (0 to 39), each value owning a
+// block, and its hashOp.
+func hmCorruptSetup[K int32 | int64]() func(t *testing.T) (*mapped.Segment, *HashMap[K, String], hashOp[K, String]) {
+	return func(t *testing.T) (*mapped.Segment, *HashMap[K, String], hashOp[K, String]) {
+		seg := newSeg(t)
+		h, err := Construct(seg, "h", HashMap[K, String]{})
+		require.NoError(t, err)
+		for i := range 40 {
+			v, _, err := h.GetOrInsert(K(i))
+			require.NoError(t, err)
+			require.NoError(t, v.Set(fmt.Sprintf("value %d, long enough to own a block", i)))
+		}
+		return seg, h, hmOp(t, h)
+	}
+}
+
+// hmCorruptCalls requires Get, Set and Delete of k on the damaged h to
+// report mapped.ErrCorrupt (corruptOutcome).
+func hmCorruptCalls[K int32 | int64](t *testing.T, h *HashMap[K, String], k K, what string) {
+	corruptOutcome(t, what+": Get", func() error { h.Get(k); return nil })
+	corruptOutcome(t, what+": Set", func() error { return h.Set(k, String{}) })
+	corruptOutcome(t, what+": Delete", func() error { _, err := h.Delete(k); return err })
 }
 
 // A HashMap written in a format before this one is another layout: found

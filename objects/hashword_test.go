@@ -340,22 +340,7 @@ func TestHashWordTableWithNoEmptySlot(t *testing.T) {
 func TestHashWordCorruptTable(t *testing.T) {
 	panicOnFault(t)
 	type hm = HashMap[int64, String]
-	setup := func(t *testing.T) (*mapped.Segment, *hm, hashOp[int64, String]) {
-		seg := newSeg(t)
-		h, err := Construct(seg, "h", hm{})
-		require.NoError(t, err)
-		for i := range int64(40) {
-			v, _, err := h.GetOrInsert(i)
-			require.NoError(t, err)
-			require.NoError(t, v.Set(fmt.Sprintf("value %d, long enough to own a block", i)))
-		}
-		return seg, h, hmOp(t, h)
-	}
-	calls := func(t *testing.T, h *hm, k int64, what string) {
-		corruptOutcome(t, what+": Get", func() error { h.Get(k); return nil })
-		corruptOutcome(t, what+": Set", func() error { return h.Set(k, String{}) })
-		corruptOutcome(t, what+": Delete", func() error { _, err := h.Delete(k); return err })
-	}
+	setup, calls := hmCorruptSetup[int64](), hmCorruptCalls[int64]
 	t.Run("flags", func(t *testing.T) {
 		_, h, o := setup(t)
 		*o.flags() = 4
