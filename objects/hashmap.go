@@ -554,7 +554,7 @@ func (h *HashMap[K, V]) put(method string, k K, v *V, overwrite bool) (*V, bool,
 // fill it (a rebuild's cost, spread over them, is constant).
 func (o *hashOp[K, V]) sizeFor(n uint64) (uint64, error) {
 	if n > maxGroups {
-		return 0, fmt.Errorf("mapstore: objects.HashMap.Set in %s: a table for %d keys: too many", o.seg.Name(), n)
+		return 0, fmt.Errorf("mapstore: objects.HashMap.Set in %s: a table for %d keys: too many: %w", o.seg.Name(), n, mapped.ErrNoSpace)
 	}
 	return max((16*n+48)/49, 1), nil // maxFull(groups) = 49 groups / 8 >= 2n
 }

@@ -20,7 +20,8 @@ import (
 // (a power of two, at least minWordSlots) of slots of slot bytes each: a
 // key word (0: empty, wordTomb: removed, else the key) and the value at
 // 8. A key starts at slot wordHome and probes the slots after it in turn,
-// wrapping at the table's end, until an empty slot. Full and removed slots are at most 3 in 4.
+// wrapping at the table's end, until an empty slot. Full and removed
+// slots are at most 3 in 4.
 
 const (
 	wordTomb     = 0xa0761d6478bd642f // a removed slot's key word
@@ -55,7 +56,7 @@ func wordMaxFull(n uint64) uint64 { return n - n/4 }
 // table that fills up doubles).
 func wordSizeFor(seg *mapped.Segment, n uint64) (uint64, error) {
 	if n > maxWordSlots/8*3 {
-		return 0, fmt.Errorf("mapstore: objects.HashMap.Set in %s: a table for %d keys: too many", seg.Name(), n)
+		return 0, fmt.Errorf("mapstore: objects.HashMap.Set in %s: a table for %d keys: too many: %w", seg.Name(), n, mapped.ErrNoSpace)
 	}
 	s := uint64(minWordSlots)
 	for s/8*3 < n {

@@ -455,3 +455,19 @@ func TestHashWordProperties(t *testing.T) {
 	keys := rapid.OneOf(rapid.SampledFrom([]int64{0, tombKey, 1, -1, 2, 1 << 62, -1 << 63}), rapid.Int64Range(-40, 40))
 	hashMapProps(t, keys, func(i int64) int64 { return i })
 }
+
+// A table for more keys than any table can hold is ErrNoSpace, in either
+// format.
+func TestHashTableTooLarge(t *testing.T) {
+	seg := newSeg(t)
+	_, err := wordSizeFor(seg, maxWordSlots)
+	require.ErrorIs(t, err, mapped.ErrNoSpace)
+	s, err := wordSizeFor(seg, maxWordSlots/8*3)
+	require.NoError(t, err)
+	assert.Equal(t, uint64(maxWordSlots), s)
+	h, err := Construct(seg, "g", HashMap[int32, int64]{})
+	require.NoError(t, err)
+	o := hmOp(t, h)
+	_, err = o.sizeFor(maxGroups + 1)
+	require.ErrorIs(t, err, mapped.ErrNoSpace)
+}
