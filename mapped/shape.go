@@ -469,6 +469,17 @@ func (d *dropper) node(ref uint64, g *treeGeo, depth int) error {
 	return d.s.freeWord(uintptr(ref), 0, d.held)
 }
 
+// tableWords reads the header of a hash table at off: its table block's
+// offset (0: none) and the word at off+16 (its group or slot count).
+func (d *dropper) tableWords(off uint64) (t, n uint64, err error) {
+	ref, ok := d.word(off)
+	nw, ok2 := d.word(off + 16)
+	if !ok || !ok2 {
+		return 0, 0, corrupt("hash table header at %d is outside the segment's blocks", off)
+	}
+	return atomic.LoadUint64(ref), atomic.LoadUint64(nw), nil
+}
+
 // groupGeo is a 'G' hash table's layout.
 type groupGeo struct {
 	group, keyOff, keyStride, valOff, valStride uint64
@@ -477,17 +488,11 @@ type groupGeo struct {
 
 // groupTable frees a 'G' hash table's entries' storage, then its table.
 func (d *dropper) groupTable(off uint64, g *groupGeo, depth int) error {
-	ref, ok := d.word(off)
-	capw, ok2 := d.word(off + 16)
-	if !ok || !ok2 {
-		return corrupt("hash table header at %d is outside the segment's blocks", off)
-	}
-	t := atomic.LoadUint64(ref)
-	if t == 0 {
-		return nil
+	t, n, err := d.tableWords(off)
+	if err != nil || t == 0 {
+		return err
 	}
 	if len(g.key)+len(g.val) > 0 {
-		n := atomic.LoadUint64(capw)
 		bsize, err := d.blockSize(t)
 		if err != nil {
 			return err
@@ -523,17 +528,11 @@ func (d *dropper) groupTable(off uint64, g *groupGeo, depth int) error {
 
 // wordTable frees a 'W' hash table's entries' storage, then its table.
 func (d *dropper) wordTable(off, slot, tomb uint64, val Shape, depth int) error {
-	ref, ok := d.word(off)
-	capw, ok2 := d.word(off + 16)
-	if !ok || !ok2 {
-		return corrupt("hash table header at %d is outside the segment's blocks", off)
-	}
-	t := atomic.LoadUint64(ref)
-	if t == 0 {
-		return nil
+	t, n, err := d.tableWords(off)
+	if err != nil || t == 0 {
+		return err
 	}
 	if len(val) > 0 {
-		n := atomic.LoadUint64(capw)
 		bsize, err := d.blockSize(t)
 		if err != nil {
 			return err
@@ -569,17 +568,11 @@ func (d *dropper) wordTable(off, slot, tomb uint64, val Shape, depth int) error 
 // before 'G': no build writes it, an older build's lane records may
 // still hold it), then its table.
 func (d *dropper) hashTable(off, slot, keyOff, valOff uint64, key, val Shape, depth int) error {
-	ref, ok := d.word(off)
-	capw, ok2 := d.word(off + 16)
-	if !ok || !ok2 {
-		return corrupt("hash table header at %d is outside the segment's blocks", off)
-	}
-	t := atomic.LoadUint64(ref)
-	if t == 0 {
-		return nil
+	t, n, err := d.tableWords(off)
+	if err != nil || t == 0 {
+		return err
 	}
 	if len(key)+len(val) > 0 {
-		n := atomic.LoadUint64(capw)
 		bsize, err := d.blockSize(t)
 		if err != nil {
 			return err

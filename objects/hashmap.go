@@ -305,9 +305,6 @@ func (g *mapGeo) hashFixed(k unsafe.Pointer) uint64 {
 
 // hashOf is k's hash.
 func (o *hashOp[K, V]) hashOf(k *K) uint64 {
-	if o.word {
-		return mix64(0x9e3779b97f4a7c15 ^ *(*uint64)(unsafe.Pointer(k))) // hashFixed's, for one word
-	}
 	if o.g.str {
 		s := *(*string)(unsafe.Pointer(k))
 		return hashBytes(unsafe.Slice(unsafe.StringData(s), len(s)))
@@ -693,16 +690,26 @@ func (o *hashOp[K, V]) rebuild(groups uint64) error {
 				moved++
 			}
 		}
-		if err := l.Free(o.at(old)); err != nil {
+		if err := o.retire(&l, old, moved); err != nil {
 			return fail(err)
-		}
-		if moved != h.n {
-			return fail(o.corrupt("the header counts %d keys, the table holds %d", h.n, moved))
 		}
 	}
 	*(*uint64)(o.at(nt)) = 0 // no slot removed
 	h.table, h.groups, h.n = nt, groups, moved
 	return l.Commit()
+}
+
+// retire ends a rebuild that moved moved keys out of the table block at
+// old: the block is freed once lane l commits, and the move must have
+// found as many keys as the header counts.
+func (o *hashOp[K, V]) retire(l *mapped.Lane, old, moved uint64) error {
+	if err := l.Free(o.at(old)); err != nil {
+		return err
+	}
+	if moved != o.h.n {
+		return o.corrupt("the header counts %d keys, the table holds %d", o.h.n, moved)
+	}
+	return nil
 }
 
 // Delete removes k and frees what its value owns; it reports whether k

@@ -315,11 +315,8 @@ func (o *hashOp[K, V]) wordRebuild(n uint64) error {
 			copy(unsafe.Slice((*byte)(unsafe.Pointer(o.slotAt(nd, j))), slot), unsafe.Slice((*byte)(unsafe.Pointer(s)), slot))
 			moved++
 		}
-		if err := l.Free(o.at(old)); err != nil {
+		if err := o.retire(&l, old, moved); err != nil {
 			return fail(err)
-		}
-		if moved != h.n {
-			return fail(o.corrupt("the header counts %d keys, the table holds %d", h.n, moved))
 		}
 	}
 	h.table, h.groups, h.n = nt, n, moved
