@@ -11,6 +11,7 @@ import (
 	"unsafe"
 
 	"github.com/mapstore/mapstore/backing"
+	"github.com/mapstore/mapstore/internal/closing"
 	"github.com/mapstore/mapstore/internal/envelope"
 	"github.com/mapstore/mapstore/internal/journal"
 	"github.com/mapstore/mapstore/internal/region"
@@ -207,6 +208,7 @@ const laneDrain = time.Second
 func (s *Segment) close() error {
 	s.state.Or(stClosed)
 	unregister(s)
+	closing.Closed(s)
 	stopped := s.magMade.Load()
 	if stopped {
 		// Goroutines pinned in a cache operation that began before the

@@ -394,12 +394,39 @@ func (h *HashMap[K, V]) Len() int {
 
 // Get returns a pointer to k's value, in place, and whether k is there.
 func (h *HashMap[K, V]) Get(k K) (*V, bool) {
-	// The word format takes a straight path, written out here with
-	// nothing called: at 1e6 keys a lookup's time is its cache miss, and
-	// lookups overlap their misses only as far as their instructions let
-	// the next lookup start. The two keys kept in the table's head,
-	// misuse, corruption and a table past the size this process last saw
-	// go the general way, which says what they are.
+	// The word format's lookups of a table this process checked before
+	// (hashlook.go) go straight to it: the record's header address, type
+	// and table are compared, nothing is called.
+	if unsafe.Sizeof(k) == 8 {
+		if e := wordLooks[wordLookSlot(unsafe.Pointer(h))].Load(); e != nil && e.h == uintptr(unsafe.Pointer(h)) &&
+			e.key == keyOf((*HashMap[K, V])(nil)) && e.t == h.table && e.n == h.groups {
+			kw := *(*uint64)(unsafe.Pointer(&k))
+			if kw != 0 && kw != wordTomb {
+				slot := 8 + (uint64(unsafe.Sizeof(*new(V)))+7)&^7 // a constant in each compiled shape
+				n := e.n
+				i := wordHome(kw, n)
+				for p := n; p > 0; p-- {
+					s := unsafe.Add(e.data, i*slot)
+					switch *(*uint64)(s) {
+					case kw:
+						return (*V)(unsafe.Add(s, 8)), true
+					case 0:
+						return nil, false
+					}
+					i = (i + 1) & (n - 1)
+				}
+			}
+		}
+	}
+	return h.getWord(k)
+}
+
+// getWord is Get for a map without a record: the word format's table is
+// checked, recorded and searched, written out here with nothing called
+// but the record's store. The two keys kept in the table's head, misuse,
+// corruption and a table past the size this process last saw go the
+// general way, which says what they are.
+func (h *HashMap[K, V]) getWord(k K) (*V, bool) {
 	seg := mapped.SegmentAt(unsafe.Pointer(h))
 	key := keyOf((*HashMap[K, V])(nil))
 	e := recentHashGeos[uintptr(key)>>4%uintptr(len(recentHashGeos))].Load()
@@ -414,18 +441,21 @@ func (h *HashMap[K, V]) Get(k K) (*V, bool) {
 		// below 2^48 (no sum below overflows), in the segment: checked
 		// with one branch and one compare.
 		bad := n&(n-1) | (n-1)>>40 | t&7 | t>>48
-		if kw != 0 && kw != wordTomb && bad == 0 && t+wordBytes(n, slot) <= seg.Bound() {
+		if bad == 0 && t+wordBytes(n, slot) <= seg.Bound() {
 			base := unsafe.Add(seg.Base(), wordData(t, slot))
-			i := wordHome(kw, n)
-			for p := n; p > 0; p-- {
-				s := unsafe.Add(base, i*slot)
-				switch *(*uint64)(s) {
-				case kw:
-					return (*V)(unsafe.Add(s, 8)), true
-				case 0:
-					return nil, false
+			rememberWord(unsafe.Pointer(h), key, t, n, base, seg)
+			if kw != 0 && kw != wordTomb {
+				i := wordHome(kw, n)
+				for p := n; p > 0; p-- {
+					s := unsafe.Add(base, i*slot)
+					switch *(*uint64)(s) {
+					case kw:
+						return (*V)(unsafe.Add(s, 8)), true
+					case 0:
+						return nil, false
+					}
+					i = (i + 1) & (n - 1)
 				}
-				i = (i + 1) & (n - 1)
 			}
 		}
 	}

@@ -320,6 +320,8 @@ func TestHashWordTableWithNoEmptySlot(t *testing.T) {
 	}
 	_, ok := h.Get(99)
 	assert.False(t, ok)
+	_, ok = h.Get(99) // by the table's record (hashlook.go) this time
+	assert.False(t, ok)
 	ok, err = h.Delete(99)
 	require.NoError(t, err)
 	assert.False(t, ok)
