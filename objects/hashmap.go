@@ -402,6 +402,8 @@ func (h *HashMap[K, V]) Get(k K) (*V, bool) {
 			e.key == keyOf((*HashMap[K, V])(nil)) && e.t == h.table && e.n == h.groups {
 			kw := *(*uint64)(unsafe.Pointer(&k))
 			if kw != 0 && kw != wordTomb {
+				// wordProbe, written out: its results, returned and
+				// tested, cost 2-3 ns a lookup (measured).
 				slot := 8 + (uint64(unsafe.Sizeof(*new(V)))+7)&^7 // a constant in each compiled shape
 				n := e.n
 				i := wordHome(kw, n)
@@ -445,21 +447,32 @@ func (h *HashMap[K, V]) getWord(k K) (*V, bool) {
 			base := unsafe.Add(seg.Base(), wordData(t, slot))
 			rememberWord(unsafe.Pointer(h), key, t, n, base, seg)
 			if kw != 0 && kw != wordTomb {
-				i := wordHome(kw, n)
-				for p := n; p > 0; p-- {
-					s := unsafe.Add(base, i*slot)
-					switch *(*uint64)(s) {
-					case kw:
-						return (*V)(unsafe.Add(s, 8)), true
-					case 0:
-						return nil, false
-					}
-					i = (i + 1) & (n - 1)
+				if v, done := wordProbe(base, n, slot, kw); done {
+					return (*V)(v), v != nil
 				}
 			}
 		}
 	}
 	return h.get(k)
+}
+
+// wordProbe looks for kw, not a head key, in the table of n slots of
+// slot bytes at data: its value, done; nil, done when an empty slot ends
+// the probe; nil, not done after n slots (a table with no empty slot,
+// which the general way reports). It inlines.
+func wordProbe(data unsafe.Pointer, n, slot, kw uint64) (v unsafe.Pointer, done bool) {
+	i := wordHome(kw, n)
+	for p := n; p > 0; p-- {
+		s := unsafe.Add(data, i*slot)
+		switch *(*uint64)(s) {
+		case kw:
+			return unsafe.Add(s, 8), true
+		case 0:
+			return nil, true
+		}
+		i = (i + 1) & (n - 1)
+	}
+	return nil, false
 }
 
 // get is Get the general way (which panics with the misuse or the
