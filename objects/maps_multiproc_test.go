@@ -20,7 +20,8 @@ import (
 // HashMap[int64, String]; a child maps the segment at another address
 // (a spacer segment first), checks every entry, changes them (deletes,
 // replacements, new keys, enough to split and rebuild), and the parent
-// sees exactly the child's version.
+// sees exactly the child's version (its HashMap Gets, which went to the
+// old table by this process's record of it, go to the child's new one).
 
 func xpmFill(seg *mapped.Segment) error {
 	m, err := Construct(seg, "xpm-map", Map[string, record]{})
@@ -65,7 +66,10 @@ func xpmDescribe(seg *mapped.Segment) (string, error) {
 	for k, r := range m.All() {
 		fmt.Fprintf(&b, "%s=%d/%s;", k, r.ID, r.Name.String())
 	}
-	for i := range int64(1000) {
+	// Key 0 last: it is kept in the table's head, and a Get of it checks
+	// the table afresh (hashlook.go), which would hide a stale record.
+	for j := range int64(1400) {
+		i := (j + 1) % 1400
 		if v, ok := h.Get(i); ok {
 			fmt.Fprintf(&b, "%d=%s;", i, v.String())
 		}
@@ -74,7 +78,8 @@ func xpmDescribe(seg *mapped.Segment) (string, error) {
 	return b.String(), nil
 }
 
-// xpmMutate deletes every third entry, replaces every fifth, adds 400.
+// xpmMutate deletes every third entry, replaces every fifth, adds 400
+// (and 600 more to the HashMap).
 func xpmMutate(seg *mapped.Segment) error {
 	m, err := Find[Map[string, record]](seg, "xpm-map")
 	if err != nil {
@@ -108,6 +113,13 @@ func xpmMutate(seg *mapped.Segment) error {
 		if err := m.Set(fmt.Sprintf("child %04d", i), record{ID: int64(i)}); err != nil {
 			return err
 		}
+		if err := h.Set(int64(i), String{}); err != nil {
+			return err
+		}
+	}
+	// Past 3 in 4 of the table's slots: the child rebuilds the table that
+	// the parent's Gets went to (and recorded) before.
+	for i := 700; i < 1300; i++ {
 		if err := h.Set(int64(i), String{}); err != nil {
 			return err
 		}
@@ -173,6 +185,7 @@ func TestMapsAcrossProcesses(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, after, mine, "the parent sees the child's changes")
 	assert.Contains(t, mine, "child 0699=699/")
+	assert.Contains(t, mine, ";1299=;", "the HashMap's last key, in the child's rebuilt table")
 	require.NoError(t, seg.CheckSanity())
 	require.NoError(t, Destroy[Map[string, record]](seg, "xpm-map"))
 	require.NoError(t, Destroy[HashMap[int64, String]](seg, "xpm-hash"))
