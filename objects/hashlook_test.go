@@ -3,6 +3,7 @@ package objects
 import (
 	"fmt"
 	"path/filepath"
+	"slices"
 	"testing"
 	"unsafe"
 
@@ -249,4 +250,95 @@ func TestWordLookDroppedAtClose(t *testing.T) {
 		}
 	}
 	assert.Panics(t, func() { h.Get(3) }, "a map of a closed segment")
+}
+
+// Goroutines finding keys in maps of one segment, whose records share
+// slots, while another opens, uses and closes other segments (whose
+// Close drops records): every answer is right (and -race sees the
+// records published and read safely).
+func TestWordLookConcurrentGets(t *testing.T) {
+	seg, err := mapped.Open(file.Path(filepath.Join(t.TempDir(), "c.seg")), mapped.CreateOnly, mapped.WithSize(8<<20))
+	require.NoError(t, err)
+	defer seg.Close()
+	// Four maps, then more until one shares a record slot with an earlier
+	// one; the maps used are the first four and that pair.
+	var all []*HashMap[uint64, float64]
+	bySlot := map[uintptr]int{}
+	pair := -1
+	for i := 0; pair < 0 || len(all) < 4; i++ {
+		require.Less(t, i, 5000, "no two headers share a slot")
+		h, err := Construct(seg, fmt.Sprintf("h%d", i), HashMap[uint64, float64]{})
+		require.NoError(t, err)
+		all = append(all, h)
+		s := wordLookSlot(unsafe.Pointer(h))
+		if j, ok := bySlot[s]; ok && pair < 0 {
+			pair = j
+		}
+		bySlot[s] = i
+	}
+	maps := all[:4:4]
+	for _, h := range []*HashMap[uint64, float64]{all[pair], all[len(all)-1]} {
+		if !slices.Contains(maps, h) {
+			maps = append(maps, h)
+		}
+	}
+	for i, h := range maps {
+		for k := uint64(1); k <= 200; k++ {
+			require.NoError(t, h.Set(k, float64(k)+float64(i)/10))
+		}
+	}
+	dir := t.TempDir()
+	stop := make(chan struct{})
+	churned := make(chan error, 1)
+	go func() {
+		churned <- func() error {
+			for r := 0; ; r++ {
+				select {
+				case <-stop:
+					return nil
+				default:
+				}
+				other, err := mapped.Open(file.Path(filepath.Join(dir, fmt.Sprintf("o%d.seg", r))), mapped.CreateOnly, mapped.WithSize(1<<20))
+				if err != nil {
+					return err
+				}
+				h, err := Construct(other, "h", HashMap[uint64, float64]{})
+				if err == nil {
+					err = h.Set(5, 5)
+				}
+				if err == nil {
+					if v, ok := h.Get(5); !ok || *v != 5 {
+						err = fmt.Errorf("round %d: key 5 of the other segment", r)
+					}
+				}
+				if cerr := other.Close(); err == nil {
+					err = cerr
+				}
+				if err != nil {
+					return err
+				}
+			}
+		}()
+	}()
+	errs := make(chan error, 4)
+	for g := range 4 {
+		go func() {
+			errs <- func() error {
+				for r := range 3000 {
+					i := (g + r) % len(maps)
+					k := uint64(r%200 + 1)
+					v, ok := maps[i].Get(k)
+					if !ok || *v != float64(k)+float64(i)/10 {
+						return fmt.Errorf("goroutine %d: map %d key %d", g, i, k)
+					}
+				}
+				return nil
+			}()
+		}()
+	}
+	for range 4 {
+		assert.NoError(t, <-errs)
+	}
+	close(stop)
+	assert.NoError(t, <-churned)
 }
