@@ -193,6 +193,34 @@ func TestWordLookIsPerType(t *testing.T) {
 	}
 }
 
+// A record is for one header: two segments built alike hold their maps'
+// tables at the same offsets, and one's record, found in the slot of the
+// other's map, is not taken for it.
+func TestWordLookIsPerHeader(t *testing.T) {
+	build := func(add float64) *HashMap[uint64, float64] {
+		seg := newSeg(t)
+		h, err := Construct(seg, "h", HashMap[uint64, float64]{})
+		require.NoError(t, err)
+		for k := uint64(1); k <= 40; k++ {
+			require.NoError(t, h.Set(k, float64(k)+add))
+		}
+		return h
+	}
+	a, b := build(0), build(0.5)
+	require.Equal(t, a.table, b.table, "built alike")
+	require.Equal(t, a.groups, b.groups)
+	_, ok := a.Get(1)
+	require.True(t, ok)
+	e := lookOf(a)
+	require.NotNil(t, e)
+	wordLooks[wordLookSlot(unsafe.Pointer(b))].Store(e)
+	for k := uint64(1); k <= 40; k++ {
+		v, ok := b.Get(k)
+		require.True(t, ok)
+		require.Equal(t, float64(k)+0.5, *v, "key %d", k)
+	}
+}
+
 // hwAt is the slot that holds k.
 func hwAt(t *testing.T, h *HashMap[uint64, float64], k uint64) uint64 {
 	t.Helper()
