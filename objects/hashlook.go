@@ -19,15 +19,18 @@ import (
 // map's table records what it checked, and the next Get of that map,
 // finding the header unchanged, goes straight to the table.
 //
-// Why an unchanged header is enough: the record was made from the same
-// table offset and slot count, checked then to lie in the segment, and a
-// segment's memory only grows while it is open. A resize anywhere (this
-// process or another) changes the offset, so the next Get checks the new
-// table. The record holds the *mapped.Segment, so the segment's address
-// range stays reserved while the record exists (a closed segment's range
-// is unmapped only once the Segment is garbage): a stale h can only be
-// memory of the closed segment, which reads as zeros and matches no
-// record. Close also drops the segment's records at once (closing.Closed);
+// Why a header that matches is enough: what the record holds (the
+// table's address) follows from the table offset and slot count alone,
+// and that range was checked to lie in the segment, whose memory only
+// grows while it is open. A header naming the same offset and count,
+// whenever and by whoever it was written, names the same memory; a
+// resize anywhere (this process or another) names another table, which
+// the next Get checks. The header address ties the record to its
+// segment. The record holds the *mapped.Segment, so that segment's
+// address range stays reserved while the record exists (a closed
+// segment's range is unmapped only once the Segment is garbage): a stale
+// h can only be memory of the closed segment, which reads as zeros and
+// matches no record. Close also drops the segment's records at once (closing.Closed);
 // a Get racing with Close may record after that, and its record keeps
 // the closed Segment until another map takes the slot.
 
