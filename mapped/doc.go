@@ -62,7 +62,8 @@
 // store publishes needs nothing more (write the data, then the word). A
 // change of several words runs in a Lane, an undo and redo record in the
 // manager area that belongs to the one operation that claimed it
-// (BeginLane): Save records bytes before they change, Allocate takes a
+// (BeginLane, or Lane.Begin into a Lane variable of the caller's, which
+// hot paths use: it saves copying the Lane through memory): Save records bytes before they change, Allocate takes a
 // block that an abort frees, and Free, Store, Move, Write and Drop (which
 // frees the blocks the values of a Shape own) run once Commit makes the
 // operation stand. If the process dies in the middle, whoever finds it

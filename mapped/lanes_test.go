@@ -334,6 +334,34 @@ func TestLaneUsedAfterEndPanics(t *testing.T) {
 	f.checkRolledBack(t)
 }
 
+// Lane.Begin claims into a Lane of the caller's, as BeginLane does; a
+// Lane ended by Commit or Abort begins again; one in use panics, and is
+// left as it was.
+func TestLaneBeginInto(t *testing.T) {
+	b, _ := newShm(t)
+	s := mustOpen(t, b, CreateOnly)
+	f := newLaneFix(t, s)
+	var l Lane
+	for round := range 3 {
+		require.NoError(t, l.Begin(s))
+		require.NoError(t, l.Save(f.at(0), 8))
+		*(*uint64)(f.at(0)) = uint64(round + 1)
+		if round == 1 {
+			assert.PanicsWithValue(t, "mapstore: Lane.Begin on a Lane in use", func() { _ = l.Begin(s) })
+			assert.Equal(t, uint64(8+16), l.n, "the Lane in use keeps its record")
+			l.Abort()
+			assert.Equal(t, uint64(1), *(*uint64)(f.at(0)), "the abort put the word back")
+			continue
+		}
+		require.NoError(t, l.Commit())
+	}
+	assert.Equal(t, uint64(3), *(*uint64)(f.at(0)))
+	assert.False(t, s.lanesInFlight())
+	ro := mustOpen(t, b, OpenReadOnly)
+	var r Lane
+	assert.ErrorIs(t, r.Begin(ro), ErrReadOnly)
+}
+
 // Lanes taken by live owners are not recovered by an Open.
 func TestLaneOfLiveOwnerIsLeftAlone(t *testing.T) {
 	forKinds(t, func(t *testing.T, b backing.Backing, spec string) {

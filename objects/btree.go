@@ -791,7 +791,8 @@ func (m *Map[K, V]) put(method string, k K, v *V, overwrite bool) (*V, bool, err
 		c := *v
 		nv = &c
 	}
-	l, err := o.seg.BeginLane()
+	var l mapped.Lane
+	err = l.Begin(o.seg)
 	if err != nil {
 		return nil, false, err
 	}
@@ -846,7 +847,8 @@ func (g *mapGeo) laneSaves(moved int) int {
 // returns a pointer to the new value.
 func (o *mapOp[K, V]) insertInPlace(method string, leaf pathEnt, k *K, v *V) (*V, error) {
 	g, m := o.g, o.m
-	l, err := o.seg.BeginLane()
+	var l mapped.Lane
+	err := l.Begin(o.seg)
 	if err != nil {
 		return nil, err
 	}
@@ -924,7 +926,8 @@ func (o *mapOp[K, V]) laneErr(method string, err error) error {
 // written; a value that owns blocks written after the commit, the old
 // one's blocks freed first.
 func (o *mapOp[K, V]) replace(method string, p unsafe.Pointer, v *V, shape mapped.Shape) error {
-	l, err := o.seg.BeginLane()
+	var l mapped.Lane
+	err := l.Begin(o.seg)
 	if err != nil {
 		return err
 	}
@@ -970,7 +973,8 @@ func (m *Map[K, V]) Delete(k K) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	l, err := o.seg.BeginLane()
+	var l mapped.Lane
+	err = l.Begin(o.seg)
 	if err != nil {
 		return false, err
 	}
@@ -1001,7 +1005,8 @@ func (m *Map[K, V]) Clear() error {
 	}
 	// After the commit: the root word is dropped (every node, key and
 	// value freed, the word zeroed), then the count.
-	l, err := o.seg.BeginLane()
+	var l mapped.Lane
+	err = l.Begin(o.seg)
 	if err != nil {
 		return err
 	}

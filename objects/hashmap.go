@@ -602,7 +602,8 @@ func (o *hashOp[K, V]) sizeFor(n uint64) (uint64, error) {
 // insertAt puts k (hash hv) and *v (or zero) in free slot i (a removed
 // one if removed, which takes one from the removed count).
 func (o *hashOp[K, V]) insertAt(i uint64, k *K, hv uint64, v *V, removed bool) (*V, bool, error) {
-	l, err := o.seg.BeginLane()
+	var l mapped.Lane
+	err := l.Begin(o.seg)
 	if err != nil {
 		return nil, false, err
 	}
@@ -675,7 +676,8 @@ func saveSet(l *mapped.Lane, p *uint64, v uint64) error {
 // old block is freed after the commit (the entries' keys and values move
 // with their bytes; each key is hashed again).
 func (o *hashOp[K, V]) rebuild(groups uint64) error {
-	l, err := o.seg.BeginLane()
+	var l mapped.Lane
+	err := l.Begin(o.seg)
 	if err != nil {
 		return err
 	}
@@ -783,7 +785,8 @@ func (h *HashMap[K, V]) Delete(k K) (bool, error) {
 		return false, err
 	}
 	d := tableData(h.table)
-	l, err := o.seg.BeginLane()
+	var l mapped.Lane
+	err = l.Begin(o.seg)
 	if err != nil {
 		return false, err
 	}
@@ -828,7 +831,8 @@ func (h *HashMap[K, V]) Clear() error {
 	if err != nil {
 		return err
 	}
-	l, err := o.seg.BeginLane()
+	var l mapped.Lane
+	err = l.Begin(o.seg)
 	if err != nil {
 		return err
 	}

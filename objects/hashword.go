@@ -236,7 +236,8 @@ func (o *hashOp[K, V]) wordPut(method string, kw uint64, v *V, overwrite bool) (
 // it in a lane: the word at w (a slot's key, or the flags) becomes nw and
 // the count grows (and the removed count falls, for a removed slot).
 func (o *hashOp[K, V]) wordInsert(p unsafe.Pointer, w *uint64, nw uint64, removed bool, v *V) (*V, bool, error) {
-	l, err := o.seg.BeginLane()
+	var l mapped.Lane
+	err := l.Begin(o.seg)
 	if err != nil {
 		return nil, false, err
 	}
@@ -263,7 +264,8 @@ func (o *hashOp[K, V]) wordInsert(p unsafe.Pointer, w *uint64, nw uint64, remove
 // empty slot of its probe), published with the header, and the old block
 // freed after the commit.
 func (o *hashOp[K, V]) wordRebuild(n uint64) error {
-	l, err := o.seg.BeginLane()
+	var l mapped.Lane
+	err := l.Begin(o.seg)
 	if err != nil {
 		return err
 	}
@@ -362,7 +364,8 @@ func (o *hashOp[K, V]) wordDelete(kw uint64) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	l, err := o.seg.BeginLane()
+	var l mapped.Lane
+	err = l.Begin(o.seg)
 	if err != nil {
 		return false, err
 	}

@@ -174,7 +174,8 @@ func (l *List[T]) insert(method string, v T, prev, next uint64) (*ListElement[T]
 	}
 	pe := elemAt[T](seg, prev, unsafe.Pointer(l))
 	ne := elemAt[T](seg, next, unsafe.Pointer(l))
-	ln, err := seg.BeginLane()
+	var ln mapped.Lane
+	err := ln.Begin(seg)
 	if err != nil {
 		return nil, err
 	}
@@ -240,7 +241,8 @@ func (l *List[T]) Remove(e *ListElement[T]) error {
 	}
 	pe := elemAt[T](seg, e.prev, unsafe.Pointer(e))
 	ne := elemAt[T](seg, e.next, unsafe.Pointer(e))
-	ln, err := seg.BeginLane()
+	var ln mapped.Lane
+	err = ln.Begin(seg)
 	if err != nil {
 		return err
 	}

@@ -351,7 +351,8 @@ func deleteN[T any](seg *mapped.Segment, p *T, n int) error {
 		}
 		return err
 	}
-	l, err := seg.BeginLane()
+	var l mapped.Lane
+	err := l.Begin(seg)
 	if err != nil {
 		return err
 	}

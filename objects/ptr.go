@@ -87,7 +87,8 @@ func NewInto[T any](p *Ptr[T]) (*T, error) {
 	if err := writable(seg, "Ptr", "NewInto"); err != nil {
 		return nil, err
 	}
-	l, err := seg.BeginLane()
+	var l mapped.Lane
+	err = l.Begin(seg)
 	if err != nil {
 		return nil, err
 	}

@@ -152,7 +152,8 @@ func (s *String) setSlow(v string) error {
 	if n <= c && blk != 0 || n <= strInlineMax {
 		return s.Set(v)
 	}
-	l, err := seg.BeginLane()
+	var l mapped.Lane
+	err := l.Begin(seg)
 	if err != nil {
 		return err
 	}

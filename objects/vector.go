@@ -207,7 +207,8 @@ func (v *Vector[T]) regrow(seg *mapped.Segment, method string, c uint64, fill fu
 	if c > mapped.MaxMaxSize/max(size, 1) {
 		return fmt.Errorf("mapstore: objects.Vector.%s in %s: %d elements of %d bytes: %w", method, seg.Name(), c, size, mapped.ErrInvalidSize)
 	}
-	l, err := seg.BeginLane()
+	var l mapped.Lane
+	err := l.Begin(seg)
 	if err != nil {
 		return err
 	}
@@ -325,7 +326,8 @@ func (v *Vector[T]) truncate(seg *mapped.Segment, s []T, ln, n uint64) error {
 		return nil
 	}
 	// The dropped elements own blocks: free them after the length stands.
-	l, err := seg.BeginLane()
+	var l mapped.Lane
+	err = l.Begin(seg)
 	if err != nil {
 		return err
 	}
@@ -376,7 +378,8 @@ func (v *Vector[T]) Insert(i int, xs ...T) error {
 		// In place: move the tail up, write xs, publish the length; all
 		// three after the commit, so that a crash leaves it before or
 		// finishes it.
-		l, err := seg.BeginLane()
+		var l mapped.Lane
+		err := l.Begin(seg)
 		if err != nil {
 			return err
 		}
@@ -443,7 +446,8 @@ func (v *Vector[T]) Delete(i, j int) error {
 	}
 	// After the commit: free what the removed elements own, move the tail
 	// down over them, publish the length.
-	l, err := seg.BeginLane()
+	var l mapped.Lane
+	err = l.Begin(seg)
 	if err != nil {
 		return err
 	}
