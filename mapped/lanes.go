@@ -773,9 +773,7 @@ func (s *Segment) recoverLanesHeld(add func(string, ...any)) error {
 // goes on while Close waits for the lanes in flight (stClosed), but not
 // on a segment found corrupt.
 func (s *Segment) lockLane() error {
-	if !s.lk.tryLock() {
-		s.lk.lockSlow(false)
-	}
+	s.lk.lockAnyway()
 	if st := s.state.Load(); st&stCorrupt != 0 {
 		s.lk.unlock()
 		return s.stateErr("lane", st)

@@ -70,6 +70,19 @@ func (l *segLock) lock() bool {
 	return l.lockSlow(true)
 }
 
+// lockAnyway is lock without giving up once stop is set: the lanes'
+// allocations and frees, which go on while Close waits for them.
+func (l *segLock) lockAnyway() {
+	if l.tryLock() {
+		return
+	}
+	if l.private {
+		l.mu.Lock()
+		return
+	}
+	l.lockSlow(false)
+}
+
 // tryLock takes the shared lock if it is free and nobody waits for it.
 func (l *segLock) tryLock() bool {
 	v := atomic.LoadUint64(l.word)

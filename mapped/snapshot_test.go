@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -98,5 +99,51 @@ func TestCopyOnWriteIsASnapshot(t *testing.T) {
 			assert.Equal(t, byte(9), blk[0])
 		}
 		require.NoError(t, c.Deallocate(extra))
+	})
+}
+
+// A copy-on-write open runs lanes as a writable one does, on its private
+// copy: a lane's allocation, its free after the commit, an abort's free
+// of what it allocated. (Its lock is the process's mutex: the lanes' path
+// to the segment lock took the mutex through the shared lock's slow path,
+// which left it unlocked, and the unlock was a fatal "unlock of unlocked
+// mutex".)
+func TestCopyOnWriteLanes(t *testing.T) {
+	forKinds(t, func(t *testing.T, b backing.Backing, _ string) {
+		s := mustOpen(t, b, CreateOnly)
+		blk, err := s.Allocate(64)
+		require.NoError(t, err)
+		blk[0] = 7
+		h, _ := s.Handle(blk)
+		require.NoError(t, s.Close())
+
+		c := mustOpen(t, b, OpenCopyOnWrite)
+		free := c.FreeMemory()
+		var l Lane
+		require.NoError(t, l.Begin(c))
+		nb, err := l.Allocate(128)
+		require.NoError(t, err)
+		nb[0] = 1
+		old, err := c.Block(h)
+		require.NoError(t, err)
+		require.NoError(t, l.Free(unsafe.Pointer(&old[0])))
+		require.NoError(t, l.Commit())
+		assert.Less(t, c.FreeMemory(), free, "the copy holds the new block")
+
+		var a Lane
+		require.NoError(t, a.Begin(c))
+		_, err = a.Allocate(256)
+		require.NoError(t, err)
+		a.Abort()
+		require.NoError(t, c.CheckSanity())
+		nh, _ := c.Handle(nb)
+		got, err := c.Block(nh)
+		require.NoError(t, err)
+		assert.Equal(t, byte(1), got[0])
+
+		w := mustOpen(t, b, OpenOnly)
+		orig, err := w.Block(h)
+		require.NoError(t, err, "the file still holds the block the copy freed")
+		assert.Equal(t, byte(7), orig[0])
 	})
 }
