@@ -142,6 +142,12 @@ func (s *Segment) CanChange() bool {
 	return s.state.Load()&(stClosed|stReadOnly|stNotInUse) == 0
 }
 
+// Closed reports whether Close has begun on this open. A value in the
+// segment that finds its structures make no sense asks it first: a call
+// that Close overtakes reads zeros where the segment was, or finds its
+// size 0, and that is ErrClosed, not corruption.
+func (s *Segment) Closed() bool { return s.state.Load()&stClosed != 0 }
+
 // PrepareChange readies this open for a change that a value in the
 // segment makes by itself (not through the segment's own calls, which do
 // it): the first one of an open marks the segment in use (durably, on a

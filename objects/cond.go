@@ -102,8 +102,13 @@ func (c *Cond) wait(ctx context.Context, method string) error {
 	}
 	stop()
 	atomic.AddUint32(&c.waiters, ^uint32(0))
-	if err := m.Lock(); err != nil {
-		return err
+	// L again, through the segment this call holds: once Close has begun,
+	// the segment is no longer found by address (Mutex.Lock would take
+	// that for misuse), and the lock reports ErrClosed.
+	if !seg.CanChange() || !m.lockFast(seg) {
+		if err := m.lockSlow(context.Background(), seg, "Lock"); err != nil {
+			return err
+		}
 	}
 	return cerr
 }

@@ -2,12 +2,14 @@ package objects
 
 import (
 	"context"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/mapstore/mapstore/backing/file"
 	"github.com/mapstore/mapstore/mapped"
 )
 
@@ -65,4 +67,58 @@ func TestCondNilL(t *testing.T) {
 	f, err := Construct(seg, "c", condFix{})
 	require.NoError(t, err)
 	assert.Panics(t, func() { _ = f.C.Wait() })
+}
+
+// A Wait that Close overtakes returns ErrClosed (the Close documentation:
+// calls in flight end with ErrClosed), in a writable and in a
+// copy-on-write open, with and without a context. (It re-locked L with
+// Mutex.Lock, which finds the segment by address: Close has taken it out
+// of the registry by then, and Lock panicked with the misuse message.)
+func TestCondWaitOvertakenByClose(t *testing.T) {
+	for _, mode := range []mapped.Mode{mapped.OpenOnly, mapped.OpenCopyOnWrite} {
+		for _, withCtx := range []bool{false, true} {
+			path := filepath.Join(t.TempDir(), "c.seg")
+			w, err := mapped.Open(file.Path(path), mapped.CreateOnly, mapped.WithSize(1<<20))
+			require.NoError(t, err)
+			f, err := Construct(w, "c", condFix{})
+			require.NoError(t, err)
+			f.C.L.Set(&f.Mu)
+			require.NoError(t, w.Close())
+
+			s, err := mapped.Open(file.Path(path), mode)
+			require.NoError(t, err)
+			g, err := Find[condFix](s, "c")
+			require.NoError(t, err)
+			got := make(chan any, 1)
+			waiting := make(chan struct{})
+			go func() {
+				defer func() {
+					if r := recover(); r != nil {
+						got <- r
+					}
+				}()
+				if err := g.Mu.Lock(); err != nil {
+					got <- err
+					return
+				}
+				close(waiting)
+				if withCtx {
+					got <- g.C.WaitContext(context.Background())
+				} else {
+					got <- g.C.Wait()
+				}
+			}()
+			<-waiting
+			time.Sleep(20 * time.Millisecond)
+			require.NoError(t, s.Close())
+			select {
+			case r := <-got:
+				err, ok := r.(error)
+				require.True(t, ok, "mode %v, context %v: Wait panicked: %v", mode, withCtx, r)
+				assert.ErrorIs(t, err, mapped.ErrClosed, "mode %v, context %v", mode, withCtx)
+			case <-time.After(10 * time.Second):
+				t.Fatalf("mode %v, context %v: Wait still waits after Close", mode, withCtx)
+			}
+		}
+	}
 }

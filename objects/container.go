@@ -33,8 +33,13 @@ func writable(seg *mapped.Segment, typ, method string) error {
 }
 
 // damaged is the misuse-free panic for a header the segment holds that
-// does not fit the segment: the container was overwritten.
+// does not fit the segment: the container was overwritten. Once Close
+// has begun it is ErrClosed instead: the call was overtaken by Close, and
+// what it read was the zeros that replace a closed segment's memory.
 func damaged(seg *mapped.Segment, typ string, p unsafe.Pointer, format string, args ...any) error {
+	if seg.Closed() {
+		return fmt.Errorf("mapstore: objects.%s in %s: %w (closed during the call)", typ, seg.Name(), mapped.ErrClosed)
+	}
 	return fmt.Errorf("mapstore: objects.%s at offset %d in %s: %s: %w", typ, uintptr(p)-uintptr(seg.Base()), seg.Name(), fmt.Sprintf(format, args...), mapped.ErrCorrupt)
 }
 

@@ -324,6 +324,9 @@ func (q *Queue) prefetchSlot(pos uint64, write bool) {
 }
 
 func (q *Queue) corrupt(method, format string, args ...any) error {
+	if q.seg.Closed() {
+		return fmt.Errorf("mapstore: objects.Queue.%s %q in %s: %w (closed during the call)", method, q.name, q.seg.Name(), mapped.ErrClosed)
+	}
 	return fmt.Errorf("mapstore: objects.Queue.%s %q in %s: %s: %w", method, q.name, q.seg.Name(), fmt.Sprintf(format, args...), mapped.ErrCorrupt)
 }
 
