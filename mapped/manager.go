@@ -307,6 +307,7 @@ func (s *Segment) attachManager() error {
 		s.tag = 1
 	}
 	s.h = h
+	s.lo = h.geo.lo
 	if s.mode != OpenReadOnly && s.mode != OpenCopyOnWrite {
 		h.fresh = s.freshPages // a private copy's prefault would copy the pages
 	}

@@ -78,13 +78,14 @@ func segmentAt(p unsafe.Pointer) *Segment {
 }
 
 // Holds reports whether the n bytes at offset off lie inside the
-// segment's current size (which only grows while it is open). It takes
+// segment's current size (which only grows while it is open), past its
+// manager area: in the memory that blocks are allocated from. It takes
 // no lock and, unless the segment grew since this process last looked,
 // reads no shared memory: the bound for values read from the segment
 // that locate memory to access.
 func (s *Segment) Holds(off, n uint64) bool {
 	end := off + n
-	if end < off {
+	if end < off || off < s.lo {
 		return false
 	}
 	return end <= s.known.Load() || end <= uint64(s.sizeNow())

@@ -74,6 +74,7 @@ type Segment struct {
 	base         uintptr       // the mapping's address (SegmentAt)
 	span         uintptr       // its length: the maximum size (SegmentAt)
 	known        atomic.Uint64 // the size this process last saw (it only grows): Holds
+	lo           uint64        // the manager area's end: the first offset a block may have (Holds)
 	laneMe       uint64        // lane owner word of this open (lanes.go)
 	laneHint     atomic.Uint32 // the lane this process claimed last
 	lanesLeft    atomic.Uint32 // lanes an Abort that failed left to recovery: Close does not wait for them

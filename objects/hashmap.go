@@ -440,10 +440,10 @@ func (h *HashMap[K, V]) getWord(k K) (*V, bool) {
 		}
 		kw := *(*uint64)(unsafe.Pointer(&k))
 		// A power of two of slots below maxWordSlots, an aligned table
-		// below 2^48 (no sum below overflows), in the segment: checked
-		// with one branch and one compare.
+		// below 2^48 (no sum below overflows), in the segment's blocks
+		// (not its manager area).
 		bad := n&(n-1) | (n-1)>>40 | t&7 | t>>48
-		if bad == 0 && t+wordBytes(n, slot) <= seg.Bound() {
+		if bad == 0 && seg.Holds(t, wordBytes(n, slot)) {
 			base := unsafe.Add(seg.Base(), wordData(t, slot))
 			rememberWord(unsafe.Pointer(h), key, t, n, base, seg)
 			if kw != 0 && kw != wordTomb {
@@ -578,6 +578,16 @@ func (h *HashMap[K, V]) put(method string, k K, v *V, overwrite bool) (*V, bool,
 		}
 		if try > 0 {
 			return nil, false, o.corrupt("no free slot after a rebuild")
+		}
+		// The counts, checked before the rebuild: one sized from a bad
+		// count would grow the segment by as much as the count says.
+		if h.table == 0 && h.n != 0 {
+			return nil, false, o.corrupt("no table, and %d keys", h.n)
+		}
+		if h.table != 0 {
+			if r := *o.removed(); r > h.groups*groupSlots || h.n > h.groups*groupSlots {
+				return nil, false, o.corrupt("the table at offset %d of %d groups says %d keys and %d slots removed", h.table, h.groups, h.n, r)
+			}
 		}
 		groups, err := o.sizeFor(h.n + 1)
 		if err != nil {

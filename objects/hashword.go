@@ -222,6 +222,16 @@ func (o *hashOp[K, V]) wordPut(method string, kw uint64, v *V, overwrite bool) (
 		if try > 0 {
 			return nil, false, o.corrupt("no free slot after a rebuild")
 		}
+		// The counts, checked before the rebuild: one sized from a bad
+		// count would grow the segment by as much as the count says.
+		if h.table == 0 && h.n != 0 {
+			return nil, false, o.corrupt("no table, and %d keys", h.n)
+		}
+		if h.table != 0 {
+			if _, err := o.wordCounts(); err != nil {
+				return nil, false, err
+			}
+		}
 		n, err := wordSizeFor(o.seg, h.n)
 		if err != nil {
 			return nil, false, err
