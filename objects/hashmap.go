@@ -458,8 +458,9 @@ func (h *HashMap[K, V]) getWord(k K) (*V, bool) {
 
 // wordProbe looks for kw, not a head key, in the table of n slots of
 // slot bytes at data: its value, done; nil, done when an empty slot ends
-// the probe; nil, not done after n slots (a table with no empty slot,
-// which the general way reports). It inlines.
+// the probe; nil, not done after n slots (a table with no empty slot:
+// the general way probes it again, bounded, and finds it absent). It
+// inlines.
 func wordProbe(data unsafe.Pointer, n, slot, kw uint64) (v unsafe.Pointer, done bool) {
 	i := wordHome(kw, n)
 	for p := n; p > 0; p-- {
