@@ -78,18 +78,24 @@ func segmentAt(p unsafe.Pointer) *Segment {
 }
 
 // Holds reports whether the n bytes at offset off lie inside the
-// segment's current size (which only grows while it is open), past its
-// manager area: in the memory that blocks are allocated from. It takes
+// segment's current size (which only grows while it is open). It takes
 // no lock and, unless the segment grew since this process last looked,
 // reads no shared memory: the bound for values read from the segment
-// that locate memory to access.
+// that locate memory to access. It does not look at the start of the
+// range: a value that locates a block also checks it against
+// BlockStart (Holds stays small enough to inline).
 func (s *Segment) Holds(off, n uint64) bool {
 	end := off + n
-	if end < off || off < s.lo {
+	if end < off {
 		return false
 	}
 	return end <= s.known.Load() || end <= uint64(s.sizeNow())
 }
+
+// BlockStart is the first offset a block may have: the end of the
+// manager area. A value read from the segment that locates a block (a
+// container's storage) below it is corrupt.
+func (s *Segment) BlockStart() uint64 { return s.lo }
 
 // Bound is the segment's size as this process last knew it: every range
 // that ends at or below it lies inside the segment, without a call; one

@@ -504,17 +504,13 @@ func TestErrorsNameTheBacking(t *testing.T) {
 	assert.Contains(t, err.Error(), "/nonexistent-dir/x.seg")
 }
 
-// Holds says no to ranges in the manager area: values read from the
-// segment that locate blocks never point there.
-func TestHoldsRefusesTheManagerArea(t *testing.T) {
+// BlockStart is the manager area's end: no block starts below it.
+func TestBlockStart(t *testing.T) {
 	s := newShmSeg(t)
-	assert.False(t, s.Holds(0, 8))
-	assert.False(t, s.Holds(8, 8))
-	assert.False(t, s.Holds(s.h.geo.lo-8, 8))
-	assert.True(t, s.Holds(s.h.geo.lo, 8))
+	assert.Equal(t, s.h.geo.lo, s.BlockStart())
 	blk, err := s.Allocate(64)
 	require.NoError(t, err)
 	off, ok := s.offsetOf(blk)
 	require.True(t, ok)
-	assert.True(t, s.Holds(off, 64))
+	assert.GreaterOrEqual(t, off, s.BlockStart())
 }

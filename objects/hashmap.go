@@ -188,7 +188,7 @@ func tableData(t uint64) uint64 { return (t + 8 + 63) &^ 63 }
 // tableFits reports whether a table block at t of n groups of group
 // bytes lies in seg.
 func tableFits(seg *mapped.Segment, t, n, group uint64) bool {
-	return n != 0 && n <= maxGroups && t%8 == 0 && seg.Holds(t, tableBytes(n, group))
+	return n != 0 && n <= maxGroups && t%8 == 0 && t >= seg.BlockStart() && seg.Holds(t, tableBytes(n, group))
 }
 
 // hashOp is one call's view of a hash map. A slot's index is its group
@@ -443,7 +443,7 @@ func (h *HashMap[K, V]) getWord(k K) (*V, bool) {
 		// below 2^48 (no sum below overflows), in the segment's blocks
 		// (not its manager area).
 		bad := n&(n-1) | (n-1)>>40 | t&7 | t>>48
-		if bad == 0 && seg.Holds(t, wordBytes(n, slot)) {
+		if bad == 0 && t >= seg.BlockStart() && seg.Holds(t, wordBytes(n, slot)) {
 			base := unsafe.Add(seg.Base(), wordData(t, slot))
 			rememberWord(unsafe.Pointer(h), key, t, n, base, seg)
 			if kw != 0 && kw != wordTomb {

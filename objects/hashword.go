@@ -80,7 +80,7 @@ func wordSpecial(kw uint64) uint64 {
 // wordFits reports whether a word table block at t of n slots of slot
 // bytes lies in seg (n a power of two).
 func wordFits(seg *mapped.Segment, t, n, slot uint64) bool {
-	return n != 0 && n&(n-1) == 0 && n <= maxWordSlots && t%8 == 0 && seg.Holds(t, wordBytes(n, slot))
+	return n != 0 && n&(n-1) == 0 && n <= maxWordSlots && t%8 == 0 && t >= seg.BlockStart() && seg.Holds(t, wordBytes(n, slot))
 }
 
 // slotAt is slot i of the table whose slots start at d.

@@ -120,7 +120,7 @@ func (s *String) Set(v string) error {
 		return nil
 	}
 	w, blk, c := s.w, s.blk, s.c
-	if blk != 0 && n <= c && c < 1<<40 && seg.Holds(blk, 2*c) {
+	if blk >= seg.BlockStart() && n <= c && c < 1<<40 && seg.Holds(blk, 2*c) {
 		// Into the half not in use, then publish length and half with
 		// one store.
 		half := uint64(0)

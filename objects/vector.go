@@ -139,7 +139,7 @@ func (v *Vector[T]) Append(xs ...T) error {
 		// lane, no lock, no shared word but the vector's own.
 		data, n, c := v.data, v.n, v.c
 		size := uint64(unsafe.Sizeof(xs[0]))
-		if n < c && c < 1<<40 && data != 0 && data%uint64(unsafe.Alignof(xs[0])) == 0 && seg.Holds(data, c*size) {
+		if n < c && c < 1<<40 && data >= seg.BlockStart() && data%uint64(unsafe.Alignof(xs[0])) == 0 && seg.Holds(data, c*size) {
 			*(*T)(unsafe.Add(seg.Base(), data+n*size)) = xs[0]
 			journal.StoreOrdered(&v.n, n+1)
 			return nil
