@@ -28,13 +28,21 @@ func lookOf[V any](h *HashMap[uint64, V]) *wordLook {
 	return e
 }
 
-func TestWordLookRecordIsUsedAndFollowsTheTable(t *testing.T) {
-	seg := newSeg(t)
+// wordMapOf constructs the HashMap[uint64, float64] "h" in seg, holding
+// k -> k for k from 1 to n.
+func wordMapOf(t *testing.T, seg *mapped.Segment, n uint64) *HashMap[uint64, float64] {
+	t.Helper()
 	h, err := Construct(seg, "h", HashMap[uint64, float64]{})
 	require.NoError(t, err)
-	for k := uint64(1); k <= 100; k++ {
+	for k := uint64(1); k <= n; k++ {
 		require.NoError(t, h.Set(k, float64(k)))
 	}
+	return h
+}
+
+func TestWordLookRecordIsUsedAndFollowsTheTable(t *testing.T) {
+	seg := newSeg(t)
+	h := wordMapOf(t, seg, 100)
 	v, ok := h.Get(7)
 	require.True(t, ok)
 	require.Equal(t, 7.0, *v)
@@ -176,11 +184,7 @@ func TestWordLookFollowsTheHeader(t *testing.T) {
 // the same offset and slot count, would be) is checked afresh.
 func TestWordLookIsPerType(t *testing.T) {
 	seg := newSeg(t)
-	h, err := Construct(seg, "h", HashMap[uint64, float64]{})
-	require.NoError(t, err)
-	for k := uint64(1); k <= 40; k++ {
-		require.NoError(t, h.Set(k, float64(k)))
-	}
+	h := wordMapOf(t, seg, 40)
 	_, ok := h.Get(1)
 	require.True(t, ok)
 	require.NotNil(t, lookOf(h))

@@ -439,11 +439,7 @@ func (h *HashMap[K, V]) getWord(k K) (*V, bool) {
 			return nil, false
 		}
 		kw := *(*uint64)(unsafe.Pointer(&k))
-		// A power of two of slots below maxWordSlots, an aligned table
-		// below 2^48 (no sum below overflows), in the segment's blocks
-		// (not its manager area).
-		bad := n&(n-1) | (n-1)>>40 | t&7 | t>>48
-		if bad == 0 && t >= seg.BlockStart() && seg.Holds(t, wordBytes(n, slot)) {
+		if wordFits(seg, t, n, slot) {
 			base := unsafe.Add(seg.Base(), wordData(t, slot))
 			rememberWord(unsafe.Pointer(h), key, t, n, base, seg)
 			if kw != 0 && kw != wordTomb {

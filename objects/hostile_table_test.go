@@ -19,11 +19,7 @@ func TestHashTableInTheManagerArea(t *testing.T) {
 	panicOnFault(t)
 	t.Run("word", func(t *testing.T) {
 		seg := newSeg(t)
-		h, err := Construct(seg, "h", HashMap[uint64, float64]{})
-		require.NoError(t, err)
-		for k := uint64(1); k <= 40; k++ {
-			require.NoError(t, h.Set(k, float64(k)))
-		}
+		h := wordMapOf(t, seg, 40)
 		_, ok := h.Get(3)
 		require.True(t, ok)
 		head := append([]byte(nil), unsafe.Slice((*byte)(seg.Base()), 4096)...)
@@ -57,11 +53,7 @@ func TestHashTableInTheManagerArea(t *testing.T) {
 func TestHashKeyCountTooLargeForARebuild(t *testing.T) {
 	panicOnFault(t)
 	seg := newSeg(t)
-	h, err := Construct(seg, "h", HashMap[uint64, float64]{})
-	require.NoError(t, err)
-	for k := uint64(1); k <= 40; k++ {
-		require.NoError(t, h.Set(k, float64(k)))
-	}
+	h := wordMapOf(t, seg, 40)
 	o := hmOp(t, h)
 	d := wordData(h.table, o.slot)
 	for i := range h.groups {
