@@ -129,9 +129,18 @@ func Open(r *region.Region, p Params) (e *Envelope, rep *recovery.Report, err er
 // open does the work of Open for an existing segment, under the meta lock.
 func (e *Envelope) open(p Params, rep *recovery.Report) error {
 	r := e.region
-	size, err := r.Size()
-	if err != nil {
+	// The size Open saw serves, unless it is too small for a header or
+	// for what the header says (another process may have grown the
+	// backing before this one took the meta lock): then it is read again.
+	size := r.SizeAtOpen()
+	restat := func() (err error) {
+		size, err = r.Size()
 		return err
+	}
+	if size < PageSize {
+		if err := restat(); err != nil {
+			return err
+		}
 	}
 	switch {
 	// Segments are built elsewhere and linked into place whole, so a
@@ -141,17 +150,22 @@ func (e *Envelope) open(p Params, rep *recovery.Report) error {
 	case size < PageSize:
 		return fmt.Errorf("%s: %d bytes, shorter than a segment header: %w", r.Name(), size, recovery.ErrCorrupt)
 	}
-	page := make([]byte, PageSize)
-	if _, err := r.ReadAt(page, 0); err != nil {
+	var page [HeaderOffB + HeaderLen]byte // both header copies
+	if _, err := r.ReadAt(page[:], 0); err != nil {
 		return err
 	}
-	h, damaged, err := ReadHeaders(page)
+	h, damaged, err := ReadHeaders(page[:])
 	if err != nil {
 		return fmt.Errorf("%s: %w", r.Name(), err)
 	}
 	rep.State = h.State
 	if h.State == recovery.StateCreating {
 		return fmt.Errorf("%s: a creation that never finished (state %s): %w", r.Name(), h.State, recovery.ErrCorrupt)
+	}
+	if uint64(size) < h.Size {
+		if err := restat(); err != nil {
+			return err
+		}
 	}
 	if uint64(size) < h.Size {
 		return fmt.Errorf("%s: header says %d bytes, the backing has %d: %w", r.Name(), h.Size, size, recovery.ErrCorrupt)

@@ -19,6 +19,8 @@ import (
 type Region struct {
 	name     string
 	f        *os.File
+	fd       int    // f's descriptor
+	openSize int64  // see SizeAtOpen
 	created  bool   // a new file, made by Open with Create
 	target   string // where Publish links it (the real path), until it has
 	temp     string // its hidden temporary name, where there is one, until published
@@ -37,12 +39,23 @@ type Region struct {
 // error wrapping os.ErrClosed once CloseFile has run: no system call gets
 // a descriptor number that was closed (and perhaps reused) meanwhile.
 func (r *Region) useFd(op string) (fd int, done func(), err error) {
+	fd, ok := r.holdFd()
+	if !ok {
+		return -1, nil, r.wrap(op, os.ErrClosed)
+	}
+	return fd, r.fdMu.RUnlock, nil
+}
+
+// holdFd is useFd for the hot calls (locks, reads): it returns the
+// descriptor with fdMu read-locked (the caller unlocks it), or false once
+// CloseFile has run, without building a message or a closure.
+func (r *Region) holdFd() (int, bool) {
 	r.fdMu.RLock()
 	if r.fileClosed {
 		r.fdMu.RUnlock()
-		return -1, nil, r.wrap(op, os.ErrClosed)
+		return -1, false
 	}
-	return int(r.f.Fd()), r.fdMu.RUnlock, nil
+	return r.fd, true
 }
 
 // New wraps an open file. name is used in messages; created says the
@@ -54,7 +67,7 @@ func New(name string, f *os.File, created, durable bool) *Region {
 }
 
 func newRegion(name string, f *os.File, created, durable, readOnly bool) *Region {
-	return &Region{name: name, f: f, created: created, durable: durable, readOnly: readOnly}
+	return &Region{name: name, f: f, fd: int(f.Fd()), openSize: -1, created: created, durable: durable, readOnly: readOnly}
 }
 
 // Name is the backing's name, as in messages.
@@ -80,6 +93,11 @@ func (r *Region) Owner() string {
 	return fmt.Sprintf("mode %v", fi.Mode().Perm())
 }
 
+// SizeAtOpen is the backing's size when Open found it (before any lock
+// was taken: another process may have grown it since), or -1 where Open
+// did not look (a backing it created).
+func (r *Region) SizeAtOpen() int64 { return r.openSize }
+
 // Size is the current size of the backing in bytes.
 func (r *Region) Size() (int64, error) {
 	fi, err := r.f.Stat()
@@ -89,11 +107,29 @@ func (r *Region) Size() (int64, error) {
 	return fi.Size(), nil
 }
 
-// ReadAt reads from the backing without mapping it.
+// ReadAt reads len(p) bytes at off from the backing without mapping
+// it (pread). A read that ends short is io.ErrUnexpectedEOF (io.EOF when
+// nothing was read).
 func (r *Region) ReadAt(p []byte, off int64) (int, error) {
-	n, err := r.f.ReadAt(p, off)
-	if err != nil && n < len(p) {
-		return n, r.wrap("read", err)
+	fd, ok := r.holdFd()
+	if !ok {
+		return 0, r.wrap("read", os.ErrClosed)
+	}
+	defer r.fdMu.RUnlock()
+	n := 0
+	for n < len(p) {
+		m, err := unix.Pread(fd, p[n:], off+int64(n))
+		switch {
+		case errors.Is(err, syscall.EINTR):
+			continue
+		case err != nil:
+			return n, r.wrap("read", err)
+		case m == 0 && n == 0:
+			return 0, r.wrap("read", io.EOF)
+		case m == 0:
+			return n, r.wrap("read", io.ErrUnexpectedEOF)
+		}
+		n += m
 	}
 	return n, nil
 }
@@ -277,11 +313,11 @@ func (r *Region) Lock(off int64, exclusive, wait bool) (bool, error) {
 	if wait {
 		cmd = unix.F_OFD_SETLKW
 	}
-	fd, done, err := r.useFd(fmt.Sprintf("lock byte %d", off))
-	if err != nil {
-		return false, err
+	fd, ok := r.holdFd()
+	if !ok {
+		return false, r.wrap(fmt.Sprintf("lock byte %d", off), os.ErrClosed)
 	}
-	defer done()
+	defer r.fdMu.RUnlock()
 	for {
 		err := unix.FcntlFlock(uintptr(fd), cmd, &lk)
 		switch {
@@ -300,11 +336,11 @@ func (r *Region) Lock(off int64, exclusive, wait bool) (bool, error) {
 // Unlock releases this open's lock on the byte at off.
 func (r *Region) Unlock(off int64) error {
 	lk := unix.Flock_t{Type: unix.F_UNLCK, Whence: 0, Start: off, Len: 1}
-	fd, done, err := r.useFd(fmt.Sprintf("unlock byte %d", off))
-	if err != nil {
-		return err
+	fd, ok := r.holdFd()
+	if !ok {
+		return r.wrap(fmt.Sprintf("unlock byte %d", off), os.ErrClosed)
 	}
-	defer done()
+	defer r.fdMu.RUnlock()
 	if err := unix.FcntlFlock(uintptr(fd), unix.F_OFD_SETLK, &lk); err != nil {
 		return r.wrap(fmt.Sprintf("unlock byte %d", off), err)
 	}
@@ -316,11 +352,11 @@ func (r *Region) Unlock(off int64) error {
 // its owner is alive.
 func (r *Region) Held(off int64) (bool, error) {
 	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: off, Len: 1}
-	fd, done, err := r.useFd(fmt.Sprintf("test lock byte %d", off))
-	if err != nil {
-		return false, err
+	fd, ok := r.holdFd()
+	if !ok {
+		return false, r.wrap(fmt.Sprintf("test lock byte %d", off), os.ErrClosed)
 	}
-	defer done()
+	defer r.fdMu.RUnlock()
 	if err := unix.FcntlFlock(uintptr(fd), unix.F_OFD_GETLK, &lk); err != nil {
 		return false, r.wrap(fmt.Sprintf("test lock byte %d", off), err)
 	}

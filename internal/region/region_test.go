@@ -1,6 +1,7 @@
 package region
 
 import (
+	"io"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -36,4 +37,48 @@ func TestResizeWithoutFallocateWritesTheBlocks(t *testing.T) {
 	require.NoError(t, unix.Fstat(int(r.f.Fd()), &st))
 	assert.Equal(t, int64(size), st.Size)
 	assert.GreaterOrEqual(t, st.Blocks*512, int64(size), "every byte has a block")
+}
+
+// ReadAt reads all it is asked for or says why not: nothing at all past
+// the end is io.EOF, a read that ends short io.ErrUnexpectedEOF, and
+// after CloseFile os.ErrClosed; each message names the backing.
+func TestReadAt(t *testing.T) {
+	r := testRegion(t)
+	require.NoError(t, r.WriteAt([]byte("0123456789"), 0))
+	buf := make([]byte, 4)
+	n, err := r.ReadAt(buf, 3)
+	require.NoError(t, err)
+	assert.Equal(t, 4, n)
+	assert.Equal(t, "3456", string(buf))
+
+	n, err = r.ReadAt(buf, 8)
+	assert.ErrorIs(t, err, io.ErrUnexpectedEOF)
+	assert.Equal(t, 2, n)
+	assert.Equal(t, "89", string(buf[:n]))
+
+	n, err = r.ReadAt(buf, 10)
+	assert.ErrorIs(t, err, io.EOF)
+	assert.Zero(t, n)
+	assert.ErrorContains(t, err, r.Name())
+
+	require.NoError(t, r.CloseFile())
+	_, err = r.ReadAt(buf, 0)
+	assert.ErrorIs(t, err, os.ErrClosed)
+	assert.ErrorContains(t, err, r.Name())
+}
+
+// Open remembers the size it found (a first guess for the envelope, which
+// checks it under its lock); a backing it creates has none.
+func TestSizeAtOpen(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "s")
+	require.NoError(t, os.WriteFile(p, make([]byte, 12345), 0o600))
+	r, err := Open(Spec{Name: p, Path: p, Open: os.OpenFile}, 0, 0o600)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = r.Close() })
+	assert.Equal(t, int64(12345), r.SizeAtOpen())
+
+	c, err := Open(Spec{Name: p + "2", Path: p + "2", Open: os.OpenFile}, Create, 0o600)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	assert.Equal(t, int64(-1), c.SizeAtOpen())
 }
