@@ -3,6 +3,7 @@ package envelope
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -129,18 +130,11 @@ func Open(r *region.Region, p Params) (e *Envelope, rep *recovery.Report, err er
 // open does the work of Open for an existing segment, under the meta lock.
 func (e *Envelope) open(p Params, rep *recovery.Report) error {
 	r := e.region
-	// The size Open saw serves, unless it is too small for a header or
-	// for what the header says (another process may have grown the
-	// backing before this one took the meta lock): then it is read again.
-	size := r.SizeAtOpen()
-	restat := func() (err error) {
-		size, err = r.Size()
+	// The size now, under the meta lock: another process may have grown
+	// the backing, or (buggy or hostile) shrunk it, since it was opened.
+	size, err := r.Size()
+	if err != nil {
 		return err
-	}
-	if size < PageSize {
-		if err := restat(); err != nil {
-			return err
-		}
 	}
 	switch {
 	// Segments are built elsewhere and linked into place whole, so a
@@ -152,6 +146,11 @@ func (e *Envelope) open(p Params, rep *recovery.Report) error {
 	}
 	var page [HeaderOffB + HeaderLen]byte // both header copies
 	if _, err := r.ReadAt(page[:], 0); err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			// Shrunk since the size above was read (a peer that
+			// truncates it without the meta lock).
+			return fmt.Errorf("%s: shorter than its header: %w (%w)", r.Name(), recovery.ErrCorrupt, err)
+		}
 		return err
 	}
 	h, damaged, err := ReadHeaders(page[:])
@@ -161,11 +160,6 @@ func (e *Envelope) open(p Params, rep *recovery.Report) error {
 	rep.State = h.State
 	if h.State == recovery.StateCreating {
 		return fmt.Errorf("%s: a creation that never finished (state %s): %w", r.Name(), h.State, recovery.ErrCorrupt)
-	}
-	if uint64(size) < h.Size {
-		if err := restat(); err != nil {
-			return err
-		}
 	}
 	if uint64(size) < h.Size {
 		return fmt.Errorf("%s: header says %d bytes, the backing has %d: %w", r.Name(), h.Size, size, recovery.ErrCorrupt)

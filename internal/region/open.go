@@ -55,16 +55,14 @@ func Open(spec Spec, flags Flags, perm fs.FileMode) (*Region, error) {
 	if err != nil {
 		return nil, openError(spec, err)
 	}
-	size, err := checkRegular(spec.Name, f)
-	if err != nil {
+	if err := checkRegular(spec.Name, f); err != nil {
 		_ = f.Close()
 		return nil, err
 	}
-	// O_NONBLOCK stays set: it "has no effect for regular files" (open(2)),
-	// and clearing it would cost a system call on every open.
-	r := newRegion(spec.Name, f, false, spec.Durable, flags&ReadOnly != 0)
-	r.openSize = size
-	return r, nil
+	// A regular file ignores O_NONBLOCK; clear it all the same (none of
+	// the other flags F_SETFL sets was asked for).
+	_, _ = unix.FcntlInt(f.Fd(), unix.F_SETFL, 0)
+	return newRegion(spec.Name, f, false, spec.Durable, flags&ReadOnly != 0), nil
 }
 
 // create makes the unpublished file of a new backing.
@@ -191,25 +189,24 @@ func unwrapPath(err error) error {
 	return err
 }
 
-// checkRegular returns ErrNotRegular unless f is a regular file, and
-// otherwise its size.
-func checkRegular(name string, f *os.File) (int64, error) {
+// checkRegular returns ErrNotRegular unless f is a regular file.
+func checkRegular(name string, f *os.File) error {
 	fi, err := f.Stat()
 	if err != nil {
-		return 0, fmt.Errorf("%s: stat: %w", name, err)
+		return fmt.Errorf("%s: stat: %w", name, err)
 	}
 	m := fi.Mode()
 	switch {
 	case m.IsRegular():
-		return fi.Size(), nil
+		return nil
 	case m.IsDir():
-		return 0, fmt.Errorf("%s: %w: is a directory", name, ErrNotRegular)
+		return fmt.Errorf("%s: %w: is a directory", name, ErrNotRegular)
 	case m&fs.ModeNamedPipe != 0:
-		return 0, fmt.Errorf("%s: %w: is a named pipe (FIFO)", name, ErrNotRegular)
+		return fmt.Errorf("%s: %w: is a named pipe (FIFO)", name, ErrNotRegular)
 	case m&fs.ModeSocket != 0:
-		return 0, fmt.Errorf("%s: %w: is a socket", name, ErrNotRegular)
+		return fmt.Errorf("%s: %w: is a socket", name, ErrNotRegular)
 	case m&fs.ModeDevice != 0:
-		return 0, fmt.Errorf("%s: %w: is a device", name, ErrNotRegular)
+		return fmt.Errorf("%s: %w: is a device", name, ErrNotRegular)
 	}
-	return 0, fmt.Errorf("%s: %w: not a regular file (%v)", name, ErrNotRegular, m.Type())
+	return fmt.Errorf("%s: %w: not a regular file (%v)", name, ErrNotRegular, m.Type())
 }

@@ -20,7 +20,6 @@ type Region struct {
 	name     string
 	f        *os.File
 	fd       int    // f's descriptor
-	openSize int64  // see SizeAtOpen
 	created  bool   // a new file, made by Open with Create
 	target   string // where Publish links it (the real path), until it has
 	temp     string // its hidden temporary name, where there is one, until published
@@ -67,7 +66,7 @@ func New(name string, f *os.File, created, durable bool) *Region {
 }
 
 func newRegion(name string, f *os.File, created, durable, readOnly bool) *Region {
-	return &Region{name: name, f: f, fd: int(f.Fd()), openSize: -1, created: created, durable: durable, readOnly: readOnly}
+	return &Region{name: name, f: f, fd: int(f.Fd()), created: created, durable: durable, readOnly: readOnly}
 }
 
 // Name is the backing's name, as in messages.
@@ -92,11 +91,6 @@ func (r *Region) Owner() string {
 	}
 	return fmt.Sprintf("mode %v", fi.Mode().Perm())
 }
-
-// SizeAtOpen is the backing's size when Open found it (before any lock
-// was taken: another process may have grown it since), or -1 where Open
-// did not look (a backing it created).
-func (r *Region) SizeAtOpen() int64 { return r.openSize }
 
 // Size is the current size of the backing in bytes.
 func (r *Region) Size() (int64, error) {

@@ -66,19 +66,3 @@ func TestReadAt(t *testing.T) {
 	assert.ErrorIs(t, err, os.ErrClosed)
 	assert.ErrorContains(t, err, r.Name())
 }
-
-// Open remembers the size it found (a first guess for the envelope, which
-// checks it under its lock); a backing it creates has none.
-func TestSizeAtOpen(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "s")
-	require.NoError(t, os.WriteFile(p, make([]byte, 12345), 0o600))
-	r, err := Open(Spec{Name: p, Path: p, Open: os.OpenFile}, 0, 0o600)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = r.Close() })
-	assert.Equal(t, int64(12345), r.SizeAtOpen())
-
-	c, err := Open(Spec{Name: p + "2", Path: p + "2", Open: os.OpenFile}, Create, 0o600)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = c.Close() })
-	assert.Equal(t, int64(-1), c.SizeAtOpen())
-}
