@@ -59,20 +59,30 @@ func TestCountBelowAVX512(t *testing.T) {
 func TestWalkAVX512MatchesWalkWord(t *testing.T) {
 	seg := newSeg(t)
 	require.NoError(t, seg.Grow(16<<20))
+	uends := []uint64{0, 1, math.MaxUint64, math.MaxUint64 - 1, 1 << 63, 1<<63 - 1}
+	ukey := func(r *rand.Rand) uint64 { return r.Uint64() >> r.IntN(64) }
+	sends := []int64{0, -1, 1, math.MinInt64, math.MinInt64 + 1, math.MaxInt64, math.MaxInt64 - 1}
+	skey := func(r *rand.Rand) int64 { return int64(r.Uint64()) >> r.IntN(64) }
+	// Nodes of 8-byte values, and of 4-byte values (leaves smaller than
+	// inner nodes).
 	t.Run("uint64", func(t *testing.T) {
-		ends := []uint64{0, 1, math.MaxUint64, math.MaxUint64 - 1, 1 << 63, 1<<63 - 1}
-		walkBothWays(t, seg, "u", func(r *rand.Rand) uint64 { return r.Uint64() >> r.IntN(64) }, ends)
+		walkBothWays(t, seg, "u", ukey, uends, func(k uint64) float64 { return float64(k) })
 	})
 	t.Run("int64", func(t *testing.T) {
-		ends := []int64{0, -1, 1, math.MinInt64, math.MinInt64 + 1, math.MaxInt64, math.MaxInt64 - 1}
-		walkBothWays(t, seg, "s", func(r *rand.Rand) int64 { return int64(r.Uint64()) >> r.IntN(64) }, ends)
+		walkBothWays(t, seg, "s", skey, sends, func(k int64) float64 { return float64(k) })
+	})
+	t.Run("uint64 to float32", func(t *testing.T) {
+		walkBothWays(t, seg, "u4", ukey, uends, func(k uint64) float32 { return float32(k) })
+	})
+	t.Run("int64 to int32", func(t *testing.T) {
+		walkBothWays(t, seg, "s4", skey, sends, func(k int64) int32 { return int32(k) })
 	})
 }
 
-func walkBothWays[K uint64 | int64](t *testing.T, seg *mapped.Segment, name string, key func(*rand.Rand) K, ends []K) {
-	m, err := Construct(seg, name, Map[K, float64]{})
+func walkBothWays[K uint64 | int64, V float64 | float32 | int32](t *testing.T, seg *mapped.Segment, name string, key func(*rand.Rand) K, ends []K, val func(K) V) {
+	m, err := Construct(seg, name, Map[K, V]{})
 	require.NoError(t, err)
-	g, err := mapGeoOf[K, float64]()
+	g, err := mapGeoOf[K, V]()
 	require.NoError(t, err)
 	if !g.walk.asm {
 		t.Skip("this machine has no AVX-512, or the geometry is not walkAVX512's: walkWord walks in Go")
@@ -91,7 +101,7 @@ func walkBothWays[K uint64 | int64](t *testing.T, seg *mapped.Segment, name stri
 		v, ok := m.Get(k)
 		require.Equal(t, gfound, ok)
 		if ok {
-			require.Equal(t, float64(k), *v)
+			require.Equal(t, val(k), *v)
 		}
 	}
 	var keys []K
@@ -104,7 +114,7 @@ func walkBothWays[K uint64 | int64](t *testing.T, seg *mapped.Segment, name stri
 			if _, there := m.Get(k); there {
 				continue
 			}
-			require.NoError(t, m.Set(k, float64(k)))
+			require.NoError(t, m.Set(k, val(k)))
 			keys = append(keys, k)
 		}
 		for _, k := range ends {
@@ -158,7 +168,8 @@ func walkBothWays[K uint64 | int64](t *testing.T, seg *mapped.Segment, name stri
 	// The word past the last child of a full root (inside the node's
 	// block, whose size class is 512) made a good child, so that only the
 	// capacity check stops the walk.
-	require.LessOrEqual(t, g.walk.childOff+uint64(g.innerCap+2)*8, g.walk.maxSize)
+	require.LessOrEqual(t, g.walk.childOff+uint64(g.innerCap+2)*8, uint64(512))
+	require.LessOrEqual(t, g.inSize, uintptr(512))
 	past := (*uint64)(unsafe.Add(seg.Base(), m.root+g.walk.childOff+uint64(g.innerCap+1)*8))
 	pastGood := *past
 	*past = *(*uint64)(unsafe.Add(seg.Base(), m.root+g.walk.childOff))
