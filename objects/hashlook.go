@@ -53,7 +53,9 @@ var (
 	wordLookMisses [256]atomic.Uint32
 )
 
-func wordLookSlot(h unsafe.Pointer) uintptr { return uintptr(h) * 0x9e3779b97f4a7c15 >> 56 }
+func wordLookSlot(h unsafe.Pointer) uintptr {
+	return uintptr(uint64(uintptr(h)) * 0x9e3779b97f4a7c15 >> 56)
+}
 
 // rememberWord records a checked table, unless it is recorded already. A
 // slot that holds another map's record is taken over only every eighth

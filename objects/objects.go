@@ -119,7 +119,7 @@ func constructArray[T any](seg *mapped.Segment, name string, n int, fill func([]
 	if err != nil {
 		return nil, err
 	}
-	if hi, lo := bits.Mul64(uint64(max(n, 0)), uint64(ti.size)); n < 0 || n > mapped.MaxMaxSize || hi != 0 || lo > mapped.MaxMaxSize {
+	if hi, lo := bits.Mul64(uint64(max(n, 0)), uint64(ti.size)); n < 0 || uint64(n) > mapped.MaxMaxSize || hi != 0 || lo > mapped.MaxMaxSize {
 		return nil, fmt.Errorf("mapstore: construct %q in %s: %d elements of %d bytes: %w", name, seg.Name(), n, ti.size, mapped.ErrInvalidSize)
 	}
 	obj, err := seg.CreateNamedAs(name, false, ti.nameSpec(int64(n)), func(obj []byte) {
@@ -308,7 +308,7 @@ func NewArray[T any](seg *mapped.Segment, n int) ([]T, error) {
 		return nil, err
 	}
 	hi, size := bits.Mul64(uint64(max(n, 0)), uint64(ti.size))
-	if n < 0 || n > mapped.MaxMaxSize || hi != 0 || size > mapped.MaxMaxSize {
+	if n < 0 || uint64(n) > mapped.MaxMaxSize || hi != 0 || size > mapped.MaxMaxSize {
 		return nil, fmt.Errorf("mapstore: new in %s: %d elements of %d bytes: %w", seg.Name(), n, ti.size, mapped.ErrInvalidSize)
 	}
 	var b []byte
