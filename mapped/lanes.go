@@ -132,13 +132,17 @@ func (l *Lane) Begin(s *Segment) error {
 		}
 	}
 	me := s.laneMe
-	start := int(s.laneHint.Load())
+	start := int(s.laneHint.Load()) // a lane's index, below nLanes
 	var since time.Time
 	for try := 0; ; try++ {
 		n := s.h.geo.nLanes
+		start = min(start, n-1)
 		foreign := false
 		for k := range n {
-			i := (start + k) % n
+			i := start + k // start < n, so no division is needed
+			if i >= n {
+				i -= n
+			}
 			w := s.h.w(mLaneOwners + uintptr(i)*8)
 			if v := atomic.LoadUint64(w); v != 0 {
 				foreign = foreign || v != me
