@@ -773,6 +773,10 @@ func (m *Map[K, V]) put(method string, k K, v *V, overwrite bool) (*V, bool, err
 		res, err := o.insertInPlace(method, path[depth-1], &k, v)
 		return res, err == nil, err
 	}
+	if !found && depth > 1 && o.g.splitInPlace(path[depth-2], path[depth-1]) {
+		res, err := o.splitLeaf(method, path[depth-2], path[depth-1], &k, v)
+		return res, err == nil, err
+	}
 	shape, _, err := shapeFor[V]()
 	if err != nil {
 		return nil, false, err
@@ -906,6 +910,139 @@ func (o *mapOp[K, V]) insertInPlace(method string, leaf pathEnt, k *K, v *V) (*V
 	}
 	return (*V)(vp), nil
 }
+
+// splitInPlace reports whether a new key that goes into leaf, which is
+// full, splits it in place (splitLeaf): fixed-size keys, a parent with
+// room for the separator, and a lane that can save what the split
+// changes in the leaf and the parent.
+func (g *mapGeo) splitInPlace(parent, leaf pathEnt) bool {
+	if g.str || leaf.n != g.leafCap || parent.n >= g.innerCap {
+		return false
+	}
+	n := 3*(16+8) + 16 // the map's count, the two headers, the new leaf
+	if h := (leaf.n + 1) / 2; leaf.idx < h {
+		moved := h - leaf.idx // the left half's keys and values that move
+		n += 16 + moved*int(g.ks) + 16 + (moved*int(g.vs)+7)&^7
+	}
+	if moved := parent.n - parent.idx; moved > 0 {
+		n += 16 + moved*int(g.ks) + 16 + moved*8
+	}
+	return n <= laneRoom
+}
+
+// splitLeaf inserts k (value *v, or zero) at leaf.idx of leaf, which is
+// full, by splitting it in place: the leaf keeps the first half of its
+// keys with k, a new leaf takes the second half, and parent (which has
+// room) gets the new leaf's first key and the new leaf after leaf. What
+// changes in the leaf and the parent (their counts, the keys and values
+// and children that move) is saved in the lane first, and the new leaf
+// is the lane's allocation, so a rollback puts both back and frees it.
+// It is what builder.insert does for the same case, without writing the
+// leaf and the parent anew (three allocations and two frees, each under
+// the segment lock). It returns a pointer to the new value.
+func (o *mapOp[K, V]) splitLeaf(method string, parent, leaf pathEnt, k *K, v *V) (*V, error) {
+	g, m := o.g, o.m
+	var l mapped.Lane
+	err := l.Begin(o.seg)
+	if err != nil {
+		return nil, err
+	}
+	defer l.Abort() // a no-op once it committed; a panic undoes the call
+	n, pos := leaf.n, leaf.idx
+	h := (n + 1) / 2 // the left leaf's keys, with k
+	ks, vs := int(g.ks), int(g.vs)
+	slot := unsafe.Pointer(k) // a fixed-size key's bytes, padded
+	if unsafe.Sizeof(*k) != g.ks {
+		b := builder[K, V]{o: o, l: &l}
+		slot, err = b.makeSlot(&b.buf[0], k)
+	}
+	save := func(p unsafe.Pointer, size int) {
+		if err == nil && size > 0 {
+			err = l.Save(p, size)
+		}
+	}
+	save(unsafe.Pointer(&m.n), 8)
+	save(o.at(leaf.nd), 8)
+	if pos < h {
+		save(o.key(leaf.nd, pos), (h-pos)*ks)
+		save(o.val(leaf.nd, pos), (h-pos)*vs)
+	}
+	pn, pi := parent.n, parent.idx
+	save(o.at(parent.nd), 8)
+	save(o.key(parent.nd, pi), (pn-pi)*ks)
+	save(unsafe.Pointer(o.child(parent.nd, pi+1)), (pn-pi)*8)
+	var right uint64
+	if err == nil {
+		b := builder[K, V]{o: o, l: &l}
+		right, err = b.newNode(true)
+	}
+	if err != nil {
+		l.Abort()
+		return nil, o.laneErr(method, err)
+	}
+	if splitHook != nil {
+		splitHook("saved")
+	}
+	keys := func(nd uint64, i, c int) []byte { return unsafe.Slice((*byte)(o.key(nd, i)), c*ks) }
+	vals := func(nd uint64, i, c int) []byte { return unsafe.Slice((*byte)(o.val(nd, i)), c*vs) }
+	setVal := func(p unsafe.Pointer) {
+		if v != nil {
+			copy(unsafe.Slice((*byte)(p), vs), unsafe.Slice((*byte)(unsafe.Pointer(v)), vs))
+		} else {
+			clear(unsafe.Slice((*byte)(p), vs))
+		}
+	}
+	var res unsafe.Pointer
+	if pos < h {
+		// The right leaf is old [h-1, n); the left one old [0, pos), k,
+		// old [pos, h-1).
+		copy(keys(right, 0, n-h+1), keys(leaf.nd, h-1, n-h+1))
+		copy(vals(right, 0, n-h+1), vals(leaf.nd, h-1, n-h+1))
+		copy(keys(leaf.nd, pos+1, h-1-pos), keys(leaf.nd, pos, h-1-pos))
+		copy(vals(leaf.nd, pos+1, h-1-pos), vals(leaf.nd, pos, h-1-pos))
+		copy(keys(leaf.nd, pos, 1), unsafe.Slice((*byte)(slot), ks))
+		res = o.val(leaf.nd, pos)
+	} else {
+		// The left leaf keeps old [0, h); the right one is old [h, pos),
+		// k, old [pos, n).
+		copy(keys(right, 0, pos-h), keys(leaf.nd, h, pos-h))
+		copy(vals(right, 0, pos-h), vals(leaf.nd, h, pos-h))
+		copy(keys(right, pos-h, 1), unsafe.Slice((*byte)(slot), ks))
+		copy(keys(right, pos-h+1, n-pos), keys(leaf.nd, pos, n-pos))
+		copy(vals(right, pos-h+1, n-pos), vals(leaf.nd, pos, n-pos))
+		res = o.val(right, pos-h)
+	}
+	setVal(res)
+	lh := (*uint64)(o.at(leaf.nd))
+	*(*uint64)(o.at(right)) = *lh&^0xffff | uint64(n+1-h)
+	*lh = *lh&^0xffff | uint64(h)
+	if splitHook != nil {
+		splitHook("written")
+	}
+	// The parent: the right leaf's first key before key pi, the right
+	// leaf after child pi (the left one, where it was).
+	copy(keys(parent.nd, pi+1, pn-pi), keys(parent.nd, pi, pn-pi))
+	copy(unsafe.Slice((*byte)(unsafe.Pointer(o.child(parent.nd, pi+2))), (pn-pi)*8),
+		unsafe.Slice((*byte)(unsafe.Pointer(o.child(parent.nd, pi+1))), (pn-pi)*8))
+	copy(keys(parent.nd, pi, 1), keys(right, 0, 1))
+	*o.child(parent.nd, pi+1) = right
+	ph := (*uint64)(o.at(parent.nd))
+	*ph = *ph&^0xffff | uint64(pn+1)
+	m.n++
+	if splitHook != nil {
+		splitHook("linked")
+	}
+	if err := l.Commit(); err != nil {
+		return nil, err
+	}
+	return (*V)(res), nil
+}
+
+// splitHook is inPlaceHook for splitLeaf: "saved" (the lane holds what
+// changes and the new leaf, nothing changed yet), "written" (both leaves
+// written) and "linked" (the parent and the map's count too, before the
+// commit).
+var splitHook func(step string)
 
 // inPlaceHook, when not nil, is called at the steps of insertInPlace:
 // "saved" (the lane holds what changes, nothing changed yet), "written"

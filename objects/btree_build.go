@@ -7,8 +7,10 @@ import (
 )
 
 // How a Map changes, crash-atomically (but for a new key whose leaf has
-// room: Map.insertInPlace): every node a call changes is written anew, as a block the call's lane allocates (a rollback frees
-// it), from lists of the keys, values and children it is to hold; the
+// room, Map.insertInPlace, and one whose full leaf splits into a parent
+// with room, Map.splitLeaf: both change the nodes in place, saved in the
+// lane first): every node a call changes is written anew, as a block the
+// call's lane allocates (a rollback frees it), from lists of the keys, values and children it is to hold; the
 // topmost new node is published with one pointer (the root word, or a
 // child word of the first node that keeps its shape), saved in the lane
 // first; the old nodes, and what removed keys and values own, are freed

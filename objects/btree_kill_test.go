@@ -1064,3 +1064,203 @@ func TestSIGKILLDuringInsertInPlace(t *testing.T) {
 	}
 	assert.Equal(t, 4*2*3, rolled, "every kill was rolled back")
 }
+
+// mapPredictSplit says whether a Set of the new key k splits its leaf in
+// place (splitLeaf), and if so whether k goes into the left half and
+// whether the leaf is its parent's last child.
+func mapPredictSplit[K comparable, V any](m *Map[K, V], k K) (split, left, last bool) {
+	o, err := m.op("predict")
+	if err != nil || m.root == 0 {
+		return false, false, false
+	}
+	var path [maxMapDepth]pathEnt
+	d, found, err := o.descend(&k, &path)
+	if err != nil || found || d < 2 || o.g.inPlace(path[d-1]) || !o.g.splitInPlace(path[d-2], path[d-1]) {
+		return false, false, false
+	}
+	leaf, parent := path[d-1], path[d-2]
+	return true, leaf.idx < (leaf.n+1)/2, parent.idx == parent.n
+}
+
+const splitKeys = 2000 // keys below 2*splitKeys
+
+// splitBuild makes the map "sp" of the keys below 2*splitKeys but those
+// that are 3 mod 4, set in a fixed shuffled order: its leaves are filled
+// unevenly, and some are full. The keys left out are splitCandidates.
+func splitBuild(seg *mapped.Segment) (*Map[int64, int64], error) {
+	m, err := Construct(seg, "sp", Map[int64, int64]{})
+	if err != nil {
+		return nil, err
+	}
+	for _, i := range rand.New(rand.NewPCG(7, 8)).Perm(2 * splitKeys) {
+		if i%4 == 3 {
+			continue
+		}
+		if err := m.Set(int64(i), int64(i)); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// splitCandidates is the keys splitBuild leaves out, in a fixed shuffled
+// order.
+func splitCandidates() []int64 {
+	var ks []int64
+	for _, i := range rand.New(rand.NewPCG(9, 10)).Perm(2 * splitKeys) {
+		if i%4 == 3 {
+			ks = append(ks, int64(i))
+		}
+	}
+	return ks
+}
+
+// childSplitInPlace: args are the segment, the key and the step to die
+// at.
+func childSplitInPlace(args []string) int {
+	seg, err := kOpenSpec(args[0], mapped.OpenOnly)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	k, _ := strconv.Atoi(args[1])
+	step := args[2]
+	splitHook = func(s string) {
+		if s == step {
+			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {}
+		}
+	}
+	m, err := Find[Map[int64, int64]](seg, "sp")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	if split, _, _ := mapPredictSplit(m, int64(k)); !split {
+		fmt.Fprintf(os.Stderr, "key %d does not split its leaf in place\n", k)
+		return 3
+	}
+	if err := m.Set(int64(k), -1); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0 // the step was not reached
+}
+
+// TestSplitInPlace: a Set that splits a full leaf in place leaves the map
+// as a model says, whichever half the key goes to and wherever the leaf
+// is among its parent's children.
+func TestSplitInPlace(t *testing.T) {
+	seg := newSeg(t)
+	m, err := splitBuild(seg)
+	require.NoError(t, err)
+	model := map[int64]int64{}
+	for i := range int64(2 * splitKeys) {
+		if i%4 != 3 {
+			model[i] = i
+		}
+	}
+	kinds := map[[2]bool]int{}
+	for _, k := range splitCandidates() {
+		split, left, last := mapPredictSplit(m, k)
+		require.NoError(t, m.Set(k, 100*k))
+		model[k] = 100 * k
+		if !split {
+			continue
+		}
+		kinds[[2]bool{left, last}]++
+		_, err := mapVerify(m, cmp.Compare[int64])
+		require.NoError(t, err, "after the split that set %d", k)
+		require.Equal(t, len(model), m.Len())
+		for mk, mv := range model {
+			v, ok := m.Get(mk)
+			require.True(t, ok, "key %d", mk)
+			require.Equal(t, mv, *v, "key %d", mk)
+		}
+	}
+	t.Logf("in-place splits by (left half, last child): %v", kinds)
+	for _, kind := range [][2]bool{{true, false}, {true, true}, {false, false}, {false, true}} {
+		require.NotZero(t, kinds[kind], "no split of the kind (left half, last child) %v", kind)
+	}
+	require.NoError(t, seg.CheckSanity())
+}
+
+// TestSIGKILLDuringSplitInPlace kills a Set at each step of an in-place
+// leaf split (the key in the left half, in the right half, the leaf the
+// parent's last child or not) and checks that recovery rolls it back: the
+// map as before, sound, and every block freed once it is destroyed.
+func TestSIGKILLDuringSplitInPlace(t *testing.T) {
+	spec := "file:" + filepath.Join(t.TempDir(), "split.seg")
+	seg, err := kOpenSpec(spec, mapped.CreateOnly, mapped.WithSize(1<<20))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = seg.Close() })
+	free0 := seg.FreeMemory()
+	// For each kind of split (the key in the left half or the right, the
+	// leaf its parent's last child or not), how many of the candidates
+	// to set first so that the next one splits so.
+	cands := splitCandidates()
+	scratch := newSeg(t)
+	m, err := splitBuild(scratch)
+	require.NoError(t, err)
+	var firsts []int
+	seen := map[[2]bool]bool{}
+	for i, k := range cands {
+		if split, left, last := mapPredictSplit(m, k); split && !seen[[2]bool{left, last}] {
+			seen[[2]bool{left, last}] = true
+			firsts = append(firsts, i)
+		}
+		require.NoError(t, m.Set(k, -k))
+	}
+	require.Len(t, firsts, 4, "kinds of split found: %v", seen)
+	rolled := 0
+	for _, first := range firsts {
+		k := cands[first]
+		for _, step := range []string{"saved", "written", "linked"} {
+			m, err := splitBuild(seg)
+			require.NoError(t, err)
+			for _, c := range cands[:first] {
+				require.NoError(t, m.Set(c, -c))
+			}
+			before, err := splitDump(seg)
+			require.NoError(t, err)
+			c := proctest.Start(t, "splitinplace", spec, strconv.Itoa(int(k)), step)
+			code := c.Wait()
+			require.Equal(t, -1, code, "key %d step %s: the child was killed: %s", k, step, c.Stderr())
+			fresh, err := kOpenSpec(spec, mapped.OpenOnly)
+			require.NoError(t, err)
+			for _, a := range fresh.RecoveryReport().Actions {
+				if strings.Contains(a, "rolled back the operation of lane") {
+					rolled++
+				}
+			}
+			for _, s := range []*mapped.Segment{fresh, seg} {
+				require.NoError(t, s.CheckSanity())
+				got, err := splitDump(s)
+				require.NoError(t, err)
+				require.Equal(t, before, got, "key %d killed at %s: the map as before", k, step)
+			}
+			require.NoError(t, Destroy[Map[int64, int64]](fresh, "sp"))
+			require.True(t, seg.AllMemoryDeallocated(), "key %d killed at %s: every block freed", k, step)
+			require.Equal(t, free0, seg.FreeMemory())
+			require.NoError(t, fresh.Close())
+		}
+	}
+	assert.Equal(t, 3*len(firsts), rolled, "every kill was rolled back")
+}
+
+// splitDump is the map's keys and values, checked by mapVerify first.
+func splitDump(seg *mapped.Segment) (string, error) {
+	m, err := Find[Map[int64, int64]](seg, "sp")
+	if err != nil {
+		return "", err
+	}
+	if _, err := mapVerify(m, cmp.Compare[int64]); err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d:", m.n)
+	for k, v := range m.All() {
+		fmt.Fprintf(&b, " %d=%d", k, *v)
+	}
+	return b.String(), nil
+}

@@ -52,6 +52,9 @@ func mainWithChildren(m *testing.M) {
 		// inplace kills itself at a step of an insert in place
 		// (btree_kill_test.go).
 		"inplace": childInPlace,
+		// splitinplace kills itself at a step of an in-place leaf split
+		// (btree_kill_test.go).
+		"splitinplace": childSplitInPlace,
 		// qovertake sends a message that overtakes and kills itself at a
 		// step of it (queue_kill_test.go).
 		"qovertake": childQueueOvertake,
