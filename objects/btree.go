@@ -41,8 +41,10 @@ import (
 //
 // Every mutating call is crash-atomic: it writes the nodes it changes as
 // new blocks in a mapped.Lane and publishes them with one pointer; a new
-// key whose leaf has room goes into it in place instead, the lane saving
-// first what changes (the keys and values that move up, the counts). So
+// key whose leaf has room goes into it in place instead, and one whose
+// full leaf splits into a parent with room splits it in place, the lane
+// saving first what changes (the keys, values and children that move,
+// the counts). So
 // after a SIGKILL anywhere in it, and recovery, the map holds the state
 // before the call or after it, and no block leaks. Like a Go map it is
 // not safe for concurrent mutation, nor for reading while another
@@ -922,7 +924,10 @@ func (g *mapGeo) splitInPlace(parent, leaf pathEnt) bool {
 	n := 3*(16+8) + 16 // the map's count, the two headers, the new leaf
 	if h := (leaf.n + 1) / 2; leaf.idx < h {
 		moved := h - leaf.idx // the left half's keys and values that move
-		n += 16 + moved*int(g.ks) + 16 + (moved*int(g.vs)+7)&^7
+		n += 16 + moved*int(g.ks)
+		if g.vs > 0 {
+			n += 16 + (moved*int(g.vs)+7)&^7
+		}
 	}
 	if moved := parent.n - parent.idx; moved > 0 {
 		n += 16 + moved*int(g.ks) + 16 + moved*8
