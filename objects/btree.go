@@ -894,11 +894,7 @@ func (o *mapOp[K, V]) insertInPlace(method string, leaf pathEnt, k *K, v *V) (*V
 		copy(unsafe.Slice((*byte)(unsafe.Add(vp, g.vs)), vb), unsafe.Slice((*byte)(vp), vb))
 	}
 	copy(unsafe.Slice((*byte)(kp), g.ks), unsafe.Slice((*byte)(slot), g.ks))
-	if v != nil {
-		copy(unsafe.Slice((*byte)(vp), g.vs), unsafe.Slice((*byte)(unsafe.Pointer(v)), g.vs))
-	} else {
-		clear(unsafe.Slice((*byte)(vp), g.vs))
-	}
+	setValue(vp, v)
 	if inPlaceHook != nil {
 		inPlaceHook("written")
 	}
@@ -990,13 +986,6 @@ func (o *mapOp[K, V]) splitLeaf(method string, parent, leaf pathEnt, k *K, v *V)
 	}
 	keys := func(nd uint64, i, c int) []byte { return unsafe.Slice((*byte)(o.key(nd, i)), c*ks) }
 	vals := func(nd uint64, i, c int) []byte { return unsafe.Slice((*byte)(o.val(nd, i)), c*vs) }
-	setVal := func(p unsafe.Pointer) {
-		if v != nil {
-			copy(unsafe.Slice((*byte)(p), vs), unsafe.Slice((*byte)(unsafe.Pointer(v)), vs))
-		} else {
-			clear(unsafe.Slice((*byte)(p), vs))
-		}
-	}
 	var res unsafe.Pointer
 	if pos < h {
 		// The right leaf is old [h-1, n); the left one old [0, pos), k,
@@ -1017,7 +1006,7 @@ func (o *mapOp[K, V]) splitLeaf(method string, parent, leaf pathEnt, k *K, v *V)
 		copy(vals(right, pos-h+1, n-pos), vals(leaf.nd, pos, n-pos))
 		res = o.val(right, pos-h)
 	}
-	setVal(res)
+	setValue(res, v)
 	lh := (*uint64)(o.at(leaf.nd))
 	*(*uint64)(o.at(right)) = *lh&^0xffff | uint64(n+1-h)
 	*lh = *lh&^0xffff | uint64(h)
@@ -1048,6 +1037,17 @@ func (o *mapOp[K, V]) splitLeaf(method string, parent, leaf pathEnt, k *K, v *V)
 // written) and "linked" (the parent and the map's count too, before the
 // commit).
 var splitHook func(step string)
+
+// setValue copies *v's bytes to p, a value slot of a leaf, or zeros it
+// where v is nil (GetOrInsert's new value).
+func setValue[V any](p unsafe.Pointer, v *V) {
+	dst := unsafe.Slice((*byte)(p), unsafe.Sizeof(*v))
+	if v != nil {
+		copy(dst, unsafe.Slice((*byte)(unsafe.Pointer(v)), len(dst)))
+	} else {
+		clear(dst)
+	}
+}
 
 // inPlaceHook, when not nil, is called at the steps of insertInPlace:
 // "saved" (the lane holds what changes, nothing changed yet), "written"

@@ -977,6 +977,17 @@ func inPlaceDump(seg *mapped.Segment) (string, error) {
 	return b.String(), nil
 }
 
+// killAtStep is a step hook (inPlaceHook, splitHook) that kills this
+// process with SIGKILL at step.
+func killAtStep(step string) func(string) {
+	return func(s string) {
+		if s == step {
+			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {}
+		}
+	}
+}
+
 // childInPlace: args are the segment, the map ("ints" or "strs"), the
 // key's index and the step to die at.
 func childInPlace(args []string) int {
@@ -987,12 +998,7 @@ func childInPlace(args []string) int {
 	}
 	i, _ := strconv.Atoi(args[2])
 	step := args[3]
-	inPlaceHook = func(s string) {
-		if s == step {
-			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
-			select {}
-		}
-	}
+	inPlaceHook = killAtStep(step)
 	var call func() error
 	var inPlace bool
 	switch args[1] {
@@ -1125,12 +1131,7 @@ func childSplitInPlace(args []string) int {
 	}
 	k, _ := strconv.Atoi(args[1])
 	step := args[2]
-	splitHook = func(s string) {
-		if s == step {
-			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
-			select {}
-		}
-	}
+	splitHook = killAtStep(step)
 	m, err := Find[Map[int64, int64]](seg, "sp")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
